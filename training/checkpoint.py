@@ -1,0 +1,202 @@
+"""The checkpoint contract: one directory per run that export and sampling can rebuild from.
+
+    RUN/config.json                  what the generator is (registry name + config), how its
+                                     tensors are normalised, what data and settings trained it
+    RUN/model.safetensors            the EMA generator weights: what export and sampling use
+    RUN/training_state.safetensors   live generator, discriminator, EMA and optimizer state,
+                                     for a resume that continues exactly where training stopped
+
+Weights are only ever read from safetensors: a checkpoint from someone else cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from synthmed.atomic import atomic_path, write_text_atomic
+from synthmed.errors import CheckpointError
+from synthmed.training.models import create_model
+from synthmed.training.models.registry import config_from_dict
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "training_state.safetensors"
+FORMAT = "synthmed-checkpoint/1"
+ROLES = ("stage1", "stage2", "single")
+
+# How each role's tensors map to pixels; export bakes the same conversions into the graph.
+NORMALISATION = {
+    "stage1": {"input": "z ~ N(0, 1), float32 [nz]", "output": "tanh in [-1, 1]; mask = output > 0"},
+    "stage2": {"input": "mask in {-1, 1} (1 = vessel)", "output": "tanh in [-1, 1]; pixel = (x + 1) * 127.5"},
+    "single": {"input": "z ~ N(0, 1), float32 [nz]", "output": "tanh in [-1, 1]; pixel = (x + 1) * 127.5"},
+}
+
+
+@dataclass(frozen=True)
+class GeneratorInfo:
+    """What config.json says about a generator checkpoint."""
+
+    path: Path
+    role: str
+    model_name: str
+    model_config: Any
+    step: int
+    metadata: dict[str, Any]
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square images this generator makes or takes."""
+        return int(self.model_config.size)
+
+
+def weights_sha256(path: Path) -> str:
+    """Hash of the weights file, recorded in config.json and later in ONNX metadata."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def save_generator(
+    run_dir: Path,
+    generator: nn.Module,
+    *,
+    role: str,
+    model_name: str,
+    model_config: Any,
+    step: int,
+    metadata: dict[str, Any],
+) -> None:
+    """Write model.safetensors, then config.json naming its hash (each file atomically)."""
+    weights = run_dir / WEIGHTS_FILE
+    with atomic_path(weights) as tmp:
+        save_file(_state_dict(generator), str(tmp), metadata={"step": str(step), "role": role})
+    config = {
+        "format": FORMAT,
+        "role": role,
+        "model": model_name,
+        "model_config": asdict(model_config),
+        "normalisation": NORMALISATION[role],
+        "step": step,
+        "weights": WEIGHTS_FILE,
+        "weights_sha256": weights_sha256(weights),
+        **metadata,
+    }
+    write_text_atomic(run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def read_generator_info(run_dir: Path | str, role: str | None = None) -> GeneratorInfo:
+    """Parse and validate RUN/config.json without loading weights."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: checkpoint folder does not exist")
+    if not config_path.is_file():
+        raise CheckpointError(f"{config_path}: missing; is {run_dir} a synthmed training run?")
+    try:
+        config = json.loads(config_path.read_text())
+        model_name, model_data, found_role = config["model"], config["model_config"], config["role"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{config_path}: not a synthmed checkpoint config ({e})") from e
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{config_path}: format {config.get('format')!r}, expected {FORMAT!r}")
+    if role is not None and found_role != role:
+        raise CheckpointError(f"{run_dir}: is a {found_role} checkpoint, expected {role}")
+    return GeneratorInfo(
+        run_dir, found_role, model_name, config_from_dict(model_name, model_data), int(config["step"]), config
+    )
+
+
+def load_generator(
+    run_dir: Path | str, role: str | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, GeneratorInfo]:
+    """Rebuild the EMA generator of a run, in eval mode (deterministic: dropout off)."""
+    info = read_generator_info(run_dir, role)
+    weights = info.path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing")
+    expected = info.metadata.get("weights_sha256")
+    if expected and weights_sha256(weights) != expected:
+        raise CheckpointError(f"{weights}: sha256 does not match config.json (file changed or corrupted)")
+    model = create_model(info.model_name, info.model_config)
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except (SafetensorError, RuntimeError) as e:
+        raise CheckpointError(f"{weights}: weights do not fit {info.model_name} ({e})") from e
+    return model.to(device).eval(), info
+
+
+def _flatten_optimizer(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Tensors of an optimizer's state as flat safetensors entries, the rest as JSON data."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            name = f"{prefix}.state.{index}.{key}"
+            if torch.is_tensor(value):
+                tensors[name] = value.detach().cpu().contiguous()
+            else:
+                scalars[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(prefix: str, tensors: dict, data: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in [*tensors.items(), *data["scalars"].items()]:
+        if name.startswith(f"{prefix}.state."):
+            index, key = name[len(prefix) + 7 :].split(".", 1)
+            state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": data["param_groups"]}
+
+
+def save_training_state(
+    path: Path,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    step: int,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Everything a resume needs, in one safetensors file with JSON metadata (`extra` too)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        tensors.update({f"{name}.{k}": v for k, v in _state_dict(module).items()})
+    optim_data = {}
+    for name, optimizer in optimizers.items():
+        flat, data = _flatten_optimizer(f"optim.{name}", optimizer)
+        tensors.update(flat)
+        optim_data[name] = data
+    metadata = {"step": str(step), "optimizers": json.dumps(optim_data), "extra": json.dumps(extra or {})}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_training_state(
+    path: Path,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> tuple[int, dict[str, Any]]:
+    """Restore modules and optimizers in place from `path`; returns the step to continue at
+    and the `extra` data saved with it."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+        tensors = load_file(str(path))
+        for name, module in modules.items():
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        optim_data = json.loads(metadata["optimizers"])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(_unflatten_optimizer(f"optim.{name}", tensors, optim_data[name]))
+        return int(metadata["step"]), json.loads(metadata["extra"])
+    except (SafetensorError, OSError, KeyError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot resume from this training state ({e})") from e

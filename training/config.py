@@ -1,0 +1,81 @@
+"""The training run's settings, as one dataclass saved inside every checkpoint.
+
+CLI options map one-to-one onto these fields; a resume rebuilds the run from the saved copy,
+so a run can always be continued (or reproduced) from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from synthmed.errors import UserInputError
+from synthmed.training.data.augment import AugmentConfig
+
+KINDS = ("stage1", "stage2", "single")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Settings that may differ on resume without changing what is being trained.
+RESUMABLE_OVERRIDES = ("steps", "sample_every", "checkpoint_every", "log_every", "device", "precision")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One GAN training run. Sizes and widths default to the paper-scale models."""
+
+    kind: str
+    data: str
+    size: int = 64
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 0
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    max_channels: int = 512
+    norm: str = "batch"
+    dropout: float = 0.5
+    l1_lambda: float = 100.0
+    ema_decay: float = 0.999
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mask_threshold: float | None = None
+    log_every: int = 10
+    sample_every: int = 250
+    checkpoint_every: int = 250
+    precision: str = "auto"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.kind not in KINDS:
+            problems.append(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.size < 32 or self.size > 1024 or self.size & (self.size - 1):
+            problems.append(f"--size must be a power of two from 32 to 1024, got {self.size}")
+        for name in ("steps", "batch_size", "nz", "ngf", "ndf", "max_channels", "log_every", "sample_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            problems.append(f"--lr must be > 0, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.mask_threshold is not None and not 0 < self.mask_threshold < 1:
+            problems.append(f"--mask-threshold must be in (0, 1), got {self.mask_threshold}")
+        if problems:
+            raise UserInputError(problems[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy (the augment settings nested)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`, as read back from a checkpoint's config.json."""
+        data = dict(data)
+        data["augment"] = AugmentConfig(**data.get("augment", {}))
+        return cls(**data)

@@ -1,0 +1,30 @@
+"""Generator, discriminator and segmentation models, registered by name.
+
+Importing this package registers every model, so `create_model(name, config)` can rebuild any
+of them from a checkpoint's config.json.
+"""
+
+from synthmed.training.models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
+from synthmed.training.models.pix2pix import (
+    PatchDiscriminator,
+    PatchDiscriminatorConfig,
+    UNetGenerator,
+    UNetGeneratorConfig,
+)
+from synthmed.training.models.registry import create_model, list_models, register_model
+from synthmed.training.models.segmentation import SegmentationUNet, SegmentationUNetConfig
+
+__all__ = [
+    "DCGANConfig",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
+    "PatchDiscriminator",
+    "PatchDiscriminatorConfig",
+    "SegmentationUNet",
+    "SegmentationUNetConfig",
+    "UNetGenerator",
+    "UNetGeneratorConfig",
+    "create_model",
+    "list_models",
+    "register_model",
+]

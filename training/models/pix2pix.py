@@ -1,0 +1,140 @@
+"""pix2pix: a U-Net generator (mask -> image) and a PatchGAN discriminator (Isola et al.).
+
+Stage II learns photorealism given the geometry: the U-Net's skip connections carry the
+mask's exact vessel positions to the output, the PatchGAN judges local texture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from synthmed.training.models.layers import check_size, init_gan_weights, norm_layer
+from synthmed.training.models.registry import register_model
+
+
+@dataclass(frozen=True)
+class UNetGeneratorConfig:
+    """A pix2pix U-Net with log2(size) levels, down to 1x1 at the bottleneck.
+
+    `dropout` is pix2pix's noise source in the three innermost decoder blocks; it is active in
+    training only, so the exported generator (eval mode) is deterministic.
+    """
+
+    size: int = 256
+    in_channels: int = 1
+    out_channels: int = 3
+    ngf: int = 64
+    max_channels: int = 512
+    norm: str = "batch"
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_size(self.size, low=32)
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        norm_layer(self.norm, 1)
+
+    def widths(self) -> list[int]:
+        """Encoder channels, outermost first."""
+        levels = check_size(self.size, low=32)
+        return [min(self.ngf * 2**i, self.max_channels) for i in range(levels)]
+
+
+def _down(c_in: int, c_out: int, norm: str | None, first: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [] if first else [nn.LeakyReLU(0.2)]
+    layers.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm is None))
+    if norm is not None:
+        layers.append(norm_layer(norm, c_out))
+    return nn.Sequential(*layers)
+
+
+def _up(c_in: int, c_out: int, norm: str, dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.ReLU(),
+        nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+        norm_layer(norm, c_out),
+    ]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+@register_model("unet_generator", UNetGeneratorConfig)
+class UNetGenerator(nn.Module):
+    """mask [N, in, S, S] in [-1, 1] -> image [N, out, S, S] in [-1, 1] (tanh)."""
+
+    def __init__(self, config: UNetGeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        w = config.widths()
+        n = len(w)
+        self.down = nn.ModuleList(
+            [_down(config.in_channels, w[0], None, first=True)]
+            + [_down(w[i - 1], w[i], config.norm if i < n - 1 else None, False) for i in range(1, n)]
+        )
+        # up[i] maps level i to level i-1; all but the innermost take the skip concatenated.
+        ups = [_up(w[n - 1], w[n - 2], config.norm, config.dropout)]
+        for i in range(n - 2, 0, -1):
+            ups.append(_up(2 * w[i], w[i - 1], config.norm, config.dropout if i >= n - 4 else 0.0))
+        self.up = nn.ModuleList(ups)
+        self.out = nn.Sequential(
+            nn.ReLU(), nn.ConvTranspose2d(2 * w[0], config.out_channels, 4, 2, 1), nn.Tanh()
+        )
+        init_gan_weights(self)
+
+    def forward(self, mask: torch.Tensor) -> torch.Tensor:
+        """Encode to 1x1, decode back with a skip from every encoder level."""
+        skips = []
+        x = mask
+        for down in self.down:
+            x = down(x)
+            skips.append(x)
+        x = self.up[0](skips[-1])
+        for up, skip in zip(self.up[1:], reversed(skips[1:-1]), strict=True):
+            x = up(torch.cat([skip, x], dim=1))
+        return self.out(torch.cat([skips[0], x], dim=1))
+
+
+@dataclass(frozen=True)
+class PatchDiscriminatorConfig:
+    """A PatchGAN over (mask, image) pairs; 3 layers give pix2pix's 70x70 receptive field."""
+
+    in_channels: int = 4
+    ndf: int = 64
+    n_layers: int = 3
+    norm: str = "batch"
+
+    def __post_init__(self) -> None:
+        if self.n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {self.n_layers}")
+        norm_layer(self.norm, 1)
+
+
+@register_model("patch_discriminator", PatchDiscriminatorConfig)
+class PatchDiscriminator(nn.Module):
+    """(mask, image) concatenated [N, in, S, S] -> a map of real/fake logits per patch."""
+
+    def __init__(self, config: PatchDiscriminatorConfig) -> None:
+        super().__init__()
+        ndf, norm = config.ndf, config.norm
+        layers: list[nn.Module] = [nn.Conv2d(config.in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        c_in = ndf
+        for i in range(1, config.n_layers + 1):
+            c_out = ndf * min(2**i, 8)
+            stride = 2 if i < config.n_layers else 1
+            layers += [
+                nn.Conv2d(c_in, c_out, 4, stride, 1, bias=False),
+                norm_layer(norm, c_out),
+                nn.LeakyReLU(0.2, True),
+            ]
+            c_in = c_out
+        layers.append(nn.Conv2d(c_in, 1, 4, 1, 1))
+        self.net = nn.Sequential(*layers)
+        init_gan_weights(self)
+
+    def forward(self, pair: torch.Tensor) -> torch.Tensor:
+        """Patch logits [N, 1, h, w]."""
+        return self.net(pair)

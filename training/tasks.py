@@ -1,0 +1,195 @@
+"""What each kind of GAN trains: its models, its batch, its losses and its progress metrics.
+
+The training loop (train.py) is the same for all three kinds; a task supplies the parts that
+differ. Stage I and the single-GAN baseline are unconditional DCGANs (noise -> mask, noise ->
+RGB image); stage II is pix2pix (mask -> image, adversarial loss + lambda * L1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from synthmed.training.config import TrainConfig
+from synthmed.training.data.augment import augment
+from synthmed.training.data.dataset import PairedData
+from synthmed.training.models import (
+    DCGANConfig,
+    PatchDiscriminatorConfig,
+    UNetGeneratorConfig,
+    create_model,
+)
+
+
+@dataclass
+class Batch:
+    """One training batch on the device: images in [-1, 1] RGB, masks in {-1, 1}."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+
+
+def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """The vanilla GAN loss on logits, computed in fp32 under mixed precision."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits.float(), target)
+
+
+class GanTask:
+    """Base: model construction from the run config and the shared batch preparation."""
+
+    role: str
+    generator_name: str
+    discriminator_name: str
+    jitter_images: bool
+    d_loss_scale: float
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.generator_config, self.discriminator_config = self._configs(cfg)
+
+    def _configs(self, cfg: TrainConfig) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def build(self) -> tuple[nn.Module, nn.Module]:
+        """Fresh generator and discriminator (seeded by the caller)."""
+        return (
+            create_model(self.generator_name, self.generator_config),
+            create_model(self.discriminator_name, self.discriminator_config),
+        )
+
+    def batch(self, data: PairedData, index: torch.Tensor, generator: torch.Generator, device: torch.device) -> Batch:
+        """Gather, augment and normalise the examples at `index`."""
+        images = data.images[index].float() / 255
+        masks = data.masks[index].float()
+        fov = data.fov[index].float()
+        images, masks, _ = augment(images, masks, fov, self.cfg.augment, generator, jitter_images=self.jitter_images)
+        return Batch(images.to(device) * 2 - 1, masks.to(device) * 2 - 1)
+
+    def latent(self, n: int, device: torch.device) -> torch.Tensor:
+        """Latents from the global RNG, which the loop seeds per step."""
+        return torch.randn(n, self.cfg.nz, device=device)
+
+
+class UnconditionalTask(GanTask):
+    """DCGAN: noise -> mask (stage I) or noise -> RGB image (single-GAN baseline)."""
+
+    generator_name = "dcgan_generator"
+    discriminator_name = "dcgan_discriminator"
+    d_loss_scale = 1.0
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.role = cfg.kind
+        self.jitter_images = cfg.kind == "single"
+        super().__init__(cfg)
+
+    def _configs(self, cfg: TrainConfig) -> tuple[DCGANConfig, DCGANConfig]:
+        config = DCGANConfig(
+            size=cfg.size,
+            nz=cfg.nz,
+            out_channels=1 if cfg.kind == "stage1" else 3,
+            ngf=cfg.ngf,
+            ndf=cfg.ndf,
+            max_channels=cfg.max_channels,
+            norm=cfg.norm,
+        )
+        return config, config
+
+    def real(self, batch: Batch) -> torch.Tensor:
+        """What the discriminator sees as real: masks for stage I, photographs otherwise."""
+        return batch.masks if self.role == "stage1" else batch.images
+
+    def generate(self, generator: nn.Module, batch: Batch) -> torch.Tensor:
+        """Fakes for this step, one per real example."""
+        return generator(self.latent(batch.images.shape[0], batch.images.device))
+
+    def d_inputs(self, batch: Batch, fake: torch.Tensor) -> list[tuple[torch.Tensor, bool]]:
+        """Real and fake inputs, kept apart so each sees its own batch-norm statistics."""
+        return [(self.real(batch), True), (fake, False)]
+
+    def g_loss(self, discriminator: nn.Module, batch: Batch, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Non-saturating generator loss, plus the mask's foreground fraction for stage I."""
+        stats = {}
+        if self.role == "stage1":
+            stats["fake_fraction"] = float((fake > 0).float().mean())
+            stats["real_fraction"] = float((batch.masks > 0).float().mean())
+        return bce(discriminator(fake), True), stats
+
+    @torch.no_grad()
+    def evaluate(self, generator: nn.Module, fixed: Any) -> tuple[dict[str, float], list[torch.Tensor]]:
+        """Metrics and a sample grid (rows of [N,C,H,W] in [0, 1]) from the EMA generator."""
+        fake = generator(fixed)
+        metrics = {}
+        if self.role == "stage1":
+            metrics["eval_fake_fraction"] = float((fake > 0).float().mean())
+            fake = (fake > 0).float() * 2 - 1
+        return metrics, [(fake[:16] + 1) / 2]
+
+    def fixed_inputs(self, data: PairedData, device: torch.device) -> torch.Tensor:
+        """The same 64 latents at every evaluation, so grids show progress, not noise."""
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        return torch.randn(64, self.cfg.nz, generator=generator).to(device)
+
+
+class Pix2PixTask(GanTask):
+    """Stage II: mask -> photograph with a PatchGAN and an L1 term (lambda 100 by default)."""
+
+    role = "stage2"
+    generator_name = "unet_generator"
+    discriminator_name = "patch_discriminator"
+    jitter_images = True
+    # pix2pix halves the discriminator loss to slow D relative to G.
+    d_loss_scale = 0.5
+
+    def _configs(self, cfg: TrainConfig) -> tuple[UNetGeneratorConfig, PatchDiscriminatorConfig]:
+        return (
+            UNetGeneratorConfig(
+                size=cfg.size,
+                in_channels=1,
+                out_channels=3,
+                ngf=cfg.ngf,
+                max_channels=cfg.max_channels,
+                norm=cfg.norm,
+                dropout=cfg.dropout,
+            ),
+            PatchDiscriminatorConfig(in_channels=4, ndf=cfg.ndf, norm=cfg.norm),
+        )
+
+    def generate(self, generator: nn.Module, batch: Batch) -> torch.Tensor:
+        """The photograph for each mask of the batch."""
+        return generator(batch.masks)
+
+    def d_inputs(self, batch: Batch, fake: torch.Tensor) -> list[tuple[torch.Tensor, bool]]:
+        """The discriminator judges (mask, image) pairs, so it also checks vessel alignment."""
+        return [(torch.cat([batch.masks, batch.images], 1), True), (torch.cat([batch.masks, fake], 1), False)]
+
+    def g_loss(self, discriminator: nn.Module, batch: Batch, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Adversarial term + lambda * L1; `l1` is reported in [0, 1] pixel units."""
+        l1 = (fake.float() - batch.images).abs().mean()
+        adversarial = bce(discriminator(torch.cat([batch.masks, fake], 1)), True)
+        return adversarial + self.cfg.l1_lambda * l1, {"l1": l1.item() / 2}
+
+    @torch.no_grad()
+    def evaluate(self, generator: nn.Module, fixed: Batch) -> tuple[dict[str, float], list[torch.Tensor]]:
+        """L1 of the EMA generator on fixed training pairs; grid rows: mask, fake, real."""
+        fake = generator(fixed.masks)
+        metrics = {"eval_l1": float((fake - fixed.images).abs().mean()) / 2}
+        rows = [fixed.masks[:8].expand(-1, 3, -1, -1), fake[:8], fixed.images[:8]]
+        return metrics, [(r + 1) / 2 for r in rows]
+
+    def fixed_inputs(self, data: PairedData, device: torch.device) -> Batch:
+        """The first 16 training pairs, unaugmented."""
+        n = min(16, len(data))
+        return Batch(
+            (data.images[:n].float() / 255 * 2 - 1).to(device),
+            (data.masks[:n].float() * 2 - 1).to(device),
+        )
+
+
+def make_task(cfg: TrainConfig) -> UnconditionalTask | Pix2PixTask:
+    """The task object for `cfg.kind`."""
+    return Pix2PixTask(cfg) if cfg.kind == "stage2" else UnconditionalTask(cfg)

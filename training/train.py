@@ -1,0 +1,323 @@
+"""The GAN training loop, readable top to bottom: `train(cfg, run_dir)`.
+
+Reproducibility is by construction: every random draw of step `t` (batch choice, augmentation,
+latents, dropout) is seeded from (seed, t, rank), and the checkpoint holds the full model and
+optimizer state, so stopping after K steps and resuming gives exactly the losses of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
+
+import synthmed
+from synthmed.errors import TrainingDivergedError, UserInputError
+from synthmed.training.checkpoint import (
+    STATE_FILE,
+    load_training_state,
+    read_generator_info,
+    save_generator,
+    save_training_state,
+)
+from synthmed.training.config import RESUMABLE_OVERRIDES, TrainConfig
+from synthmed.training.data.dataset import PairedData, load_paired_data
+from synthmed.training.distributed import Distributed, no_sync, setup, unwrap
+from synthmed.training.run_log import CsvLog, TensorBoardLog, save_grid
+from synthmed.training.tasks import GanTask, bce, make_task
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run reports."""
+
+    run_dir: Path
+    step: int
+    interrupted: bool
+    seconds_per_step: float
+    last_losses: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    data_real_fraction: float = 0.0
+
+
+def step_seed(*parts: int) -> int:
+    """A 63-bit seed from (seed, step, rank, ...) that does not collide for nearby inputs."""
+    return int(np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def ema_avg_fn(decay: float):
+    """EMA update with warm-up: the effective decay grows as (1 + n) / (10 + n) towards
+    `decay`, so a short run's EMA is not stuck near the random initialisation."""
+
+    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], n: torch.Tensor) -> None:
+        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        floats = [(e, p) for e, p in zip(ema_params, params, strict=True) if e.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1 - d)
+        for e, p in zip(ema_params, params, strict=True):
+            if not e.is_floating_point():  # batch-norm step counters are copied, not averaged
+                e.copy_(p)
+
+    return update
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag, so the loop stops between steps and saves a checkpoint.
+    A second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Install the handlers for the duration of the block (main thread only)."""
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
+    """The saved run config with `overrides` applied; changing what is trained is refused."""
+    info = read_generator_info(run_dir)
+    saved = TrainConfig.from_dict(info.metadata["train"])
+    changes = {}
+    for name, value in overrides.items():
+        if name in RESUMABLE_OVERRIDES or name == "data":
+            changes[name] = value
+        elif value != getattr(saved, name):
+            raise UserInputError(
+                f"--{name.replace('_', '-')} {value} differs from the run being resumed "
+                f"({getattr(saved, name)}); start a new --out to change it"
+            )
+    return dataclasses.replace(saved, **changes)
+
+
+def _precision(cfg: TrainConfig, device: torch.device) -> str:
+    """fp32 on CPU; bf16 autocast on CUDA when supported (no loss scaling needed)."""
+    if cfg.precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return "bf16" if cuda_bf16 else ("fp16" if device.type == "cuda" else "fp32")
+    if cfg.precision != "fp32" and device.type != "cuda":
+        raise UserInputError(f"--precision {cfg.precision} needs a CUDA device; use fp32 on {device.type}")
+    return cfg.precision
+
+
+def _batch_index(cfg: TrainConfig, n: int, step: int, dist: Distributed) -> torch.Tensor:
+    """This rank's slice of step `step`'s global batch: a function of (seed, step) alone."""
+    generator = torch.Generator().manual_seed(step_seed(cfg.seed, step, 0))
+    total = cfg.batch_size * dist.world_size
+    index = torch.randperm(n, generator=generator)[:total] if total <= n else torch.randint(n, (total,), generator=generator)
+    return index[dist.rank :: dist.world_size]
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    has_state = (run_dir / STATE_FILE).exists()
+    if resume and not has_state:
+        raise UserInputError(f"{run_dir}: nothing to resume (no {STATE_FILE})")
+    if not resume and has_state:
+        raise UserInputError(f"{run_dir}: already holds a training run; pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+class Trainer:
+    """Holds the models, optimizers and logs of one run; `run()` is the loop."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, *, resume: bool, progress: bool) -> None:
+        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        self.dist = setup(cfg.device)
+        if self.dist.is_main:
+            _prepare_run_dir(run_dir, resume)
+        self.precision = _precision(cfg, self.dist.device)
+        self.data: PairedData = load_paired_data(
+            cfg.data, cfg.size, mask_threshold=cfg.mask_threshold, progress=progress and self.dist.is_main
+        )
+        self.task: GanTask = make_task(cfg)
+        torch.manual_seed(cfg.seed)
+        generator, discriminator = self.task.build()
+        device = self.dist.device
+        self.generator, self.discriminator = generator.to(device), discriminator.to(device)
+        self.ema = AveragedModel(self.generator, multi_avg_fn=ema_avg_fn(cfg.ema_decay), use_buffers=True)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr, betas=betas)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        self.start_step = 0
+        if resume:
+            self._load_state()
+        self.g_ddp = self.dist.wrap(self.generator)
+        self.d_ddp = self.dist.wrap(self.discriminator)
+        self.fixed = self.task.fixed_inputs(self.data, device)
+        self.csv = self.eval_csv = self.tensorboard = None
+        if self.dist.is_main:
+            # losses.csv rows are 0-based step indices, eval.csv rows counts of steps done.
+            self.csv = CsvLog(run_dir / "losses.csv", self.start_step if resume else None)
+            self.eval_csv = CsvLog(run_dir / "eval.csv", self.start_step + 1 if resume else None)
+            self.tensorboard = TensorBoardLog(run_dir / "tensorboard")
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"generator": self.generator, "discriminator": self.discriminator, "ema": self.ema}
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.opt_g, "discriminator": self.opt_d}
+
+    def _load_state(self) -> None:
+        info = read_generator_info(self.run_dir)
+        saved_fingerprint = info.metadata["data"]["fingerprint"]
+        if saved_fingerprint != self.data.fingerprint:
+            raise UserInputError(f"{self.cfg.data}: data differs from the data the run in {self.run_dir} started on")
+        self.start_step, extra = load_training_state(self.run_dir / STATE_FILE, self._modules(), self._optimizers())
+        if "scaler" in extra:
+            self.scaler.load_state_dict(extra["scaler"])
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.dist.device.type, dtype=dtype)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One discriminator update, then one generator update; returns the step's losses."""
+        cfg, device = self.cfg, self.dist.device
+        torch.manual_seed(step_seed(cfg.seed, step, self.dist.rank, 1))
+        augment_rng = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.dist.rank, 2))
+        batch = self.task.batch(self.data, _batch_index(cfg, len(self.data), step, self.dist), augment_rng, device)
+        with self._autocast():
+            fake = self.task.generate(self.g_ddp, batch)
+
+        # Discriminator: real and fake terms backpropagate separately (own batch statistics);
+        # DDP all-reduces once, with the last term.
+        self.opt_d.zero_grad(set_to_none=True)
+        terms = self.task.d_inputs(batch, fake.detach())
+        loss_d = 0.0
+        for i, (inputs, is_real) in enumerate(terms):
+            sync = contextlib.nullcontext() if i == len(terms) - 1 else no_sync(self.d_ddp)
+            with sync, self._autocast():
+                term = bce(self.d_ddp(inputs), is_real) * self.task.d_loss_scale
+            self.scaler.scale(term).backward()
+            loss_d += term.item()
+        self.scaler.step(self.opt_d)
+
+        # Generator: through the bare discriminator, which must not collect gradients here.
+        self.discriminator.requires_grad_(False)
+        self.opt_g.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss_g, stats = self.task.g_loss(self.discriminator, batch, fake)
+        self.scaler.scale(loss_g).backward()
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        self.discriminator.requires_grad_(True)
+        self.ema.update_parameters(self.generator)
+        return {"loss_d": loss_d, "loss_g": loss_g.item(), **stats}
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """EMA metrics and a sample grid (rank 0)."""
+        metrics, rows = self.task.evaluate(self.ema.module.eval(), self.fixed)
+        save_grid(self.run_dir / "samples" / f"step_{step:06d}.png", rows)
+        self.eval_csv.write({"step": step, **metrics})
+        self.tensorboard.write(step, metrics)
+        return metrics
+
+    def save(self, step: int) -> None:
+        """Write the EMA generator and the resume state (rank 0)."""
+        metadata = {
+            "train": self.cfg.to_dict(),
+            "data": {
+                "path": str(Path(self.cfg.data).resolve()),
+                "fingerprint": self.data.fingerprint,
+                "count": len(self.data),
+                "vessel_fraction": self.data.vessel_fraction(),
+            },
+            "precision": self.precision,
+            "synthmed_version": synthmed.__version__,
+        }
+        extra = {"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}
+        save_training_state(self.run_dir / STATE_FILE, self._modules(), self._optimizers(), step, extra)
+        save_generator(
+            self.run_dir,
+            self.ema.module,
+            role=self.task.role,
+            model_name=self.task.generator_name,
+            model_config=self.task.generator_config,
+            step=step,
+            metadata=metadata,
+        )
+
+    def run(self) -> TrainResult:
+        """Train from `start_step` to `cfg.steps`, checkpointing and sampling on the way."""
+        cfg, main = self.cfg, self.dist.is_main
+        stop = StopRequest()
+        losses: dict[str, float] = {}
+        metrics: dict[str, float] = {}
+        step = self.start_step
+        busy = 0.0
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.kind}", unit="step", disable=not (self.progress and main))
+        with stop.installed():
+            while step < cfg.steps:
+                t0 = time.perf_counter()
+                self.generator.train()
+                self.discriminator.train()
+                losses = self.train_step(step)
+                busy += time.perf_counter() - t0
+                if self.dist.any_true(not all(math.isfinite(v) for v in losses.values())):
+                    raise TrainingDivergedError(
+                        f"a loss became NaN or infinite at step {step} ({_format(losses)}); the last good "
+                        f"checkpoint in {self.run_dir} was kept. Lower --lr, or use --precision fp32"
+                    )
+                step += 1
+                bar.update(1)
+                bar.set_postfix_str(_format(losses), refresh=False)
+                stopping = self.dist.any_true(stop.requested)
+                if main:
+                    if step % cfg.log_every == 0 or step == cfg.steps:
+                        self.csv.write({"step": step - 1, **losses})
+                        self.tensorboard.write(step - 1, losses)
+                    if step % cfg.sample_every == 0 or step == cfg.steps:
+                        metrics = self.evaluate(step)
+                    if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
+                        self.save(step)
+                if stopping:
+                    break
+        bar.close()
+        if main:
+            self.tensorboard.close()
+        self.dist.close()
+        done = step - self.start_step
+        return TrainResult(
+            self.run_dir,
+            step,
+            interrupted=step < cfg.steps,
+            seconds_per_step=busy / max(done, 1),
+            last_losses=losses,
+            eval_metrics=metrics,
+            data_real_fraction=float(self.data.masks.float().mean()),
+        )
+
+
+def _format(values: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in values.items())
+
+
+def train(cfg: TrainConfig, run_dir: Path | str, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train one GAN run into `run_dir` (or continue it with `resume=True`)."""
+    return Trainer(cfg, Path(run_dir), resume=resume, progress=progress).run()

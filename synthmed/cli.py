@@ -163,6 +163,20 @@ def train_cmd(ctx: click.Context, kind: str, data_dir: Path | None, out: Path, r
     click.echo(f"checkpoint: {out}")
 
 
+@cli.command("train-demo")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder for stage1/ and stage2/ (the bundled ones live in training/demo_models).")
+@click.option("--steps-scale", type=float, default=1.0, show_default=True,
+              help="Multiply every run's step count (e.g. 0.01 for a smoke test).")
+def train_demo_cmd(out: Path, steps_scale: float) -> None:
+    """Rebuild the bundled demo models: retina phantoms, then stage I, then stage II (CPU, minutes)."""
+    _require_torch()
+    from synthmed.training.demo import train_demo
+
+    runs = train_demo(out, steps_scale=steps_scale)
+    click.echo("demo models: " + ", ".join(str(p) for p in runs.values()))
+
+
 @cli.command("sample")
 @click.option("--stage1", type=click.Path(path_type=Path), default=None, help="Stage I run (default: bundled demo).")
 @click.option("--stage2", type=click.Path(path_type=Path), default=None, help="Stage II run (default: bundled demo).")

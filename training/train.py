@@ -280,9 +280,14 @@ class Trainer:
                 losses = self.train_step(step)
                 busy += time.perf_counter() - t0
                 if self.dist.any_true(not all(math.isfinite(v) for v in losses.values())):
+                    kept = (
+                        f"the last good checkpoint in {self.run_dir} was kept"
+                        if (self.run_dir / STATE_FILE).exists()
+                        else "no checkpoint had been written yet"
+                    )
                     raise TrainingDivergedError(
-                        f"a loss became NaN or infinite at step {step} ({_format(losses)}); the last good "
-                        f"checkpoint in {self.run_dir} was kept. Lower --lr, or use --precision fp32"
+                        f"a loss became NaN or infinite at step {step} ({_format(losses)}); {kept}. "
+                        "Lower --lr, or use --precision fp32"
                     )
                 step += 1
                 bar.update(1)

@@ -117,9 +117,8 @@ def load_paired_data(
 ) -> PairedData:
     """Read every pair under `root` (any recognised layout) at `size` x `size`."""
     pairs = find_pairs(root, split=split)
-    examples = [
-        load_example(pair, size, mask_threshold)
-        for pair in tqdm(pairs, desc="loading data", unit="img", disable=not progress, leave=False)
-    ]
+    # The bar is closed (and erased) on error too, so an error message starts on a clean line.
+    with tqdm(pairs, desc="loading data", unit="img", disable=not progress, leave=False) as bar:
+        examples = [load_example(pair, size, mask_threshold) for pair in bar]
     images, masks, fov = (torch.stack(t) for t in zip(*examples, strict=True))
     return PairedData([p.name for p in pairs], images, masks, fov, fingerprint(pairs))

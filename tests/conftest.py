@@ -1,0 +1,46 @@
+"""Shared fixtures: small phantom datasets on disk and a CLI runner that checks error shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from synthmed.cli import cli
+from synthmed.training.data.phantom import write_phantom_dataset
+
+
+@pytest.fixture(scope="session")
+def retina64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve 64x64 retina phantoms in the generic images/ masks/ fov/ layout."""
+    out = tmp_path_factory.mktemp("retina64")
+    write_phantom_dataset("retina", out, 12, 64, 7)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cells64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight 64x64 cell phantoms."""
+    out = tmp_path_factory.mktemp("cells64")
+    write_phantom_dataset("cells", out, 8, 64, 3)
+    return out
+
+
+def run_cli(*args: str) -> Result:
+    """Run `synthmed ARGS` in-process."""
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> str:
+    """The command failed with exit code != 0 and one `Error: ...` line naming the problem."""
+    assert result.exit_code != 0, result.output
+    # What a terminal shows: a progress bar erased with carriage returns is gone.
+    lines = [line.split("\r")[-1] for line in result.stderr.split("\n")]
+    lines = [line for line in lines if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: "), lines[0]
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.phantom import write_phantom_dataset
 from synthmed.training.train import Trainer
@@ -24,7 +23,9 @@ from synthmed.training.train import Trainer
 
 def measure(kind: str, size: int, data: Path, steps: int, batch_size: int) -> float:
     with tempfile.TemporaryDirectory() as run:
-        cfg = TrainConfig(kind=kind, data=str(data), size=size, steps=steps + 1, batch_size=batch_size)
+        cfg = TrainConfig(
+            kind=kind, data=str(data), size=size, steps=steps + 1, batch_size=batch_size
+        )
         trainer = Trainer(cfg, Path(run), resume=False, progress=False)
         trainer.train_step(0)  # warm-up: allocator and kernel selection
         start = time.perf_counter()
@@ -38,7 +39,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_step_seconds.json")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "train_step_seconds.json"
+    )
     args = parser.parse_args()
 
     rows = []
@@ -48,13 +51,27 @@ def main() -> None:
             write_phantom_dataset("retina", data, 32, size, 0)
             for kind in ("stage1", "stage2", "single"):
                 seconds = measure(kind, size, data, args.steps, args.batch_size)
-                rows.append({"kind": kind, "size": size, "batch_size": args.batch_size, "seconds_per_step": seconds,
-                             "images_per_second": args.batch_size / seconds})
-                print(f"{kind:7s} {size:4d}x{size:<4d} batch {args.batch_size:3d}: {seconds:7.3f} s/step "
-                      f"({args.batch_size / seconds:6.1f} img/s)", flush=True)
+                rows.append(
+                    {
+                        "kind": kind,
+                        "size": size,
+                        "batch_size": args.batch_size,
+                        "seconds_per_step": seconds,
+                        "images_per_second": args.batch_size / seconds,
+                    }
+                )
+                print(
+                    f"{kind:7s} {size:4d}x{size:<4d} batch {args.batch_size:3d}: "
+                    f"{seconds:7.3f} s/step "
+                    f"({args.batch_size / seconds:6.1f} img/s)",
+                    flush=True,
+                )
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
         "config": {"ngf": 64, "ndf": 64, "nz": 100, "norm": "batch", "data": "retina phantoms"},
         "rows": rows,
     }

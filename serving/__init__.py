@@ -1,4 +1,4 @@
-"""Serving: the Triton model repository writer, a local tritonserver, the in-process runtime (issue 4).
+"""Serving: Triton model repository writer, local tritonserver, in-process runtime (issue 4).
 
 Needs no torch. Nothing is served yet.
 """

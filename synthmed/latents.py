@@ -20,4 +20,8 @@ def latent(seed: int, index: int, nz: int) -> np.ndarray:
 
 def latents(seed: int, indices: range | list[int] | np.ndarray, nz: int) -> np.ndarray:
     """Stacked latents float32 [len(indices), nz] for the given sample indices."""
-    return np.stack([latent(seed, int(i), nz) for i in indices]) if len(indices) else np.zeros((0, nz), np.float32)
+    return (
+        np.stack([latent(seed, int(i), nz) for i in indices])
+        if len(indices)
+        else np.zeros((0, nz), np.float32)
+    )

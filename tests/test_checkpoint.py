@@ -7,16 +7,33 @@ import shutil
 from pathlib import Path
 
 import pytest
+from synthmed.training.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_generator,
+    read_generator_info,
+)
 
 from synthmed.errors import CheckpointError
-from synthmed.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_generator, read_generator_info
 from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
 def stage1_run(retina64: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("stage1")
-    args = ["--steps", "2", "--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "4", "--quiet"]
+    args = [
+        "--steps",
+        "2",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--nz",
+        "16",
+        "--batch-size",
+        "4",
+        "--quiet",
+    ]
     assert run_cli("train", "stage1", "--data", retina64, "--out", out, *args).exit_code == 0
     return out
 

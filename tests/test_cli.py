@@ -33,7 +33,9 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
 
 
 def test_console_entry_point_runs() -> None:
-    result = subprocess.run([sys.executable, "-m", "synthmed", "--version"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "synthmed", "--version"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0 and "0.1.0" in result.stdout
 
 

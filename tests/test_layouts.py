@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from synthmed.errors import DataError
 from synthmed.training.data.dataset import load_paired_data
 from synthmed.training.data.layouts import detect_layout, find_pairs
 from synthmed.training.data.phantom import render_phantom
+
+from synthmed.errors import DataError
 from tests.conftest import assert_one_line_error, run_cli
 
 
@@ -85,7 +85,10 @@ def test_stare_layout_prefers_first_observer_and_reads_gz(tmp_path: Path) -> Non
         _save(tmp_path / f"im000{i}.vk.ppm", np.zeros_like(s.mask), "PPM", mode="L")
     assert detect_layout(tmp_path) == "stare"
     pairs = find_pairs(tmp_path)
-    assert [(p.name, p.mask.name) for p in pairs] == [("im0001", "im0001.ah.ppm"), ("im0002", "im0002.ah.ppm")]
+    assert [(p.name, p.mask.name) for p in pairs] == [
+        ("im0001", "im0001.ah.ppm"),
+        ("im0002", "im0002.ah.ppm"),
+    ]
     data = load_paired_data(tmp_path, 64)
     assert np.array_equal(data.masks[1, 0].numpy() * 255, render_phantom("retina", 64, 2).mask)
 

@@ -7,18 +7,30 @@ import dataclasses
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-
-from synthmed.errors import CheckpointError
 from synthmed.training.models import create_model, list_models
 from synthmed.training.models.registry import config_from_dict, model_config_class
 
+from synthmed.errors import CheckpointError
+
 # Small configs and the input each model takes, keyed by registered name.
 TINY = {
-    "dcgan_generator": ({"size": 32, "nz": 16, "ngf": 8, "ndf": 8}, lambda: torch.randn(2, 16), (2, 1, 32, 32)),
-    "dcgan_discriminator": ({"size": 32, "nz": 16, "ngf": 8, "ndf": 8}, lambda: torch.randn(2, 1, 32, 32), (2,)),
+    "dcgan_generator": (
+        {"size": 32, "nz": 16, "ngf": 8, "ndf": 8},
+        lambda: torch.randn(2, 16),
+        (2, 1, 32, 32),
+    ),
+    "dcgan_discriminator": (
+        {"size": 32, "nz": 16, "ngf": 8, "ndf": 8},
+        lambda: torch.randn(2, 1, 32, 32),
+        (2,),
+    ),
     "unet_generator": ({"size": 32, "ngf": 8}, lambda: torch.randn(2, 1, 32, 32), (2, 3, 32, 32)),
     "patch_discriminator": ({"ndf": 8}, lambda: torch.randn(2, 4, 32, 32), (2, 1, 2, 2)),
-    "segmentation_unet": ({"base_channels": 8, "depth": 2}, lambda: torch.randn(2, 3, 32, 32), (2, 1, 32, 32)),
+    "segmentation_unet": (
+        {"base_channels": 8, "depth": 2},
+        lambda: torch.randn(2, 3, 32, 32),
+        (2, 1, 32, 32),
+    ),
 }
 
 
@@ -37,7 +49,9 @@ def test_forward_shape_and_weights_round_trip(name: str, tmp_path) -> None:
     assert tuple(y.shape) == shape
     assert torch.isfinite(y).all()
 
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "w.safetensors")
+    )
     rebuilt = create_model(name, dataclasses.asdict(model_config_class(name)(**config))).eval()
     rebuilt.load_state_dict(load_file(str(tmp_path / "w.safetensors")))
     with torch.no_grad():

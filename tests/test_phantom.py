@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
-
-from synthmed.errors import UserInputError
 from synthmed.training.data.phantom import (
     PHANTOM_KINDS,
     PhantomSample,
     render_phantom,
     write_phantom_dataset,
 )
+
+from synthmed.errors import UserInputError
 
 SEEDS = (0, 1, 2)
 
@@ -92,9 +92,7 @@ def test_sample_depends_on_index_not_count(tmp_path) -> None:
     assert all(five[name] == data for name, data in three.items())
 
 
-@pytest.mark.parametrize(
-    ("kind", "low", "high"), [("retina", 0.06, 0.16), ("cells", 0.25, 0.45)]
-)
+@pytest.mark.parametrize(("kind", "low", "high"), [("retina", 0.06, 0.16), ("cells", 0.25, 0.45)])
 @pytest.mark.parametrize("size", [64, 256])
 def test_foreground_fraction_is_plausible(kind: str, low: float, high: float, size: int) -> None:
     for seed in SEEDS:

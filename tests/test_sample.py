@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
 
 from synthmed.latents import latent, latents
-from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
 from tests.conftest import assert_one_line_error, run_cli
 
 TINY = ["--steps", "2", "--ngf", "8", "--ndf", "8", "--batch-size", "4", "--quiet"]
@@ -18,8 +18,15 @@ TINY = ["--steps", "2", "--ngf", "8", "--ndf", "8", "--batch-size", "4", "--quie
 @pytest.fixture(scope="module")
 def runs(retina64: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("runs")
-    assert run_cli("train", "stage1", "--data", retina64, "--out", root / "s1", "--nz", "16", *TINY).exit_code == 0
-    assert run_cli("train", "stage2", "--data", retina64, "--out", root / "s2", *TINY).exit_code == 0
+    assert (
+        run_cli(
+            "train", "stage1", "--data", retina64, "--out", root / "s1", "--nz", "16", *TINY
+        ).exit_code
+        == 0
+    )
+    assert (
+        run_cli("train", "stage2", "--data", retina64, "--out", root / "s2", *TINY).exit_code == 0
+    )
     return root / "s1", root / "s2"
 
 
@@ -31,14 +38,29 @@ def test_latent_depends_on_seed_and_index_only() -> None:
 
 def test_samples_do_not_depend_on_batch_size(runs: tuple[Path, Path], tmp_path: Path) -> None:
     for batch in ("1", "3"):
-        result = run_cli("sample", "--stage1", runs[0], "--stage2", runs[1], "--count", "5", "--seed", "9",
-                         "--batch-size", batch, "--out", tmp_path / batch)
+        result = run_cli(
+            "sample",
+            "--stage1",
+            runs[0],
+            "--stage2",
+            runs[1],
+            "--count",
+            "5",
+            "--seed",
+            "9",
+            "--batch-size",
+            batch,
+            "--out",
+            tmp_path / batch,
+        )
         assert result.exit_code == 0, result.output
     for kind in ("images", "masks"):
         names = sorted(p.name for p in (tmp_path / "1" / kind).iterdir())
         assert names == [f"{i:06d}.png" for i in range(5)]
         for name in names:
-            assert (tmp_path / "1" / kind / name).read_bytes() == (tmp_path / "3" / kind / name).read_bytes()
+            assert (tmp_path / "1" / kind / name).read_bytes() == (
+                tmp_path / "3" / kind / name
+            ).read_bytes()
     image = np.asarray(Image.open(tmp_path / "1" / "images" / "000000.png"))
     mask = np.asarray(Image.open(tmp_path / "1" / "masks" / "000000.png"))
     assert image.shape == (64, 64, 3) and mask.shape == (64, 64)
@@ -46,15 +68,34 @@ def test_samples_do_not_depend_on_batch_size(runs: tuple[Path, Path], tmp_path: 
 
 
 def test_stage_sizes_must_agree(runs: tuple[Path, Path], retina64: Path, tmp_path: Path) -> None:
-    assert run_cli("train", "stage2", "--data", retina64, "--out", tmp_path / "s2", "--size", "32", *TINY).exit_code == 0
-    result = run_cli("sample", "--stage1", runs[0], "--stage2", tmp_path / "s2", "--count", "2", "--out", tmp_path / "o")
+    assert (
+        run_cli(
+            "train", "stage2", "--data", retina64, "--out", tmp_path / "s2", "--size", "32", *TINY
+        ).exit_code
+        == 0
+    )
+    result = run_cli(
+        "sample",
+        "--stage1",
+        runs[0],
+        "--stage2",
+        tmp_path / "s2",
+        "--count",
+        "2",
+        "--out",
+        tmp_path / "o",
+    )
     assert_one_line_error(result, "stage I makes 64x64 masks but stage II takes 32x32")
 
 
 def test_stage_roles_are_checked(runs: tuple[Path, Path], tmp_path: Path) -> None:
-    result = run_cli("sample", "--stage1", runs[1], "--stage2", runs[1], "--count", "2", "--out", tmp_path)
+    result = run_cli(
+        "sample", "--stage1", runs[1], "--stage2", runs[1], "--count", "2", "--out", tmp_path
+    )
     assert_one_line_error(result, "is a stage2 checkpoint, expected stage1")
-    assert_one_line_error(run_cli("sample", "--count", "0", "--out", tmp_path), "--count must be >= 1")
+    assert_one_line_error(
+        run_cli("sample", "--count", "0", "--out", tmp_path), "--count must be >= 1"
+    )
 
 
 def test_bundled_demo_models_sample(tmp_path: Path) -> None:

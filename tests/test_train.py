@@ -13,11 +13,23 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from synthmed.training.checkpoint import STATE_FILE, load_generator
+
 from tests.conftest import assert_one_line_error, run_cli
 
-TINY = ["--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "4", "--log-every", "1", "--quiet"]
+TINY = [
+    "--ngf",
+    "8",
+    "--ndf",
+    "8",
+    "--nz",
+    "16",
+    "--batch-size",
+    "4",
+    "--log-every",
+    "1",
+    "--quiet",
+]
 
 
 def _losses(run: Path) -> list[dict[str, str]]:
@@ -26,22 +38,57 @@ def _losses(run: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize("kind", ["stage1", "stage2", "single"])
-def test_resume_continues_with_the_losses_of_an_uninterrupted_run(kind: str, retina64: Path, tmp_path: Path) -> None:
+def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
+    kind: str, retina64: Path, tmp_path: Path
+) -> None:
     whole, split = tmp_path / "whole", tmp_path / "split"
-    assert run_cli("train", kind, "--data", retina64, "--out", whole, "--steps", "8", *TINY).exit_code == 0
-    assert run_cli("train", kind, "--data", retina64, "--out", split, "--steps", "4", *TINY).exit_code == 0
+    assert (
+        run_cli("train", kind, "--data", retina64, "--out", whole, "--steps", "8", *TINY).exit_code
+        == 0
+    )
+    assert (
+        run_cli("train", kind, "--data", retina64, "--out", split, "--steps", "4", *TINY).exit_code
+        == 0
+    )
     resumed = run_cli("train", kind, "--out", split, "--steps", "8", "--resume", "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert _losses(split) == _losses(whole)
     assert [row["step"] for row in _losses(split)] == [str(i) for i in range(8)]
-    resumed_weights, whole_weights = load_file(split / "model.safetensors"), load_file(whole / "model.safetensors")
+    resumed_weights, whole_weights = (
+        load_file(split / "model.safetensors"),
+        load_file(whole / "model.safetensors"),
+    )
     assert resumed_weights.keys() == whole_weights.keys()
     assert all(torch.equal(resumed_weights[k], whole_weights[k]) for k in whole_weights)
 
 
 def test_stage2_learns_the_mapping(retina64: Path, tmp_path: Path) -> None:
-    args = ["--size", "32", "--steps", "50", "--ngf", "16", "--ndf", "16", "--batch-size", "8", "--lr", "1e-3"]
-    result = run_cli("train", "stage2", "--data", retina64, "--out", tmp_path, *args, "--log-every", "1", "--quiet")
+    args = [
+        "--size",
+        "32",
+        "--steps",
+        "50",
+        "--ngf",
+        "16",
+        "--ndf",
+        "16",
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-3",
+    ]
+    result = run_cli(
+        "train",
+        "stage2",
+        "--data",
+        retina64,
+        "--out",
+        tmp_path,
+        *args,
+        "--log-every",
+        "1",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     l1 = [float(row["l1"]) for row in _losses(tmp_path)]
     assert sum(l1[-5:]) / 5 < 0.5 * sum(l1[:5]) / 5, l1
@@ -50,16 +97,35 @@ def test_stage2_learns_the_mapping(retina64: Path, tmp_path: Path) -> None:
 
 
 def test_divergence_stops_with_a_clear_error(retina64: Path, tmp_path: Path) -> None:
-    result = run_cli("train", "stage1", "--data", retina64, "--out", tmp_path / "run", "--steps", "5", *TINY, "--lr", "1e30")
+    result = run_cli(
+        "train",
+        "stage1",
+        "--data",
+        retina64,
+        "--out",
+        tmp_path / "run",
+        "--steps",
+        "5",
+        *TINY,
+        "--lr",
+        "1e30",
+    )
     line = assert_one_line_error(result, "NaN or infinite", "--lr")
     assert result.exit_code == 3, line
 
 
 def test_existing_run_needs_resume(retina64: Path, tmp_path: Path) -> None:
-    assert run_cli("train", "stage1", "--data", retina64, "--out", tmp_path, "--steps", "2", *TINY).exit_code == 0
+    assert (
+        run_cli(
+            "train", "stage1", "--data", retina64, "--out", tmp_path, "--steps", "2", *TINY
+        ).exit_code
+        == 0
+    )
     again = run_cli("train", "stage1", "--data", retina64, "--out", tmp_path, "--steps", "2", *TINY)
     assert_one_line_error(again, "already holds a training run", "--resume")
-    changed = run_cli("train", "stage1", "--out", tmp_path, "--steps", "4", "--size", "128", "--resume")
+    changed = run_cli(
+        "train", "stage1", "--out", tmp_path, "--steps", "4", "--size", "128", "--resume"
+    )
     assert_one_line_error(changed, "--size 128 differs from the run being resumed (64)")
     wrong_kind = run_cli("train", "stage2", "--out", tmp_path, "--resume")
     assert_one_line_error(wrong_kind, "is a stage1 run")
@@ -74,18 +140,37 @@ def test_existing_run_needs_resume(retina64: Path, tmp_path: Path) -> None:
     ],
 )
 def test_bad_options(args: list[str], message: str, retina64: Path, tmp_path: Path) -> None:
-    assert_one_line_error(run_cli("train", "stage1", "--data", retina64, "--out", tmp_path / "r", *args), message)
+    assert_one_line_error(
+        run_cli("train", "stage1", "--data", retina64, "--out", tmp_path / "r", *args), message
+    )
 
 
 def test_missing_data_and_missing_resume(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("train", "stage1", "--out", tmp_path / "r"), "--data is required")
-    assert_one_line_error(run_cli("train", "stage1", "--out", tmp_path / "r", "--resume"), "checkpoint folder does not exist")
+    assert_one_line_error(
+        run_cli("train", "stage1", "--out", tmp_path / "r", "--resume"),
+        "checkpoint folder does not exist",
+    )
 
 
 def test_sigint_saves_a_checkpoint_that_resumes(retina64: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "synthmed", "train", "stage1", "--data", str(retina64), "--out", str(run),
-               "--steps", "100000", "--checkpoint-every", "100000", *TINY]
+    command = [
+        sys.executable,
+        "-m",
+        "synthmed",
+        "train",
+        "stage1",
+        "--data",
+        str(retina64),
+        "--out",
+        str(run),
+        "--steps",
+        "100000",
+        "--checkpoint-every",
+        "100000",
+        *TINY,
+    ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not (run / "losses.csv").exists() or len(_losses(run)) < 3:
@@ -100,7 +185,9 @@ def test_sigint_saves_a_checkpoint_that_resumes(retina64: Path, tmp_path: Path) 
     _, info = load_generator(run)
     assert info.step >= 3
 
-    resumed = run_cli("train", "stage1", "--out", run, "--steps", str(info.step + 2), "--resume", "--quiet")
+    resumed = run_cli(
+        "train", "stage1", "--out", run, "--steps", str(info.step + 2), "--resume", "--quiet"
+    )
     assert resumed.exit_code == 0, resumed.output
     assert load_generator(run)[1].step == info.step + 2
 
@@ -108,9 +195,27 @@ def test_sigint_saves_a_checkpoint_that_resumes(retina64: Path, tmp_path: Path) 
 @pytest.mark.skipif(os.cpu_count() is None, reason="needs a CPU count")
 def test_torchrun_two_processes_share_one_run(retina64: Path, tmp_path: Path) -> None:
     """DistributedDataParallel on CPU (gloo): the multi-GPU path, exercised with two workers."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "synthmed", "train", "stage2", "--data", str(retina64), "--out", str(tmp_path),
-               "--size", "32", "--steps", "3", *TINY]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "synthmed",
+        "train",
+        "stage2",
+        "--data",
+        str(retina64),
+        "--out",
+        str(tmp_path),
+        "--size",
+        "32",
+        "--steps",
+        "3",
+        *TINY,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

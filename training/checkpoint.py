@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from synthmed.training.models import create_model
+from synthmed.training.models.registry import config_from_dict
 from torch import nn
 
 from synthmed.atomic import atomic_path, write_text_atomic
 from synthmed.errors import CheckpointError
-from synthmed.training.models import create_model
-from synthmed.training.models.registry import config_from_dict
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -35,9 +35,18 @@ ROLES = ("stage1", "stage2", "single")
 
 # How each role's tensors map to pixels; export bakes the same conversions into the graph.
 NORMALISATION = {
-    "stage1": {"input": "z ~ N(0, 1), float32 [nz]", "output": "tanh in [-1, 1]; mask = output > 0"},
-    "stage2": {"input": "mask in {-1, 1} (1 = vessel)", "output": "tanh in [-1, 1]; pixel = (x + 1) * 127.5"},
-    "single": {"input": "z ~ N(0, 1), float32 [nz]", "output": "tanh in [-1, 1]; pixel = (x + 1) * 127.5"},
+    "stage1": {
+        "input": "z ~ N(0, 1), float32 [nz]",
+        "output": "tanh in [-1, 1]; mask = output > 0",
+    },
+    "stage2": {
+        "input": "mask in {-1, 1} (1 = vessel)",
+        "output": "tanh in [-1, 1]; pixel = (x + 1) * 127.5",
+    },
+    "single": {
+        "input": "z ~ N(0, 1), float32 [nz]",
+        "output": "tanh in [-1, 1]; pixel = (x + 1) * 127.5",
+    },
 }
 
 
@@ -109,11 +118,18 @@ def read_generator_info(run_dir: Path | str, role: str | None = None) -> Generat
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{config_path}: not a synthmed checkpoint config ({e})") from e
     if config.get("format") != FORMAT:
-        raise CheckpointError(f"{config_path}: format {config.get('format')!r}, expected {FORMAT!r}")
+        raise CheckpointError(
+            f"{config_path}: format {config.get('format')!r}, expected {FORMAT!r}"
+        )
     if role is not None and found_role != role:
         raise CheckpointError(f"{run_dir}: is a {found_role} checkpoint, expected {role}")
     return GeneratorInfo(
-        run_dir, found_role, model_name, config_from_dict(model_name, model_data), int(config["step"]), config
+        run_dir,
+        found_role,
+        model_name,
+        config_from_dict(model_name, model_data),
+        int(config["step"]),
+        config,
     )
 
 
@@ -127,7 +143,9 @@ def load_generator(
         raise CheckpointError(f"{weights}: missing")
     expected = info.metadata.get("weights_sha256")
     if expected and weights_sha256(weights) != expected:
-        raise CheckpointError(f"{weights}: sha256 does not match config.json (file changed or corrupted)")
+        raise CheckpointError(
+            f"{weights}: sha256 does not match config.json (file changed or corrupted)"
+        )
     model = create_model(info.model_name, info.model_config)
     try:
         model.load_state_dict(load_file(str(weights)))
@@ -175,7 +193,11 @@ def save_training_state(
         flat, data = _flatten_optimizer(f"optim.{name}", optimizer)
         tensors.update(flat)
         optim_data[name] = data
-    metadata = {"step": str(step), "optimizers": json.dumps(optim_data), "extra": json.dumps(extra or {})}
+    metadata = {
+        "step": str(step),
+        "optimizers": json.dumps(optim_data),
+        "extra": json.dumps(extra or {}),
+    }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
@@ -193,10 +215,14 @@ def load_training_state(
         tensors = load_file(str(path))
         for name, module in modules.items():
             prefix = f"{name}."
-            module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+            module.load_state_dict(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            )
         optim_data = json.loads(metadata["optimizers"])
         for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(_unflatten_optimizer(f"optim.{name}", tensors, optim_data[name]))
+            optimizer.load_state_dict(
+                _unflatten_optimizer(f"optim.{name}", tensors, optim_data[name])
+            )
         return int(metadata["step"]), json.loads(metadata["extra"])
     except (SafetensorError, OSError, KeyError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot resume from this training state ({e})") from e

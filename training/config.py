@@ -10,14 +10,22 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from synthmed.errors import UserInputError
 from synthmed.training.data.augment import AugmentConfig
+
+from synthmed.errors import UserInputError
 
 KINDS = ("stage1", "stage2", "single")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Settings that may differ on resume without changing what is being trained.
-RESUMABLE_OVERRIDES = ("steps", "sample_every", "checkpoint_every", "log_every", "device", "precision")
+RESUMABLE_OVERRIDES = (
+    "steps",
+    "sample_every",
+    "checkpoint_every",
+    "log_every",
+    "device",
+    "precision",
+)
 
 
 @dataclass(frozen=True)
@@ -55,15 +63,29 @@ class TrainConfig:
             problems.append(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.size < 32 or self.size > 1024 or self.size & (self.size - 1):
             problems.append(f"--size must be a power of two from 32 to 1024, got {self.size}")
-        for name in ("steps", "batch_size", "nz", "ngf", "ndf", "max_channels", "log_every", "sample_every", "checkpoint_every"):
+        for name in (
+            "steps",
+            "batch_size",
+            "nz",
+            "ngf",
+            "ndf",
+            "max_channels",
+            "log_every",
+            "sample_every",
+            "checkpoint_every",
+        ):
             if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                problems.append(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                )
         if not self.lr > 0:
             problems.append(f"--lr must be > 0, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.precision not in PRECISIONS:
-            problems.append(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            problems.append(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.mask_threshold is not None and not 0 < self.mask_threshold < 1:
             problems.append(f"--mask-threshold must be in (0, 1), got {self.mask_threshold}")
         if problems:

@@ -32,13 +32,23 @@ def train_demo(out: Path, *, steps_scale: float = 1.0, progress: bool = True) ->
     with tempfile.TemporaryDirectory(prefix="synthmed-demo-") as work:
         data = Path(work) / "data"
         write_phantom_dataset(
-            DEMO_DATA["kind"], data, DEMO_DATA["count"], DEMO_DATA["size"], DEMO_DATA["seed"], progress=progress
+            DEMO_DATA["kind"],
+            data,
+            DEMO_DATA["count"],
+            DEMO_DATA["size"],
+            DEMO_DATA["seed"],
+            progress=progress,
         )
         for role, settings in DEMO_RUNS.items():
             steps = max(1, round(settings["steps"] * steps_scale))
             cfg = TrainConfig(
-                kind=role, data=str(data), size=DEMO_DATA["size"], seed=DEMO_DATA["seed"],
-                sample_every=max(steps // 10, 1), checkpoint_every=steps, **{**settings, "steps": steps},
+                kind=role,
+                data=str(data),
+                size=DEMO_DATA["size"],
+                seed=DEMO_DATA["seed"],
+                sample_every=max(steps // 10, 1),
+                checkpoint_every=steps,
+                **{**settings, "steps": steps},
             )
             run = Path(work) / role
             train(cfg, run, progress=progress)

@@ -82,7 +82,9 @@ def setup(device: str = "auto") -> Distributed:
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UserInputError(f"--device {device}: CUDA is not available on this machine")
-        torch_device = torch.device("cuda", local_rank if world_size > 1 else torch.device(device).index or 0)
+        torch_device = torch.device(
+            "cuda", local_rank if world_size > 1 else torch.device(device).index or 0
+        )
         torch.cuda.set_device(torch_device)
     elif device == "cpu":
         torch_device = torch.device("cpu")

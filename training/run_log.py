@@ -84,6 +84,8 @@ def save_grid(path: Path, rows: list[torch.Tensor], columns: int = 8) -> None:
     for i, tile in enumerate(tiles):
         r, c = divmod(i, columns)
         pixels = (tile.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        canvas[r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (w + 2) + 1 : c * (w + 2) + 1 + w] = pixels
+        canvas[r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (w + 2) + 1 : c * (w + 2) + 1 + w] = (
+            pixels
+        )
     with atomic_path(path) as tmp:
         Image.fromarray(canvas).save(tmp, format="PNG")

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from synthmed.training.checkpoint import load_generator
 from tqdm import tqdm
 
 from synthmed.atomic import atomic_path
 from synthmed.errors import CheckpointError, UserInputError
 from synthmed.latents import latents
-from synthmed.training.checkpoint import load_generator
 
 DEMO_DIR = Path(__file__).parent / "demo_models"
 DEMO_STAGE1 = DEMO_DIR / "stage1"
@@ -44,7 +44,9 @@ class TwoStagePipeline:
         mask = self.stage1(torch.from_numpy(z).to(self.device)) > 0
         image = self.stage2(mask.float() * 2 - 1)
         pixels = ((image + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        return pixels.permute(0, 2, 3, 1).cpu().numpy(), (mask[:, 0].to(torch.uint8) * 255).cpu().numpy()
+        return pixels.permute(0, 2, 3, 1).cpu().numpy(), (
+            mask[:, 0].to(torch.uint8) * 255
+        ).cpu().numpy()
 
     def sample(self, seed: int, indices: range) -> tuple[np.ndarray, np.ndarray]:
         """Images and masks of the given sample indices of the run seeded `seed`."""
@@ -57,7 +59,13 @@ def _save_png(path: Path, array: np.ndarray) -> None:
 
 
 def sample_to_folder(
-    stage1: Path | str, stage2: Path | str, out: Path, count: int, *, seed: int = 0, batch_size: int = 16
+    stage1: Path | str,
+    stage2: Path | str,
+    out: Path,
+    count: int,
+    *,
+    seed: int = 0,
+    batch_size: int = 16,
 ) -> int:
     """Write `count` pairs as out/images/NNNNNN.png and out/masks/NNNNNN.png; returns count."""
     if count < 1:

@@ -12,8 +12,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.augment import augment
 from synthmed.training.data.dataset import PairedData
@@ -23,6 +21,7 @@ from synthmed.training.models import (
     UNetGeneratorConfig,
     create_model,
 )
+from torch import nn
 
 
 @dataclass
@@ -62,12 +61,20 @@ class GanTask:
             create_model(self.discriminator_name, self.discriminator_config),
         )
 
-    def batch(self, data: PairedData, index: torch.Tensor, generator: torch.Generator, device: torch.device) -> Batch:
+    def batch(
+        self,
+        data: PairedData,
+        index: torch.Tensor,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> Batch:
         """Gather, augment and normalise the examples at `index`."""
         images = data.images[index].float() / 255
         masks = data.masks[index].float()
         fov = data.fov[index].float()
-        images, masks, _ = augment(images, masks, fov, self.cfg.augment, generator, jitter_images=self.jitter_images)
+        images, masks, _ = augment(
+            images, masks, fov, self.cfg.augment, generator, jitter_images=self.jitter_images
+        )
         return Batch(images.to(device) * 2 - 1, masks.to(device) * 2 - 1)
 
     def latent(self, n: int, device: torch.device) -> torch.Tensor:
@@ -111,7 +118,9 @@ class UnconditionalTask(GanTask):
         """Real and fake inputs, kept apart so each sees its own batch-norm statistics."""
         return [(self.real(batch), True), (fake, False)]
 
-    def g_loss(self, discriminator: nn.Module, batch: Batch, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def g_loss(
+        self, discriminator: nn.Module, batch: Batch, fake: torch.Tensor
+    ) -> tuple[torch.Tensor, dict]:
         """Non-saturating generator loss, plus the mask's foreground fraction for stage I."""
         stats = {}
         if self.role == "stage1":
@@ -120,7 +129,9 @@ class UnconditionalTask(GanTask):
         return bce(discriminator(fake), True), stats
 
     @torch.no_grad()
-    def evaluate(self, generator: nn.Module, fixed: Any) -> tuple[dict[str, float], list[torch.Tensor]]:
+    def evaluate(
+        self, generator: nn.Module, fixed: Any
+    ) -> tuple[dict[str, float], list[torch.Tensor]]:
         """Metrics and a sample grid (rows of [N,C,H,W] in [0, 1]) from the EMA generator."""
         fake = generator(fixed)
         metrics = {}
@@ -165,16 +176,23 @@ class Pix2PixTask(GanTask):
 
     def d_inputs(self, batch: Batch, fake: torch.Tensor) -> list[tuple[torch.Tensor, bool]]:
         """The discriminator judges (mask, image) pairs, so it also checks vessel alignment."""
-        return [(torch.cat([batch.masks, batch.images], 1), True), (torch.cat([batch.masks, fake], 1), False)]
+        return [
+            (torch.cat([batch.masks, batch.images], 1), True),
+            (torch.cat([batch.masks, fake], 1), False),
+        ]
 
-    def g_loss(self, discriminator: nn.Module, batch: Batch, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def g_loss(
+        self, discriminator: nn.Module, batch: Batch, fake: torch.Tensor
+    ) -> tuple[torch.Tensor, dict]:
         """Adversarial term + lambda * L1; `l1` is reported in [0, 1] pixel units."""
         l1 = (fake.float() - batch.images).abs().mean()
         adversarial = bce(discriminator(torch.cat([batch.masks, fake], 1)), True)
         return adversarial + self.cfg.l1_lambda * l1, {"l1": l1.item() / 2}
 
     @torch.no_grad()
-    def evaluate(self, generator: nn.Module, fixed: Batch) -> tuple[dict[str, float], list[torch.Tensor]]:
+    def evaluate(
+        self, generator: nn.Module, fixed: Batch
+    ) -> tuple[dict[str, float], list[torch.Tensor]]:
         """L1 of the EMA generator on fixed training pairs; grid rows: mask, fake, real."""
         fake = generator(fixed.masks)
         metrics = {"eval_l1": float((fake - fixed.images).abs().mean()) / 2}

@@ -21,11 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel
-from tqdm import tqdm
-
-import synthmed
-from synthmed.errors import TrainingDivergedError, UserInputError
 from synthmed.training.checkpoint import (
     STATE_FILE,
     load_training_state,
@@ -35,9 +30,14 @@ from synthmed.training.checkpoint import (
 )
 from synthmed.training.config import RESUMABLE_OVERRIDES, TrainConfig
 from synthmed.training.data.dataset import PairedData, load_paired_data
-from synthmed.training.distributed import Distributed, no_sync, setup, unwrap
+from synthmed.training.distributed import Distributed, no_sync, setup
 from synthmed.training.run_log import CsvLog, TensorBoardLog, save_grid
 from synthmed.training.tasks import GanTask, bce, make_task
+from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
+
+import synthmed
+from synthmed.errors import TrainingDivergedError, UserInputError
 
 
 @dataclass
@@ -55,7 +55,9 @@ class TrainResult:
 
 def step_seed(*parts: int) -> int:
     """A 63-bit seed from (seed, step, rank, ...) that does not collide for nearby inputs."""
-    return int(np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1
+    )
 
 
 def ema_avg_fn(decay: float):
@@ -119,7 +121,9 @@ def _precision(cfg: TrainConfig, device: torch.device) -> str:
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return "bf16" if cuda_bf16 else ("fp16" if device.type == "cuda" else "fp32")
     if cfg.precision != "fp32" and device.type != "cuda":
-        raise UserInputError(f"--precision {cfg.precision} needs a CUDA device; use fp32 on {device.type}")
+        raise UserInputError(
+            f"--precision {cfg.precision} needs a CUDA device; use fp32 on {device.type}"
+        )
     return cfg.precision
 
 
@@ -127,7 +131,11 @@ def _batch_index(cfg: TrainConfig, n: int, step: int, dist: Distributed) -> torc
     """This rank's slice of step `step`'s global batch: a function of (seed, step) alone."""
     generator = torch.Generator().manual_seed(step_seed(cfg.seed, step, 0))
     total = cfg.batch_size * dist.world_size
-    index = torch.randperm(n, generator=generator)[:total] if total <= n else torch.randint(n, (total,), generator=generator)
+    index = (
+        torch.randperm(n, generator=generator)[:total]
+        if total <= n
+        else torch.randint(n, (total,), generator=generator)
+    )
     return index[dist.rank :: dist.world_size]
 
 
@@ -136,7 +144,10 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
     if resume and not has_state:
         raise UserInputError(f"{run_dir}: nothing to resume (no {STATE_FILE})")
     if not resume and has_state:
-        raise UserInputError(f"{run_dir}: already holds a training run; pass --resume to continue it or choose another --out")
+        raise UserInputError(
+            f"{run_dir}: already holds a training run; "
+            "pass --resume to continue it or choose another --out"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -150,14 +161,19 @@ class Trainer:
             _prepare_run_dir(run_dir, resume)
         self.precision = _precision(cfg, self.dist.device)
         self.data: PairedData = load_paired_data(
-            cfg.data, cfg.size, mask_threshold=cfg.mask_threshold, progress=progress and self.dist.is_main
+            cfg.data,
+            cfg.size,
+            mask_threshold=cfg.mask_threshold,
+            progress=progress and self.dist.is_main,
         )
         self.task: GanTask = make_task(cfg)
         torch.manual_seed(cfg.seed)
         generator, discriminator = self.task.build()
         device = self.dist.device
         self.generator, self.discriminator = generator.to(device), discriminator.to(device)
-        self.ema = AveragedModel(self.generator, multi_avg_fn=ema_avg_fn(cfg.ema_decay), use_buffers=True)
+        self.ema = AveragedModel(
+            self.generator, multi_avg_fn=ema_avg_fn(cfg.ema_decay), use_buffers=True
+        )
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr, betas=betas)
@@ -185,8 +201,12 @@ class Trainer:
         info = read_generator_info(self.run_dir)
         saved_fingerprint = info.metadata["data"]["fingerprint"]
         if saved_fingerprint != self.data.fingerprint:
-            raise UserInputError(f"{self.cfg.data}: data differs from the data the run in {self.run_dir} started on")
-        self.start_step, extra = load_training_state(self.run_dir / STATE_FILE, self._modules(), self._optimizers())
+            raise UserInputError(
+                f"{self.cfg.data}: data differs from the data the run in {self.run_dir} started on"
+            )
+        self.start_step, extra = load_training_state(
+            self.run_dir / STATE_FILE, self._modules(), self._optimizers()
+        )
         if "scaler" in extra:
             self.scaler.load_state_dict(extra["scaler"])
 
@@ -201,7 +221,9 @@ class Trainer:
         cfg, device = self.cfg, self.dist.device
         torch.manual_seed(step_seed(cfg.seed, step, self.dist.rank, 1))
         augment_rng = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.dist.rank, 2))
-        batch = self.task.batch(self.data, _batch_index(cfg, len(self.data), step, self.dist), augment_rng, device)
+        batch = self.task.batch(
+            self.data, _batch_index(cfg, len(self.data), step, self.dist), augment_rng, device
+        )
         with self._autocast():
             fake = self.task.generate(self.g_ddp, batch)
 
@@ -252,7 +274,9 @@ class Trainer:
             "synthmed_version": synthmed.__version__,
         }
         extra = {"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}
-        save_training_state(self.run_dir / STATE_FILE, self._modules(), self._optimizers(), step, extra)
+        save_training_state(
+            self.run_dir / STATE_FILE, self._modules(), self._optimizers(), step, extra
+        )
         save_generator(
             self.run_dir,
             self.ema.module,
@@ -271,7 +295,13 @@ class Trainer:
         metrics: dict[str, float] = {}
         step = self.start_step
         busy = 0.0
-        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.kind}", unit="step", disable=not (self.progress and main))
+        bar = tqdm(
+            total=cfg.steps,
+            initial=step,
+            desc=f"train {cfg.kind}",
+            unit="step",
+            disable=not (self.progress and main),
+        )
         with stop.installed():
             while step < cfg.steps:
                 t0 = time.perf_counter()
@@ -286,7 +316,8 @@ class Trainer:
                         else "no checkpoint had been written yet"
                     )
                     raise TrainingDivergedError(
-                        f"a loss became NaN or infinite at step {step} ({_format(losses)}); {kept}. "
+                        f"a loss became NaN or infinite at step {step} "
+                        f"({_format(losses)}); {kept}. "
                         "Lower --lr, or use --precision fp32"
                     )
                 step += 1
@@ -323,6 +354,8 @@ def _format(values: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in values.items())
 
 
-def train(cfg: TrainConfig, run_dir: Path | str, *, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    cfg: TrainConfig, run_dir: Path | str, *, resume: bool = False, progress: bool = True
+) -> TrainResult:
     """Train one GAN run into `run_dir` (or continue it with `resume=True`)."""
     return Trainer(cfg, Path(run_dir), resume=resume, progress=progress).run()

@@ -48,7 +48,9 @@ def _geometry(
     theta[:, 0, 0], theta[:, 0, 1] = cos * flip_x, -sin * flip_y
     theta[:, 1, 0], theta[:, 1, 1] = sin * flip_x, cos * flip_y
     grid = F.affine_grid(theta.to(stacked), list(stacked.shape), align_corners=False)
-    return F.grid_sample(stacked, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(
+        stacked, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
 
 
 def _jitter(images: torch.Tensor, amount: float, generator: torch.Generator) -> torch.Tensor:

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from synthmed.training.data.image_files import read_fov, read_image, read_mask
+from synthmed.training.data.layouts import PairedFile, find_pairs
 from tqdm import tqdm
 
 from synthmed.errors import DataError
-from synthmed.training.data.image_files import read_fov, read_image, read_mask
-from synthmed.training.data.layouts import PairedFile, find_pairs
 
 
 @dataclass
@@ -69,7 +69,9 @@ def _resize(array: np.ndarray, size: int) -> torch.Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]
     if tensor.shape[-1] == size and tensor.shape[-2] == size:
         return tensor[0]
-    return F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return F.interpolate(
+        tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )[0]
 
 
 def load_example(

@@ -78,7 +78,10 @@ def _single_channel(path: Path) -> np.ndarray:
     array = _to_float(image, path)
     if array.ndim == 3:
         rgb = array[:, :, :3]
-        if not (np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 0], rgb[:, :, 2])):
+        if not (
+            np.array_equal(rgb[:, :, 0], rgb[:, :, 1])
+            and np.array_equal(rgb[:, :, 0], rgb[:, :, 2])
+        ):
             raise DataError(
                 f"{path}: expected a single-channel mask, got {array.shape[2]} channels "
                 "with different values"

@@ -80,8 +80,7 @@ def _pair(
         if key not in images:
             raise DataError(f"{path}: mask has no image (looked for {key!r} among the images)")
     pairs = [
-        PairedFile(key, images[key], masks[key], (fovs or {}).get(key))
-        for key in sorted(images)
+        PairedFile(key, images[key], masks[key], (fovs or {}).get(key)) for key in sorted(images)
     ]
     if not pairs:
         raise DataError(f"{root}: no image/mask pairs found")
@@ -190,16 +189,20 @@ def detect_layout(root: Path) -> str:
 _FINDERS = {"generic": _generic, "drive": _drive, "hrf": _hrf, "stare": _stare, "chase_db1": _chase}
 
 
-def find_pairs(root: Path | str, split: str = "training") -> list[PairedFile]:
-    """List the paired files under `root`, sorted by name.
-
-    A DRIVE root holding ``training/`` and ``test/`` is read from the `split` subfolder.
-    """
+def resolve_root(root: Path | str, split: str = "training") -> Path:
+    """The folder that holds the pairs: `root` itself, or its `split` subfolder when `root` is
+    a DRIVE-style root with ``training/`` and ``test/``."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: dataset folder does not exist")
     if not root.is_dir():
         raise DataError(f"{root}: expected a dataset folder, got a file")
     if (root / split).is_dir() and not (root / "images").is_dir():
-        root = root / split
+        return root / split
+    return root
+
+
+def find_pairs(root: Path | str, split: str = "training") -> list[PairedFile]:
+    """List the paired files under `root` (see `resolve_root`), sorted by name."""
+    root = resolve_root(root, split)
     return _FINDERS[detect_layout(root)](root)

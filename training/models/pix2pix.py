@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-
 from synthmed.training.models.layers import check_size, init_gan_weights, norm_layer
 from synthmed.training.models.registry import register_model
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,10 @@ class UNetGenerator(nn.Module):
         n = len(w)
         self.down = nn.ModuleList(
             [_down(config.in_channels, w[0], None, first=True)]
-            + [_down(w[i - 1], w[i], config.norm if i < n - 1 else None, False) for i in range(1, n)]
+            + [
+                _down(w[i - 1], w[i], config.norm if i < n - 1 else None, False)
+                for i in range(1, n)
+            ]
         )
         # up[i] maps level i to level i-1; all but the innermost take the skip concatenated.
         ups = [_up(w[n - 1], w[n - 2], config.norm, config.dropout)]
@@ -120,7 +122,10 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, config: PatchDiscriminatorConfig) -> None:
         super().__init__()
         ndf, norm = config.ndf, config.norm
-        layers: list[nn.Module] = [nn.Conv2d(config.in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(config.in_channels, ndf, 4, 2, 1),
+            nn.LeakyReLU(0.2, True),
+        ]
         c_in = ndf
         for i in range(1, config.n_layers + 1):
             c_out = ndf * min(2**i, 8)

@@ -62,5 +62,7 @@ def create_model(name: str, config: Any) -> nn.Module:
     if isinstance(config, dict):
         config = config_from_dict(name, config)
     if not isinstance(config, config_cls):
-        raise TypeError(f"model {name!r} takes a {config_cls.__name__}, got {type(config).__name__}")
+        raise TypeError(
+            f"model {name!r} takes a {config_cls.__name__}, got {type(config).__name__}"
+        )
     return _MODELS[name][0](config)

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from synthmed.training.models.layers import norm_layer
 from synthmed.training.models.registry import register_model
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,10 @@ class SegmentationUNet(nn.Module):
             + [_double_conv(widths[i - 1], widths[i], config.norm) for i in range(1, len(widths))]
         )
         self.decoders = nn.ModuleList(
-            [_double_conv(widths[i] + widths[i + 1], widths[i], config.norm) for i in reversed(range(config.depth))]
+            [
+                _double_conv(widths[i] + widths[i + 1], widths[i], config.norm)
+                for i in reversed(range(config.depth))
+            ]
         )
         self.head = nn.Conv2d(widths[0], config.out_channels, 1)
 

@@ -1,4 +1,4 @@
-"""The lint and format rules in pyproject.toml hold for the whole tree (ruff, from the dev extra)."""
+"""Lint and format rules of pyproject.toml hold for the whole tree (ruff, dev extra)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ruff") is None, reason="ruff is not installed (dev extra)")
-@pytest.mark.parametrize("args", [["check", "."], ["format", "--check", "."]], ids=["lint", "format"])
+@pytest.mark.skipif(importlib.util.find_spec("ruff") is None, reason="ruff not installed")
+@pytest.mark.parametrize(
+    "args", [["check", "."], ["format", "--check", "."]], ids=["lint", "format"]
+)
 def test_ruff(args: list[str]) -> None:
     command = [sys.executable, "-m", "ruff", *args]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.phantom import write_phantom_dataset
 from synthmed.training.train import Trainer

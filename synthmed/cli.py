@@ -175,6 +175,20 @@ _TRAIN_OPTIONS = [
         help="Weight of stage II's L1 term.",
     ),
     click.option(
+        "--instance-noise",
+        type=float,
+        default=0.3,
+        show_default=True,
+        help="Std of noise on discriminator inputs, annealed to 0 over the run.",
+    ),
+    click.option(
+        "--label-smoothing",
+        type=float,
+        default=0.1,
+        show_default=True,
+        help="One-sided: real targets of the discriminator become 1 - this.",
+    ),
+    click.option(
         "--ema-decay",
         type=float,
         default=0.999,

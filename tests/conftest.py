@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from synthmed.training.data.phantom import write_phantom_dataset
 
 from synthmed.cli import cli
+from synthmed.training.data.phantom import write_phantom_dataset
 
 
 @pytest.fixture(scope="session")

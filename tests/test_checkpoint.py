@@ -7,14 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from synthmed.errors import CheckpointError
 from synthmed.training.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     load_generator,
     read_generator_info,
 )
-
-from synthmed.errors import CheckpointError
 from tests.conftest import run_cli
 
 

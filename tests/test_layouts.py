@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from synthmed.errors import DataError
 from synthmed.training.data.dataset import load_paired_data
 from synthmed.training.data.layouts import detect_layout, find_pairs
 from synthmed.training.data.phantom import render_phantom
-
-from synthmed.errors import DataError
 from tests.conftest import assert_one_line_error, run_cli
 
 

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from synthmed.training.models import create_model, list_models
-from synthmed.training.models.registry import config_from_dict, model_config_class
 
 from synthmed.errors import CheckpointError
+from synthmed.training.models import create_model, list_models
+from synthmed.training.models.registry import config_from_dict, model_config_class
 
 # Small configs and the input each model takes, keyed by registered name.
 TINY = {

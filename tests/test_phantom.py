@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
+
+from synthmed.errors import UserInputError
 from synthmed.training.data.phantom import (
     PHANTOM_KINDS,
     PhantomSample,
     render_phantom,
     write_phantom_dataset,
 )
-
-from synthmed.errors import UserInputError
 
 SEEDS = (0, 1, 2)
 

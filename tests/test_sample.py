@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
 
 from synthmed.latents import latent, latents
+from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
 from tests.conftest import assert_one_line_error, run_cli
 
 TINY = ["--steps", "2", "--ngf", "8", "--ndf", "8", "--batch-size", "4", "--quiet"]

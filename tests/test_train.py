@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from synthmed.training.checkpoint import STATE_FILE, load_generator
 
+from synthmed.training.checkpoint import STATE_FILE, load_generator
 from tests.conftest import assert_one_line_error, run_cli
 
 TINY = [

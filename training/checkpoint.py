@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from synthmed.training.models import create_model
-from synthmed.training.models.registry import config_from_dict
 from torch import nn
 
 from synthmed.atomic import atomic_path, write_text_atomic
 from synthmed.errors import CheckpointError
+from synthmed.training.models import create_model
+from synthmed.training.models.registry import config_from_dict
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -10,9 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from synthmed.training.data.augment import AugmentConfig
-
 from synthmed.errors import UserInputError
+from synthmed.training.data.augment import AugmentConfig
 
 KINDS = ("stage1", "stage2", "single")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -48,6 +47,10 @@ class TrainConfig:
     norm: str = "batch"
     dropout: float = 0.5
     l1_lambda: float = 100.0
+    # Discriminator stabilisers; without them stage I's discriminator wins within 100 steps
+    # (real masks are exactly binary) and the generator only ever draws speckle.
+    instance_noise: float = 0.3
+    label_smoothing: float = 0.1
     ema_decay: float = 0.999
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mask_threshold: float | None = None
@@ -82,6 +85,10 @@ class TrainConfig:
             problems.append(f"--lr must be > 0, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.instance_noise < 0:
+            problems.append(f"--instance-noise must be >= 0, got {self.instance_noise}")
+        if not 0 <= self.label_smoothing < 0.5:
+            problems.append(f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if self.precision not in PRECISIONS:
             problems.append(
                 f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"

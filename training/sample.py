@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from synthmed.training.checkpoint import load_generator
 from tqdm import tqdm
 
 from synthmed.atomic import atomic_path
 from synthmed.errors import CheckpointError, UserInputError
 from synthmed.latents import latents
+from synthmed.training.checkpoint import load_generator
 
 DEMO_DIR = Path(__file__).parent / "demo_models"
 DEMO_STAGE1 = DEMO_DIR / "stage1"

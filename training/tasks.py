@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.augment import augment
 from synthmed.training.data.dataset import PairedData
@@ -21,7 +23,6 @@ from synthmed.training.models import (
     UNetGeneratorConfig,
     create_model,
 )
-from torch import nn
 
 
 @dataclass
@@ -32,9 +33,10 @@ class Batch:
     masks: torch.Tensor
 
 
-def bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    """The vanilla GAN loss on logits, computed in fp32 under mixed precision."""
-    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+def bce(logits: torch.Tensor, real: bool, smoothing: float = 0.0) -> torch.Tensor:
+    """The vanilla GAN loss on logits, in fp32 under mixed precision. `smoothing` is one-sided
+    label smoothing: real targets become 1 - smoothing, fake targets stay 0."""
+    target = torch.full_like(logits, 1.0 - smoothing) if real else torch.zeros_like(logits)
     return F.binary_cross_entropy_with_logits(logits.float(), target)
 
 

@@ -21,6 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
+
+import synthmed
+from synthmed.errors import TrainingDivergedError, UserInputError
 from synthmed.training.checkpoint import (
     STATE_FILE,
     load_training_state,
@@ -33,11 +38,6 @@ from synthmed.training.data.dataset import PairedData, load_paired_data
 from synthmed.training.distributed import Distributed, no_sync, setup
 from synthmed.training.run_log import CsvLog, TensorBoardLog, save_grid
 from synthmed.training.tasks import GanTask, bce, make_task
-from torch.optim.swa_utils import AveragedModel
-from tqdm import tqdm
-
-import synthmed
-from synthmed.errors import TrainingDivergedError, UserInputError
 
 
 @dataclass
@@ -227,6 +227,13 @@ class Trainer:
         with self._autocast():
             fake = self.task.generate(self.g_ddp, batch)
 
+        # Instance noise on everything the discriminator sees, annealed to zero: without it a
+        # discriminator tells exactly binary real masks from tanh outputs by their values alone.
+        noise = cfg.instance_noise * max(0.0, 1.0 - step / cfg.steps)
+
+        def noisy(x: torch.Tensor) -> torch.Tensor:
+            return x + noise * torch.randn_like(x) if noise > 0 else x
+
         # Discriminator: real and fake terms backpropagate separately (own batch statistics);
         # DDP all-reduces once, with the last term.
         self.opt_d.zero_grad(set_to_none=True)
@@ -235,7 +242,8 @@ class Trainer:
         for i, (inputs, is_real) in enumerate(terms):
             sync = contextlib.nullcontext() if i == len(terms) - 1 else no_sync(self.d_ddp)
             with sync, self._autocast():
-                term = bce(self.d_ddp(inputs), is_real) * self.task.d_loss_scale
+                logits = self.d_ddp(noisy(inputs))
+                term = bce(logits, is_real, cfg.label_smoothing) * self.task.d_loss_scale
             self.scaler.scale(term).backward()
             loss_d += term.item()
         self.scaler.step(self.opt_d)
@@ -244,7 +252,7 @@ class Trainer:
         self.discriminator.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
         with self._autocast():
-            loss_g, stats = self.task.g_loss(self.discriminator, batch, fake)
+            loss_g, stats = self.task.g_loss(lambda x: self.discriminator(noisy(x)), batch, fake)
         self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_g)
         self.scaler.update()

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from synthmed.training.data.image_files import read_fov, read_image, read_mask
-from synthmed.training.data.layouts import PairedFile, find_pairs
 from tqdm import tqdm
 
 from synthmed.errors import DataError
+from synthmed.training.data.image_files import read_fov, read_image, read_mask
+from synthmed.training.data.layouts import PairedFile, find_pairs
 
 
 @dataclass

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
 from synthmed.training.models.layers import check_size, init_gan_weights, norm_layer
 from synthmed.training.models.registry import register_model
-from torch import nn
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from synthmed.training.models.layers import norm_layer
 from synthmed.training.models.registry import register_model
-from torch import nn
 
 
 @dataclass(frozen=True)

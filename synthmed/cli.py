@@ -179,7 +179,14 @@ _TRAIN_OPTIONS = [
         type=float,
         default=0.3,
         show_default=True,
-        help="Std of noise on discriminator inputs, annealed to 0 over the run.",
+        help="Std of noise on discriminator inputs, annealed linearly to 0.",
+    ),
+    click.option(
+        "--instance-noise-steps",
+        type=int,
+        default=2000,
+        show_default=True,
+        help="Steps over which the instance noise anneals to 0.",
     ),
     click.option(
         "--label-smoothing",

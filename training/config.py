@@ -22,6 +22,7 @@ RESUMABLE_OVERRIDES = (
     "sample_every",
     "checkpoint_every",
     "log_every",
+    "instance_noise_steps",
     "device",
     "precision",
 )
@@ -50,6 +51,7 @@ class TrainConfig:
     # Discriminator stabilisers; without them stage I's discriminator wins within 100 steps
     # (real masks are exactly binary) and the generator only ever draws speckle.
     instance_noise: float = 0.3
+    instance_noise_steps: int = 2000
     label_smoothing: float = 0.1
     ema_decay: float = 0.999
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -74,6 +76,7 @@ class TrainConfig:
             "ndf",
             "max_channels",
             "log_every",
+            "instance_noise_steps",
             "sample_every",
             "checkpoint_every",
         ):

@@ -229,7 +229,8 @@ class Trainer:
 
         # Instance noise on everything the discriminator sees, annealed to zero: without it a
         # discriminator tells exactly binary real masks from tanh outputs by their values alone.
-        noise = cfg.instance_noise * max(0.0, 1.0 - step / cfg.steps)
+        # The schedule has its own horizon, not --steps, so extending a run on resume keeps it.
+        noise = cfg.instance_noise * max(0.0, 1.0 - step / cfg.instance_noise_steps)
 
         def noisy(x: torch.Tensor) -> torch.Tensor:
             return x + noise * torch.randn_like(x) if noise > 0 else x

@@ -22,7 +22,6 @@ RESUMABLE_OVERRIDES = (
     "sample_every",
     "checkpoint_every",
     "log_every",
-    "instance_noise_steps",
     "device",
     "precision",
 )

@@ -27,6 +27,10 @@ def cells64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+# Options for a tiny, fast training run.
+TINY_TRAIN = "--ngf 8 --ndf 8 --nz 16 --batch-size 4 --quiet".split()
+
+
 def run_cli(*args: str) -> Result:
     """Run `synthmed ARGS` in-process."""
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)

@@ -15,25 +15,13 @@ from synthmed.training.checkpoint import (
     load_generator,
     read_generator_info,
 )
-from tests.conftest import run_cli
+from tests.conftest import TINY_TRAIN, run_cli
 
 
 @pytest.fixture(scope="module")
 def stage1_run(retina64: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("stage1")
-    args = [
-        "--steps",
-        "2",
-        "--ngf",
-        "8",
-        "--ndf",
-        "8",
-        "--nz",
-        "16",
-        "--batch-size",
-        "4",
-        "--quiet",
-    ]
+    args = ["--steps", "2", *TINY_TRAIN]
     assert run_cli("train", "stage1", "--data", retina64, "--out", out, *args).exit_code == 0
     return out
 

@@ -10,19 +10,16 @@ from PIL import Image
 
 from synthmed.latents import latent, latents
 from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import TINY_TRAIN, assert_one_line_error, run_cli
 
-TINY = ["--steps", "2", "--ngf", "8", "--ndf", "8", "--batch-size", "4", "--quiet"]
+TINY = ["--steps", "2", *TINY_TRAIN]
 
 
 @pytest.fixture(scope="module")
 def runs(retina64: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("runs")
     assert (
-        run_cli(
-            "train", "stage1", "--data", retina64, "--out", root / "s1", "--nz", "16", *TINY
-        ).exit_code
-        == 0
+        run_cli("train", "stage1", "--data", retina64, "--out", root / "s1", *TINY).exit_code == 0
     )
     assert (
         run_cli("train", "stage2", "--data", retina64, "--out", root / "s2", *TINY).exit_code == 0

@@ -15,21 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from synthmed.training.checkpoint import STATE_FILE, load_generator
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import TINY_TRAIN, assert_one_line_error, run_cli
 
-TINY = [
-    "--ngf",
-    "8",
-    "--ndf",
-    "8",
-    "--nz",
-    "16",
-    "--batch-size",
-    "4",
-    "--log-every",
-    "1",
-    "--quiet",
-]
+TINY = [*TINY_TRAIN, "--log-every", "1"]
 
 
 def _losses(run: Path) -> list[dict[str, str]]:

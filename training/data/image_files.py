@@ -53,15 +53,20 @@ def _to_float(image: Image.Image, path: Path) -> np.ndarray:
     raise DataError(f"{path}: unsupported pixel type {array.dtype}")
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An RGB image as float32 [H, W, 3] in [0, 1]; grey is replicated, alpha dropped."""
+def _read_array(path: Path, what: str, expected: str) -> np.ndarray:
+    """Decode `path` to floats in [0, 1], refusing modes that are not grey or colour."""
     image = _open(path)
     if image.mode not in _GREY_MODES | _COLOUR_MODES:
         raise DataError(
-            f"{path}: unexpected image mode {image.mode} with {len(image.getbands())} channels "
-            "(expected 1 grey, 3 RGB or 4 RGBA channels)"
+            f"{path}: unexpected {what} mode {image.mode} with {len(image.getbands())} channels "
+            f"(expected {expected})"
         )
-    array = _to_float(image, path)
+    return _to_float(image, path)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An RGB image as float32 [H, W, 3] in [0, 1]; grey is replicated, alpha dropped."""
+    array = _read_array(path, "image", "1 grey, 3 RGB or 4 RGBA channels")
     if array.ndim == 2:
         return np.repeat(array[:, :, None], 3, axis=2)
     return np.ascontiguousarray(array[:, :, :3])
@@ -69,19 +74,13 @@ def read_image(path: Path) -> np.ndarray:
 
 def _single_channel(path: Path) -> np.ndarray:
     """A grey [H, W] array from a mask-like file; an RGB file must have equal channels."""
-    image = _open(path)
-    if image.mode not in _GREY_MODES | _COLOUR_MODES:
-        raise DataError(
-            f"{path}: unexpected mask mode {image.mode} with {len(image.getbands())} channels "
-            "(expected a single-channel mask)"
-        )
-    array = _to_float(image, path)
+    array = _read_array(path, "mask", "a single-channel mask")
     if array.ndim == 3:
         rgb = array[:, :, :3]
-        if not (
-            np.array_equal(rgb[:, :, 0], rgb[:, :, 1])
-            and np.array_equal(rgb[:, :, 0], rgb[:, :, 2])
-        ):
+        same = np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(
+            rgb[:, :, 0], rgb[:, :, 2]
+        )
+        if not same:
             raise DataError(
                 f"{path}: expected a single-channel mask, got {array.shape[2]} channels "
                 "with different values"

@@ -1,0 +1,344 @@
+"""Training-side commands: `synthmed data ...`, `train`, `train-demo` and `sample`.
+
+Only click is imported here; torch and the models load inside each command, so the CLI
+starts (and `--help` works) on a client-only install.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from synthmed.errors import UserInputError
+
+TRAIN_EXTRA = "this command needs the training extra: pip install 'synthmed[train]'"
+
+
+def require_torch() -> None:
+    """Refuse, in one line, a training command on an install without the train extra."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise UserInputError(TRAIN_EXTRA) from e
+
+
+@click.group()
+def data() -> None:
+    """Make and check paired (image, mask) datasets."""
+
+
+@data.command("phantom")
+@click.option(
+    "--kind",
+    type=click.Choice(["retina", "cells"]),
+    default="retina",
+    show_default=True,
+    help="retina: fundus photo + vessel tree; cells: microscopy tile + nuclei.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to write images/, masks/, fov/.",
+)
+@click.option("--count", type=int, default=100, show_default=True, help="Number of pairs.")
+@click.option(
+    "--size", type=int, default=256, show_default=True, help="Side of the square images, in pixels."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+def data_phantom(kind: str, out: Path, count: int, size: int, seed: int) -> None:
+    """Write procedural (image, mask) pairs: a stand-in for DRIVE where it cannot be downloaded."""
+    from synthmed.training.data.phantom import write_phantom_dataset
+
+    names = write_phantom_dataset(kind, out, count, size, seed, progress=True)
+    click.echo(f"wrote {len(names)} {kind} pairs of {size}x{size} to {out}")
+
+
+@data.command("check")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option(
+    "--size", type=int, default=256, show_default=True, help="Training size to fit the images to."
+)
+@click.option(
+    "--mask-threshold",
+    type=float,
+    default=None,
+    help="Binarise many-level masks at this fraction of full range (e.g. 0.5).",
+)
+@click.option(
+    "--split", default="training", show_default=True, help="Subfolder of a DRIVE-style root."
+)
+def data_check(folder: Path, size: int, mask_threshold: float | None, split: str) -> None:
+    """Read every pair in FOLDER as training would, and summarise it (or name the bad file)."""
+    require_torch()
+    from synthmed.training.data.dataset import load_paired_data
+    from synthmed.training.data.layouts import detect_layout, find_pairs, resolve_root
+
+    pairs = find_pairs(folder, split=split)
+    dataset = load_paired_data(
+        folder, size, mask_threshold=mask_threshold, split=split, progress=True
+    )
+    layout = detect_layout(resolve_root(folder, split))
+    fov = sum(p.fov is not None for p in pairs)
+    click.echo(
+        f"{folder}: {len(dataset)} pairs ({layout} layout, {fov} with field of view), "
+        f"vessel fraction in field of view {dataset.vessel_fraction():.3f}, "
+        f"fingerprint {dataset.fingerprint[:16]}"
+    )
+
+
+_TRAIN_OPTIONS = [
+    click.option(
+        "--data",
+        "data_dir",
+        type=click.Path(path_type=Path),
+        help="Paired dataset folder (any recognised layout).",
+    ),
+    click.option(
+        "--out",
+        type=click.Path(path_type=Path),
+        required=True,
+        help="Run folder: checkpoints, logs, samples.",
+    ),
+    click.option(
+        "--size",
+        type=int,
+        default=64,
+        show_default=True,
+        help="Image side (power of two, 32..1024).",
+    ),
+    click.option(
+        "--steps", type=int, default=2000, show_default=True, help="Total optimisation steps."
+    ),
+    click.option(
+        "--batch-size", type=int, default=16, show_default=True, help="Batch size per process."
+    ),
+    click.option(
+        "--lr", type=float, default=2e-4, show_default=True, help="Adam learning rate (G and D)."
+    ),
+    click.option("--beta1", type=float, default=0.5, show_default=True, help="Adam beta1."),
+    click.option(
+        "--seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Seeds init, batches, augmentation, noise.",
+    ),
+    click.option(
+        "--nz", type=int, default=100, show_default=True, help="Latent size (stage1, single)."
+    ),
+    click.option("--ngf", type=int, default=64, show_default=True, help="Generator base width."),
+    click.option(
+        "--ndf", type=int, default=64, show_default=True, help="Discriminator base width."
+    ),
+    click.option(
+        "--max-channels", type=int, default=512, show_default=True, help="Cap on any layer's width."
+    ),
+    click.option(
+        "--norm",
+        type=click.Choice(["batch", "instance", "none"]),
+        default="batch",
+        show_default=True,
+    ),
+    click.option(
+        "--l1-lambda",
+        type=float,
+        default=100.0,
+        show_default=True,
+        help="Weight of stage II's L1 term.",
+    ),
+    click.option(
+        "--instance-noise",
+        type=float,
+        default=0.3,
+        show_default=True,
+        help="Std of noise on discriminator inputs, annealed linearly to 0.",
+    ),
+    click.option(
+        "--instance-noise-steps",
+        type=int,
+        default=2000,
+        show_default=True,
+        help="Steps over which the instance noise anneals to 0.",
+    ),
+    click.option(
+        "--label-smoothing",
+        type=float,
+        default=0.1,
+        show_default=True,
+        help="One-sided: real targets of the discriminator become 1 - this.",
+    ),
+    click.option(
+        "--ema-decay",
+        type=float,
+        default=0.999,
+        show_default=True,
+        help="EMA of generator weights.",
+    ),
+    click.option("--no-augment", is_flag=True, help="Turn off flips, rotation and colour jitter."),
+    click.option(
+        "--mask-threshold",
+        type=float,
+        default=None,
+        help="Binarise many-level masks at this fraction.",
+    ),
+    click.option(
+        "--sample-every",
+        type=int,
+        default=250,
+        show_default=True,
+        help="Steps between sample grids.",
+    ),
+    click.option(
+        "--checkpoint-every",
+        type=int,
+        default=250,
+        show_default=True,
+        help="Steps between checkpoints.",
+    ),
+    click.option(
+        "--log-every",
+        type=int,
+        default=10,
+        show_default=True,
+        help="Steps between losses.csv rows.",
+    ),
+    click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        default="auto",
+        show_default=True,
+        help="auto: bf16 autocast on CUDA, fp32 on CPU.",
+    ),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option(
+        "--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."
+    ),
+    click.option("--quiet", is_flag=True, help="No progress bar."),
+]
+
+
+def _with_train_options(func: Any) -> Any:
+    for option in reversed(_TRAIN_OPTIONS):
+        func = option(func)
+    return func
+
+
+@click.command("train")
+@click.argument("kind", type=click.Choice(["stage1", "stage2", "single"]))
+@_with_train_options
+@click.pass_context
+def train_cmd(
+    ctx: click.Context,
+    kind: str,
+    data_dir: Path | None,
+    out: Path,
+    resume: bool,
+    quiet: bool,
+    no_augment: bool,
+    **options: Any,
+) -> None:
+    """Train a generator: stage1 (noise -> mask), stage2 (mask -> image) or single (noise -> image).
+
+    Ctrl-C (or SIGTERM) saves a checkpoint before exiting; --resume continues it. For several
+    GPUs run the same command under torchrun, e.g.
+    `torchrun --nproc-per-node 4 -m synthmed train stage2 --data DIR --out RUN`.
+    """
+    require_torch()
+    from synthmed.training.config import TrainConfig
+    from synthmed.training.data.augment import AugmentConfig
+    from synthmed.training.train import resume_config, train
+
+    if resume:
+        given = {
+            k: v
+            for k, v in options.items()
+            if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE
+        }
+        if data_dir is not None:
+            given["data"] = str(data_dir)
+        cfg = resume_config(out, given)
+        if cfg.kind != kind:
+            raise UserInputError(f"{out}: is a {cfg.kind} run, not {kind}")
+    else:
+        if data_dir is None:
+            raise UserInputError("--data is required (the paired dataset folder to train on)")
+        augment = (
+            AugmentConfig(flips=False, rotation_degrees=0, colour_jitter=0)
+            if no_augment
+            else AugmentConfig()
+        )
+        cfg = TrainConfig(kind=kind, data=str(data_dir), augment=augment, **options)
+    result = train(cfg, out, resume=resume, progress=not quiet)
+    summary = " ".join(
+        f"{k}={v:.4g}" for k, v in {**result.last_losses, **result.eval_metrics}.items()
+    )
+    click.echo(
+        f"{kind}: step {result.step}/{cfg.steps}, {result.seconds_per_step:.3f} s/step, {summary}"
+    )
+    if result.interrupted:
+        click.echo(f"interrupted: checkpoint saved in {out}; continue with --resume", err=True)
+        ctx.exit(130)
+    click.echo(f"checkpoint: {out}")
+
+
+@click.command("train-demo")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder for stage1/ and stage2/ (the bundled ones live in training/demo_models).",
+)
+@click.option(
+    "--steps-scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Multiply every run's step count (e.g. 0.01 for a smoke test).",
+)
+def train_demo_cmd(out: Path, steps_scale: float) -> None:
+    """Rebuild the bundled demo models: retina phantoms, then stage I, then stage II."""
+    require_torch()
+    from synthmed.training.demo import train_demo
+
+    runs = train_demo(out, steps_scale=steps_scale)
+    click.echo("demo models: " + ", ".join(str(p) for p in runs.values()))
+
+
+@click.command("sample")
+@click.option(
+    "--stage1",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Stage I run (default: bundled demo).",
+)
+@click.option(
+    "--stage2",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Stage II run (default: bundled demo).",
+)
+@click.option(
+    "--count", type=int, default=16, show_default=True, help="Number of (image, mask) pairs."
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Folder for images/ and masks/."
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Sample i depends on (seed, i) only."
+)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+def sample_cmd(
+    stage1: Path | None, stage2: Path | None, count: int, out: Path, seed: int, batch_size: int
+) -> None:
+    """Synthesize labelled pairs in-process with PyTorch: stage I mask -> stage II image."""
+    require_torch()
+    from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, sample_to_folder
+
+    written = sample_to_folder(
+        stage1 or DEMO_STAGE1, stage2 or DEMO_STAGE2, out, count, seed=seed, batch_size=batch_size
+    )
+    click.echo(f"wrote {written} synthetic image/mask pairs to {out}")

@@ -20,7 +20,7 @@ from synthmed.training.train import train
 
 DEMO_DATA = {"kind": "retina", "count": 500, "size": 128, "seed": 2026}
 DEMO_RUNS = {
-    "stage1": {"steps": 4000, "batch_size": 16, "ngf": 16, "ndf": 32, "max_channels": 128},
+    "stage1": {"steps": 4000, "batch_size": 16, "ngf": 32, "ndf": 32, "max_channels": 128},
     "stage2": {"steps": 2000, "batch_size": 8, "ngf": 16, "ndf": 32, "max_channels": 64},
 }
 

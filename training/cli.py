@@ -95,7 +95,7 @@ _TRAIN_OPTIONS = [
         "--data",
         "data_dir",
         type=click.Path(path_type=Path),
-        help="Paired dataset folder (any recognised layout).",
+        help="Paired dataset folder, any recognised layout (required unless --resume).",
     ),
     click.option(
         "--out",

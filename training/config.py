@@ -1,6 +1,6 @@
 """The training run's settings, as one dataclass saved inside every checkpoint.
 
-CLI options map one-to-one onto these fields; a resume rebuilds the run from the saved copy,
+CLI options map onto these fields; a resume rebuilds the run from the saved copy,
 so a run can always be continued (or reproduced) from its folder alone.
 """
 

@@ -9,7 +9,7 @@ import click
 import pytest
 
 from synthmed.cli import cli
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -42,3 +42,18 @@ def test_console_entry_point_runs() -> None:
 def test_unknown_phantom_kind_is_refused_by_click() -> None:
     result = run_cli("data", "phantom", "--kind", "xray", "--out", "x")
     assert result.exit_code == 2 and "'xray' is not one of" in result.output
+
+
+def test_data_phantom_writes_pairs_and_refuses_bad_counts(tmp_path) -> None:
+    result = run_cli(
+        "data", "phantom", "--kind", "cells", "--out", tmp_path, "--count", "3", "--size", "32"
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == [
+        "cells_00000.png",
+        "cells_00001.png",
+        "cells_00002.png",
+    ]
+    bad = run_cli("data", "phantom", "--out", tmp_path / "x", "--count", "0")
+    assert_one_line_error(bad, "count must be an integer >= 1, got 0")
+    assert not (tmp_path / "x").exists()

@@ -74,6 +74,16 @@ def test_dcgan_grows_to_every_power_of_two(size: int) -> None:
     assert model(torch.randn(1, 8)).shape == (1, 1, size, size)
 
 
+def test_discriminator_options_build_and_run() -> None:
+    dcgan = create_model(
+        "dcgan_discriminator", {"size": 32, "ndf": 8, "spectral_norm": True, "minibatch_std": True}
+    )
+    assert dcgan(torch.randn(3, 1, 32, 32)).shape == (3,)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in dcgan.modules())
+    patch = create_model("patch_discriminator", {"ndf": 8, "spectral_norm": True})
+    assert patch(torch.randn(2, 4, 32, 32)).shape == (2, 1, 2, 2)
+
+
 def test_bad_configs_are_refused() -> None:
     with pytest.raises(CheckpointError, match="power of two"):
         create_model("dcgan_generator", {"size": 48})

@@ -151,6 +151,20 @@ _TRAIN_OPTIONS = [
         help="Weight of stage II's L1 term.",
     ),
     click.option(
+        "--gan-loss",
+        type=click.Choice(["bce", "hinge"]),
+        default="bce",
+        show_default=True,
+        help="Adversarial loss: the original (bce) or hinge.",
+    ),
+    click.option("--spectral-norm", is_flag=True, help="Spectrally normalise the discriminator."),
+    click.option(
+        "--minibatch-std/--no-minibatch-std",
+        default=True,
+        show_default=True,
+        help="Let the DCGAN discriminator see the batch's spread (fights mode collapse).",
+    ),
+    click.option(
         "--instance-noise",
         type=float,
         default=0.3,

@@ -7,6 +7,7 @@ so a run can always be continued (or reproduced) from its folder alone.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,20 @@ from synthmed.training.data.augment import AugmentConfig
 
 KINDS = ("stage1", "stage2", "single")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+GAN_LOSSES = ("bce", "hinge")
+_POSITIVE_INTS = (
+    "steps",
+    "batch_size",
+    "nz",
+    "ngf",
+    "ndf",
+    "max_channels",
+    "log_every",
+    "instance_noise_steps",
+    "sample_every",
+    "checkpoint_every",
+)
 
 # Settings that may differ on resume without changing what is being trained.
 RESUMABLE_OVERRIDES = (
@@ -47,6 +62,9 @@ class TrainConfig:
     norm: str = "batch"
     dropout: float = 0.5
     l1_lambda: float = 100.0
+    gan_loss: str = "bce"
+    spectral_norm: bool = False
+    minibatch_std: bool = True
     # Discriminator stabilisers; without them stage I's discriminator wins within 100 steps
     # (real masks are exactly binary) and the generator only ever draws speckle.
     instance_noise: float = 0.3
@@ -62,43 +80,34 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.kind not in KINDS:
-            problems.append(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        problem = next(self._problems(), None)
+        if problem is not None:
+            raise UserInputError(problem)
+
+    def _problems(self) -> Iterator[str]:
+        """Each invalid setting as a message naming its CLI option, expected vs got."""
+
+        def option(name: str) -> str:
+            return "--" + name.replace("_", "-")
+
+        for name, allowed in (("kind", KINDS), ("precision", PRECISIONS), ("gan_loss", GAN_LOSSES)):
+            value = getattr(self, name)
+            if value not in allowed:
+                yield f"{option(name)} must be one of {', '.join(allowed)}, got {value!r}"
         if self.size < 32 or self.size > 1024 or self.size & (self.size - 1):
-            problems.append(f"--size must be a power of two from 32 to 1024, got {self.size}")
-        for name in (
-            "steps",
-            "batch_size",
-            "nz",
-            "ngf",
-            "ndf",
-            "max_channels",
-            "log_every",
-            "instance_noise_steps",
-            "sample_every",
-            "checkpoint_every",
-        ):
+            yield f"--size must be a power of two from 32 to 1024, got {self.size}"
+        for name in _POSITIVE_INTS:
             if getattr(self, name) < 1:
-                problems.append(
-                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
-                )
+                yield f"{option(name)} must be >= 1, got {getattr(self, name)}"
         if not self.lr > 0:
-            problems.append(f"--lr must be > 0, got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
-            problems.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+            yield f"--lr must be > 0, got {self.lr}"
         if self.instance_noise < 0:
-            problems.append(f"--instance-noise must be >= 0, got {self.instance_noise}")
-        if not 0 <= self.label_smoothing < 0.5:
-            problems.append(f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.precision not in PRECISIONS:
-            problems.append(
-                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
+            yield f"--instance-noise must be >= 0, got {self.instance_noise}"
+        for name, high in (("ema_decay", 1.0), ("label_smoothing", 0.5)):
+            if not 0 <= getattr(self, name) < high:
+                yield f"{option(name)} must be in [0, {high}), got {getattr(self, name)}"
         if self.mask_threshold is not None and not 0 < self.mask_threshold < 1:
-            problems.append(f"--mask-threshold must be in (0, 1), got {self.mask_threshold}")
-        if problems:
-            raise UserInputError(problems[0])
+            yield f"--mask-threshold must be in (0, 1), got {self.mask_threshold}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (the augment settings nested)."""

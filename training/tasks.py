@@ -33,11 +33,26 @@ class Batch:
     masks: torch.Tensor
 
 
-def bce(logits: torch.Tensor, real: bool, smoothing: float = 0.0) -> torch.Tensor:
-    """The vanilla GAN loss on logits, in fp32 under mixed precision. `smoothing` is one-sided
-    label smoothing: real targets become 1 - smoothing, fake targets stay 0."""
+def d_loss(logits: torch.Tensor, real: bool, kind: str, smoothing: float = 0.0) -> torch.Tensor:
+    """The discriminator's loss on real or fake logits, in fp32 under mixed precision.
+
+    "bce" is the original GAN loss, with one-sided label smoothing (real targets become
+    1 - smoothing); "hinge" is the SNGAN/BigGAN loss, which keeps gradients alive once the
+    discriminator is confident and pairs with spectral normalisation.
+    """
+    logits = logits.float()
+    if kind == "hinge":
+        return F.relu(1 - logits).mean() if real else F.relu(1 + logits).mean()
     target = torch.full_like(logits, 1.0 - smoothing) if real else torch.zeros_like(logits)
-    return F.binary_cross_entropy_with_logits(logits.float(), target)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def g_adversarial_loss(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """The generator's adversarial term: non-saturating for "bce", -D(fake) for "hinge"."""
+    logits = logits.float()
+    if kind == "hinge":
+        return -logits.mean()
+    return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
 
 
 class GanTask:
@@ -105,6 +120,8 @@ class UnconditionalTask(GanTask):
             ndf=cfg.ndf,
             max_channels=cfg.max_channels,
             norm=cfg.norm,
+            spectral_norm=cfg.spectral_norm,
+            minibatch_std=cfg.minibatch_std,
         )
         return config, config
 
@@ -128,7 +145,7 @@ class UnconditionalTask(GanTask):
         if self.role == "stage1":
             stats["fake_fraction"] = float((fake > 0).float().mean())
             stats["real_fraction"] = float((batch.masks > 0).float().mean())
-        return bce(discriminator(fake), True), stats
+        return g_adversarial_loss(discriminator(fake), self.cfg.gan_loss), stats
 
     @torch.no_grad()
     def evaluate(
@@ -169,7 +186,9 @@ class Pix2PixTask(GanTask):
                 norm=cfg.norm,
                 dropout=cfg.dropout,
             ),
-            PatchDiscriminatorConfig(in_channels=4, ndf=cfg.ndf, norm=cfg.norm),
+            PatchDiscriminatorConfig(
+                in_channels=4, ndf=cfg.ndf, norm=cfg.norm, spectral_norm=cfg.spectral_norm
+            ),
         )
 
     def generate(self, generator: nn.Module, batch: Batch) -> torch.Tensor:
@@ -188,7 +207,9 @@ class Pix2PixTask(GanTask):
     ) -> tuple[torch.Tensor, dict]:
         """Adversarial term + lambda * L1; `l1` is reported in [0, 1] pixel units."""
         l1 = (fake.float() - batch.images).abs().mean()
-        adversarial = bce(discriminator(torch.cat([batch.masks, fake], 1)), True)
+        adversarial = g_adversarial_loss(
+            discriminator(torch.cat([batch.masks, fake], 1)), self.cfg.gan_loss
+        )
         return adversarial + self.cfg.l1_lambda * l1, {"l1": l1.item() / 2}
 
     @torch.no_grad()

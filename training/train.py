@@ -37,7 +37,7 @@ from synthmed.training.config import RESUMABLE_OVERRIDES, TrainConfig
 from synthmed.training.data.dataset import PairedData, load_paired_data
 from synthmed.training.distributed import Distributed, no_sync, setup
 from synthmed.training.run_log import CsvLog, TensorBoardLog, save_grid
-from synthmed.training.tasks import GanTask, bce, make_task
+from synthmed.training.tasks import GanTask, d_loss, make_task
 
 
 @dataclass
@@ -244,7 +244,8 @@ class Trainer:
             sync = contextlib.nullcontext() if i == len(terms) - 1 else no_sync(self.d_ddp)
             with sync, self._autocast():
                 logits = self.d_ddp(noisy(inputs))
-                term = bce(logits, is_real, cfg.label_smoothing) * self.task.d_loss_scale
+                term = d_loss(logits, is_real, cfg.gan_loss, cfg.label_smoothing)
+                term = term * self.task.d_loss_scale
             self.scaler.scale(term).backward()
             loss_d += term.item()
         self.scaler.step(self.opt_d)

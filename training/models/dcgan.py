@@ -11,7 +11,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from synthmed.training.models.layers import check_size, init_gan_weights, norm_layer
+from synthmed.training.models.layers import (
+    check_size,
+    discriminator_conv,
+    init_gan_weights,
+    norm_layer,
+)
 from synthmed.training.models.registry import register_model
 
 
@@ -26,6 +31,8 @@ class DCGANConfig:
     ndf: int = 64
     max_channels: int = 512
     norm: str = "batch"
+    spectral_norm: bool = False  # discriminator only; replaces its norm layers
+    minibatch_std: bool = False  # discriminator only; see DCGANDiscriminator
 
     def __post_init__(self) -> None:
         check_size(self.size, low=8)
@@ -74,20 +81,32 @@ class DCGANDiscriminator(nn.Module):
     def __init__(self, config: DCGANConfig) -> None:
         super().__init__()
         widths = list(reversed(config.widths(config.ndf)))
+        sn = config.spectral_norm
+        norm = "none" if sn else config.norm
         layers: list[nn.Module] = [
-            nn.Conv2d(config.out_channels, widths[0], 4, 2, 1),
+            discriminator_conv(nn.Conv2d(config.out_channels, widths[0], 4, 2, 1), sn),
             nn.LeakyReLU(0.2, inplace=True),
         ]
         for c_in, c_out in zip(widths, widths[1:], strict=False):
             layers += [
-                nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),
-                norm_layer(config.norm, c_out),
+                discriminator_conv(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=sn), sn),
+                norm_layer(norm, c_out),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
-        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0))
-        self.net = nn.Sequential(*layers)
+        self.features = nn.Sequential(*layers)
+        self.minibatch_std = config.minibatch_std
+        extra = 1 if config.minibatch_std else 0
+        self.head = discriminator_conv(nn.Conv2d(widths[-1] + extra, 1, 4, 1, 0), sn)
         init_gan_weights(self)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Logits, not probabilities: the loss applies the sigmoid stably."""
-        return self.net(image).flatten()
+        """Logits, not probabilities: the loss applies the sigmoid stably.
+
+        With `minibatch_std` the head also sees how much the batch varies (ProGAN's
+        minibatch standard deviation), so a generator that collapses to one output is caught.
+        """
+        x = self.features(image)
+        if self.minibatch_std:
+            spread = x.std(dim=0, unbiased=False).mean().expand(x.shape[0], 1, *x.shape[2:])
+            x = torch.cat([x, spread], dim=1)
+        return self.head(x).flatten()

@@ -21,6 +21,13 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
 
 
+def discriminator_conv(conv: nn.Conv2d, spectral_norm: bool) -> nn.Module:
+    """A discriminator convolution, optionally spectrally normalised (Miyato et al., 2018):
+    it bounds the discriminator's Lipschitz constant, the usual cure for a discriminator
+    that overpowers its generator and for the mode collapse that follows."""
+    return nn.utils.parametrizations.spectral_norm(conv) if spectral_norm else conv
+
+
 def check_size(size: int, low: int = 16, high: int = 1024) -> int:
     """Validate an image side (a power of two in [low, high]) and return its log2."""
     if size < low or size > high or size & (size - 1):

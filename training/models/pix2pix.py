@@ -11,7 +11,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from synthmed.training.models.layers import check_size, init_gan_weights, norm_layer
+from synthmed.training.models.layers import (
+    check_size,
+    discriminator_conv,
+    init_gan_weights,
+    norm_layer,
+)
 from synthmed.training.models.registry import register_model
 
 
@@ -109,6 +114,7 @@ class PatchDiscriminatorConfig:
     ndf: int = 64
     n_layers: int = 3
     norm: str = "batch"
+    spectral_norm: bool = False  # replaces the norm layers
 
     def __post_init__(self) -> None:
         if self.n_layers < 1:
@@ -122,9 +128,10 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, config: PatchDiscriminatorConfig) -> None:
         super().__init__()
-        ndf, norm = config.ndf, config.norm
+        ndf, sn = config.ndf, config.spectral_norm
+        norm = "none" if sn else config.norm
         layers: list[nn.Module] = [
-            nn.Conv2d(config.in_channels, ndf, 4, 2, 1),
+            discriminator_conv(nn.Conv2d(config.in_channels, ndf, 4, 2, 1), sn),
             nn.LeakyReLU(0.2, True),
         ]
         c_in = ndf
@@ -132,12 +139,12 @@ class PatchDiscriminator(nn.Module):
             c_out = ndf * min(2**i, 8)
             stride = 2 if i < config.n_layers else 1
             layers += [
-                nn.Conv2d(c_in, c_out, 4, stride, 1, bias=False),
+                discriminator_conv(nn.Conv2d(c_in, c_out, 4, stride, 1, bias=sn), sn),
                 norm_layer(norm, c_out),
                 nn.LeakyReLU(0.2, True),
             ]
             c_in = c_out
-        layers.append(nn.Conv2d(c_in, 1, 4, 1, 1))
+        layers.append(discriminator_conv(nn.Conv2d(c_in, 1, 4, 1, 1), sn))
         self.net = nn.Sequential(*layers)
         init_gan_weights(self)
 

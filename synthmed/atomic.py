@@ -31,10 +31,11 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    # mkstemp creates 0600; give the file the permissions a plain open() would have.
-    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield Path(tmp)
+        # mkstemp creates 0600 (and some writers, safetensors among them, recreate the file
+        # 0600): give it the permissions a plain open() would have.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -22,11 +22,13 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path: Path) -> None:
 
 
 def test_written_file_gets_umask_permissions(tmp_path: Path) -> None:
-    old = os.umask(0o022)
-    try:
-        write_text_atomic(tmp_path / "a.txt", "x")
-    finally:
-        os.umask(old)
-    # The module read the umask at import; under the usual 022 that is 0644, not mkstemp's 0600.
-    mode = stat.S_IMODE((tmp_path / "a.txt").stat().st_mode)
-    assert mode & 0o044, oct(mode)
+    write_text_atomic(tmp_path / "a.txt", "x")
+    # A writer that recreates its file privately (as safetensors does) is corrected too.
+    with atomic_path(tmp_path / "b.bin") as tmp:
+        tmp.unlink()
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    # The module read the umask at import; under the usual 022 that is 0644, not 0600.
+    for name in ("a.txt", "b.bin"):
+        mode = stat.S_IMODE((tmp_path / name).stat().st_mode)
+        assert mode & 0o044, (name, oct(mode))

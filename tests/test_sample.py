@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.ndimage import binary_dilation
 
 from synthmed.latents import latent, latents
 from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
@@ -103,6 +104,8 @@ def test_bundled_demo_models_sample(tmp_path: Path) -> None:
     # A trained stage I draws a sparse vessel tree, not noise or an empty image.
     fraction = (masks > 0).mean()
     assert 0.02 < fraction < 0.25, fraction
-    # Stage II paints vessels darker than the background around them.
-    vessels, background = images[..., 1][masks > 0].mean(), images[..., 1][masks == 0].mean()
-    assert vessels < background
+    # Stage II paints vessels darker than the fundus right around them.
+    vessel = masks > 0
+    ring = binary_dilation(vessel, structure=np.ones((1, 5, 5), bool)) & ~vessel
+    green = images[..., 1].astype(float)
+    assert green[vessel].mean() < green[ring].mean() - 3, (green[vessel].mean(), green[ring].mean())

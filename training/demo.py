@@ -4,16 +4,19 @@
 
 The demo pair is small on purpose (64x64, narrow layers, about 8 MB of weights together) so it
 ships inside the package, serves on a CPU and samples in seconds. (At 128x128 the same DCGAN
-collapsed to a single vessel tree within 1,500 steps on this CPU budget; see the README.) Only config.json,
-model.safetensors and the last sample grid of each run are kept; the resume state is not.
+collapsed to a single vessel tree within 1,500 steps on this CPU budget; see the README.)
+Only config.json, model.safetensors and the last sample grid of each run are kept; the resume
+state is not.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
 
+from synthmed.atomic import write_text_atomic
 from synthmed.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.phantom import write_phantom_dataset
@@ -24,6 +27,15 @@ DEMO_RUNS = {
     "stage1": {"steps": 4000, "batch_size": 16, "ngf": 32, "ndf": 32, "max_channels": 256},
     "stage2": {"steps": 2000, "batch_size": 16, "ngf": 32, "ndf": 32, "max_channels": 64},
 }
+
+
+def _record_data_source(source: Path, target: Path) -> None:
+    """Copy config.json, naming the command that makes the training data instead of the
+    temporary folder it lived in."""
+    config = json.loads(source.read_text())
+    command = "synthmed data phantom " + " ".join(f"--{k} {v}" for k, v in DEMO_DATA.items())
+    config["data"]["path"] = config["train"]["data"] = command
+    write_text_atomic(target, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def train_demo(out: Path, *, steps_scale: float = 1.0, progress: bool = True) -> dict[str, Path]:
@@ -57,8 +69,9 @@ def train_demo(out: Path, *, steps_scale: float = 1.0, progress: bool = True) ->
             if target.exists():
                 shutil.rmtree(target)
             target.mkdir(parents=True)
-            for name in (CONFIG_FILE, WEIGHTS_FILE, "eval.csv"):
+            for name in (WEIGHTS_FILE, "eval.csv"):
                 shutil.copy2(run / name, target / name)
+            _record_data_source(run / CONFIG_FILE, target / CONFIG_FILE)
             shutil.copy2(sorted((run / "samples").iterdir())[-1], target / "samples.png")
             written[role] = target
     return written

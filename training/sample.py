@@ -18,6 +18,12 @@ from synthmed.atomic import atomic_path
 from synthmed.errors import CheckpointError, UserInputError
 from synthmed.latents import latents
 from synthmed.training.checkpoint import load_generator
+from synthmed.training.pixels import (
+    mask_from_tanh,
+    mask_to_uint8,
+    tanh_to_uint8,
+    uint8_mask_to_input,
+)
 
 DEMO_DIR = Path(__file__).parent / "demo_models"
 DEMO_STAGE1 = DEMO_DIR / "stage1"
@@ -41,12 +47,9 @@ class TwoStagePipeline:
     @torch.no_grad()
     def __call__(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Latents float32 [N, nz] -> (images uint8 [N,H,W,3], masks uint8 [N,H,W] in {0, 255})."""
-        mask = self.stage1(torch.from_numpy(z).to(self.device)) > 0
-        image = self.stage2(mask.float() * 2 - 1)
-        pixels = ((image + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        return pixels.permute(0, 2, 3, 1).cpu().numpy(), (
-            mask[:, 0].to(torch.uint8) * 255
-        ).cpu().numpy()
+        mask = mask_to_uint8(mask_from_tanh(self.stage1(torch.from_numpy(z).to(self.device))))
+        image = tanh_to_uint8(self.stage2(uint8_mask_to_input(mask)))
+        return image.cpu().numpy(), mask.cpu().numpy()
 
     def sample(self, seed: int, indices: range) -> tuple[np.ndarray, np.ndarray]:
         """Images and masks of the given sample indices of the run seeded `seed`."""

@@ -1,0 +1,38 @@
+"""How generator tensors become pixels, in one place for PyTorch sampling and exported graphs.
+
+Every path that turns a generator's output into an image or a mask (in-process sampling, the
+ONNX graphs, Triton) must round and threshold identically, or the same latent would give
+different datasets on different runtimes. The exported graphs call these same functions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def tanh_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Generator output [N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C], rounding half up.
+
+    Adding 0.5 and truncating (what a cast to uint8 does to a non-negative float) is exact
+    to express in ONNX and TensorRT, unlike round-half-to-even.
+    """
+    pixels = ((x.float() + 1) * 127.5 + 0.5).clamp(0, 255)
+    return pixels.to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def mask_from_tanh(x: torch.Tensor) -> torch.Tensor:
+    """Stage I output [N, 1, H, W] -> bool vessel mask [N, H, W]: vessel where output > 0."""
+    return (x > 0).squeeze(1)
+
+
+def mask_to_uint8(mask: torch.Tensor) -> torch.Tensor:
+    """bool [N, H, W] -> uint8 [N, H, W] with 255 for vessel (viewable as a PNG as it is)."""
+    return mask.to(torch.uint8) * 255
+
+
+def uint8_mask_to_input(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 mask [N, H, W] (>= 128 is vessel) -> stage II input [N, 1, H, W] in {-1, 1}.
+
+    Thresholding at half range lets a hand-drawn, antialiased mask go straight in.
+    """
+    return ((mask >= 128).to(dtype) * 2 - 1).unsqueeze(1)

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from synthmed.errors import SynthmedError
+from synthmed.export.cli import export
 from synthmed.training import cli as training_cli
 
 
@@ -43,6 +44,7 @@ cli.add_command(training_cli.data)
 cli.add_command(training_cli.train_cmd)
 cli.add_command(training_cli.train_demo_cmd)
 cli.add_command(training_cli.sample_cmd)
+cli.add_command(export)
 
 
 def main() -> None:

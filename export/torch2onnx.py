@@ -1,0 +1,332 @@
+"""Export trained runs to ONNX, verify them against PyTorch, and only then publish the folder.
+
+    OUT/synthmed_stage1.onnx   z -> mask
+    OUT/synthmed_stage2.onnx   mask -> image
+    OUT/synthmed_fused.onnx    z -> image, mask        (when both stages are given)
+    OUT/synthmed_single.onnx   z -> image              (the baseline, with --single)
+    OUT/export_manifest.json   files, hashes, I/O contract, sources, verification results
+
+Everything is written into a temporary folder beside OUT and renamed into place after every
+graph passed `onnx.checker`'s full check and the onnxruntime parity check, so a failed or
+interrupted export leaves nothing behind. Weights come from each run's EMA generator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+import synthmed
+from synthmed.errors import SynthmedError, UserInputError
+from synthmed.export.graphs import FusedGraph, SingleGraph, Stage1Graph, Stage2Graph
+from synthmed.export.verify import TOLERANCES, Check, verify
+from synthmed.latents import latents
+from synthmed.training.checkpoint import GeneratorInfo, load_generator
+
+OPSETS = range(17, 22)
+DEFAULT_OPSET = 18
+MANIFEST = "export_manifest.json"
+# The largest batch the graphs promise to accept; TensorRT profiles and Triton configs use it.
+MAX_BATCH = 1024
+
+
+class ExportError(SynthmedError):
+    """The PyTorch -> ONNX conversion itself failed."""
+
+
+@dataclass
+class ExportResult:
+    """What was exported and how it verified."""
+
+    out: Path
+    models: dict[str, Path]
+    checks: list[Check] = field(default_factory=list)
+
+
+@dataclass
+class _Job:
+    name: str
+    graph: nn.Module
+    reference: nn.Module
+    make_inputs: Callable[[int], dict[str, np.ndarray]]
+    sources: list[GeneratorInfo]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _latent_inputs(nz: int) -> Callable[[int], dict[str, np.ndarray]]:
+    # Latents of the product's own sampling scheme, seeded by batch size for variety.
+    return lambda batch: {"z": latents(batch, range(batch), nz)}
+
+
+def _mask_inputs(stage1: nn.Module | None, size: int, nz: int) -> Callable[[int], dict]:
+    """Real stage I masks when stage I is exported too, else random binary fields."""
+
+    def make(batch: int) -> dict[str, np.ndarray]:
+        if stage1 is not None:
+            with torch.no_grad():
+                mask = Stage1Graph(stage1)(torch.from_numpy(latents(batch, range(batch), nz)))
+            return {"mask": mask.numpy()}
+        rng = np.random.default_rng(batch)
+        return {"mask": ((rng.random((batch, size, size)) < 0.1) * 255).astype(np.uint8)}
+
+    return make
+
+
+def _jobs(stage1: Path | None, stage2: Path | None, single: Path | None, fp16: bool) -> list[_Job]:
+    """Load the runs and pair each graph to export with its fp32 PyTorch reference."""
+    dtype = torch.float16 if fp16 else torch.float32
+
+    def load(path: Path, role: str) -> tuple[nn.Module, nn.Module, GeneratorInfo]:
+        model, info = load_generator(path, role=role)
+        export_model = copy.deepcopy(model).to(dtype) if fp16 else model
+        return model, export_model, info
+
+    jobs = []
+    g1 = g2 = None
+    if stage1 is not None:
+        g1, e1, info1 = load(stage1, "stage1")
+        nz1 = info1.model_config.nz
+        jobs.append(
+            _Job(
+                "synthmed_stage1",
+                Stage1Graph(e1, dtype),
+                Stage1Graph(g1),
+                _latent_inputs(nz1),
+                [info1],
+            )
+        )
+    if stage2 is not None:
+        g2, e2, info2 = load(stage2, "stage2")
+        if stage1 is not None and info1.image_size != info2.image_size:
+            raise UserInputError(
+                f"stage I ({stage1}) makes {info1.image_size}x{info1.image_size} masks but "
+                f"stage II ({stage2}) takes {info2.image_size}x{info2.image_size}"
+            )
+        size, nz = info2.image_size, (info1.model_config.nz if g1 is not None else 0)
+        jobs.append(
+            _Job(
+                "synthmed_stage2",
+                Stage2Graph(e2, dtype),
+                Stage2Graph(g2),
+                _mask_inputs(g1, size, nz),
+                [info2],
+            )
+        )
+    if g1 is not None and g2 is not None:
+        jobs.append(
+            _Job(
+                "synthmed_fused",
+                FusedGraph(jobs[0].graph.generator, jobs[1].graph.generator, dtype),
+                FusedGraph(g1, g2),
+                _latent_inputs(info1.model_config.nz),
+                [info1, info2],
+            )
+        )
+    if single is not None:
+        gs, es, infos = load(single, "single")
+        nz = infos.model_config.nz
+        jobs.append(
+            _Job(
+                "synthmed_single",
+                SingleGraph(es, dtype),
+                SingleGraph(gs),
+                _latent_inputs(nz),
+                [infos],
+            )
+        )
+    return jobs
+
+
+def _to_onnx(job: _Job, path: Path, opset: int, example: dict[str, np.ndarray]) -> None:
+    """Trace `job.graph` with torch.export and write it as ONNX with a dynamic batch axis."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    args = tuple(torch.from_numpy(v) for v in example.values())
+    dynamic = {name: {0: batch} for name in job.graph.input_names}
+    # The exporter narrates to stdout and logs a warning per missing torchvision op; keep the
+    # CLI's output to what the user needs.
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                job.graph.eval(),
+                args,
+                dynamo=True,
+                input_names=list(job.graph.input_names),
+                output_names=list(job.graph.output_names),
+                dynamic_shapes=dynamic,
+                opset_version=opset,
+                external_data=False,
+                verbose=False,
+            )
+            program.save(str(path))
+    except Exception as e:  # the exporter raises many unrelated types; all mean the same here
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ExportError(
+            f"{job.name}: torch.onnx.export failed ({type(e).__name__}: {first_line})"
+        ) from e
+    finally:
+        exporter_log.setLevel(level)
+
+
+def _annotate(job: _Job, path: Path, precision: str) -> None:
+    """Record where the graph came from in its metadata, then run the full checker."""
+    model = onnx.load(str(path))
+    props = {
+        "synthmed.version": synthmed.__version__,
+        "synthmed.model": job.name,
+        "synthmed.precision": precision,
+        "synthmed.sources": json.dumps(
+            [
+                {
+                    "role": info.role,
+                    "model": info.model_name,
+                    "model_config": asdict(info.model_config),
+                    "step": info.step,
+                    "weights_sha256": info.metadata.get("weights_sha256"),
+                    "normalisation": info.metadata.get("normalisation"),
+                    "train": info.metadata.get("train"),
+                    "data_fingerprint": info.metadata.get("data", {}).get("fingerprint"),
+                }
+                for info in job.sources
+            ],
+            sort_keys=True,
+        ),
+    }
+    onnx.helper.set_model_props(model, props)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"{job.name}: onnx.checker rejected the graph ({e})") from e
+    onnx.save(model, str(path))
+
+
+def _io_contract(path: Path) -> dict[str, dict]:
+    """Names, element types and shapes (-1 for the batch axis) of a graph's inputs/outputs."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def describe(values: Sequence[onnx.ValueInfoProto]) -> dict:
+        out = {}
+        for v in values:
+            t = v.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+            out[v.name] = {
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+                "shape": dims,
+            }
+        return out
+
+    return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+
+
+def _check_request(out: Path, opset: int, force: bool, runs: list[Path | None]) -> None:
+    if not any(runs):
+        raise UserInputError("nothing to export: give --stage1 and/or --stage2, or --single")
+    if opset not in OPSETS:
+        raise UserInputError(
+            f"--opset {opset} is not supported (expected {OPSETS[0]} to {OPSETS[-1]})"
+        )
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserInputError(f"{out}: folder is not empty; pass --force to replace it")
+
+
+def export_onnx(
+    out: Path | str,
+    *,
+    stage1: Path | None = None,
+    stage2: Path | None = None,
+    single: Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    tolerance: int | None = None,
+    max_fraction: float | None = None,
+    batch_sizes: Sequence[int] = (1, 3, 16),
+    force: bool = False,
+    report: Callable[[str], None] = lambda line: None,
+) -> ExportResult:
+    """Export, check and verify the given runs into `out` (see the module docstring)."""
+    out = Path(out)
+    _check_request(out, opset, force, [stage1, stage2, single])
+    precision = "fp16" if fp16 else "fp32"
+    default_tolerance, default_fraction = TOLERANCES[precision]
+    tolerance = default_tolerance if tolerance is None else tolerance
+    max_fraction = default_fraction if max_fraction is None else max_fraction
+    jobs = _jobs(stage1, stage2, single, fp16)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        result = ExportResult(out, {})
+        manifest = {
+            "synthmed_version": synthmed.__version__,
+            "opset": opset,
+            "precision": precision,
+            "max_batch": MAX_BATCH,
+            "tolerance": {"grey_levels": tolerance, "max_fraction": max_fraction},
+            "models": {},
+        }
+        for job in jobs:
+            path = staging / f"{job.name}.onnx"
+            report(f"{job.name}: exporting")
+            _to_onnx(job, path, opset, job.make_inputs(2))
+            _annotate(job, path, precision)
+            checks = verify(
+                job.name,
+                path,
+                job.reference,
+                job.make_inputs,
+                batch_sizes=batch_sizes,
+                tolerance=tolerance,
+                max_fraction=max_fraction,
+            )
+            result.checks += checks
+            result.models[job.name] = out / path.name
+            manifest["models"][job.name] = {
+                "file": path.name,
+                "sha256": _sha256(path),
+                **_io_contract(path),
+                "sources": [str(info.path.resolve()) for info in job.sources],
+                "verification": [asdict(c) for c in checks],
+            }
+            worst = max(c.max_abs_diff for c in checks)
+            report(f"{job.name}: OK at batch sizes {list(batch_sizes)}, max difference {worst}")
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Swap the verified folder into place; an old `out` goes only once the new one is ready."""
+    staging.chmod(0o755)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old)
+    else:
+        staging.rename(out)

@@ -1,4 +1,5 @@
-"""Export: trained checkpoints to verified ONNX graphs and TensorRT engines (issue 3).
+"""Export: trained checkpoints to verified ONNX graphs and TensorRT engines.
 
-Nothing is exported yet; this package is where `synthmed export onnx|tensorrt` will live.
+One module per step, each checking what it wrote: `graphs` (what is exported), `torch2onnx`
+(export + publish), `verify` (onnxruntime parity), `onnx2trt` (TensorRT engines).
 """

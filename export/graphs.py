@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from synthmed.training.pixels import (
-    mask_from_tanh,
+    binary_mask,
+    mask_to_input,
     mask_to_uint8,
     tanh_to_uint8,
     uint8_mask_to_input,
@@ -36,7 +37,7 @@ class Stage1Graph(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Latents float32 [B, nz] -> uint8 mask [B, H, W]."""
-        return mask_to_uint8(mask_from_tanh(self.generator(z.to(self.dtype))))
+        return mask_to_uint8(binary_mask(self.generator(z.to(self.dtype))))
 
 
 class Stage2Graph(nn.Module):
@@ -62,12 +63,13 @@ class FusedGraph(nn.Module):
 
     def __init__(self, stage1: nn.Module, stage2: nn.Module, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.stage1, self.stage2 = Stage1Graph(stage1, dtype), Stage2Graph(stage2, dtype)
+        self.stage1, self.stage2, self.dtype = stage1, stage2, dtype
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both stages, with the same binarisation between them as the ensemble."""
-        mask = self.stage1(z)
-        return self.stage2(mask), mask
+        """Both stages, with the same binarisation between them as the ensemble; the mask
+        passes between them as float, so no UINT8 tensor sits inside the graph."""
+        mask = binary_mask(self.stage1(z.to(self.dtype)))
+        return tanh_to_uint8(self.stage2(mask_to_input(mask))), mask_to_uint8(mask)
 
 
 class SingleGraph(nn.Module):

@@ -134,7 +134,7 @@ def _jobs(stage1: Path | None, stage2: Path | None, single: Path | None, fp16: b
         jobs.append(
             _Job(
                 "synthmed_fused",
-                FusedGraph(jobs[0].graph.generator, jobs[1].graph.generator, dtype),
+                FusedGraph(e1, e2, dtype),
                 FusedGraph(g1, g2),
                 _latent_inputs(info1.model_config.nz),
                 [info1, info2],

@@ -174,3 +174,28 @@ def test_bad_input(tiny_runs: dict[str, Path], demo_onnx: Path, tmp_path: Path) 
     exists = run_cli("export", "onnx", "--demo", "--out", demo_onnx)
     assert_one_line_error(exists, "folder is not empty; pass --force")
     assert not (tmp_path / "o").exists()
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    values = [*graph.input, *graph.output, *graph.value_info]
+    return {v.name: v.type.tensor_type.elem_type for v in values}
+
+
+@pytest.mark.parametrize("name", ["synthmed_stage1", "synthmed_stage2", "synthmed_fused"])
+def test_uint8_tensors_only_touch_casts(demo_onnx: Path, name: str) -> None:
+    """TensorRT takes UINT8 only as a network input or output: nothing but Cast may read or
+    write a UINT8 tensor (onnx-tensorrt's operator table)."""
+    model = onnx.load(str(demo_onnx / f"{name}.onnx"))
+    types = _elem_types(model)
+    uint8 = onnx.TensorProto.UINT8
+    for node in model.graph.node:
+        touches = [t for t in [*node.input, *node.output] if types.get(t) == uint8]
+        assert not touches or node.op_type == "Cast", (node.op_type, touches)
+
+
+@pytest.mark.parametrize("name", ["synthmed_stage1", "synthmed_stage2", "synthmed_fused"])
+def test_every_operator_is_supported_by_tensorrt(demo_onnx: Path, name: str) -> None:
+    from synthmed.export.onnx2trt import unsupported_operators
+
+    assert unsupported_operators(demo_onnx / f"{name}.onnx") == []

@@ -3,6 +3,9 @@
 Every path that turns a generator's output into an image or a mask (in-process sampling, the
 ONNX graphs, Triton) must round and threshold identically, or the same latent would give
 different datasets on different runtimes. The exported graphs call these same functions.
+
+TensorRT accepts UINT8 only as a network input or output, so UINT8 tensors are touched by
+nothing but a Cast: inputs are cast to float first, outputs are cast from float last.
 """
 
 from __future__ import annotations
@@ -17,17 +20,22 @@ def tanh_to_uint8(x: torch.Tensor) -> torch.Tensor:
     to express in ONNX and TensorRT, unlike round-half-to-even.
     """
     pixels = ((x.float() + 1) * 127.5 + 0.5).clamp(0, 255)
-    return pixels.to(torch.uint8).permute(0, 2, 3, 1)
+    return pixels.permute(0, 2, 3, 1).to(torch.uint8)
 
 
-def mask_from_tanh(x: torch.Tensor) -> torch.Tensor:
-    """Stage I output [N, 1, H, W] -> bool vessel mask [N, H, W]: vessel where output > 0."""
-    return (x > 0).squeeze(1)
+def binary_mask(x: torch.Tensor) -> torch.Tensor:
+    """Stage I output [N, 1, H, W] -> vessel mask in {0., 1.}: vessel where output > 0."""
+    return (x > 0).to(x.dtype)
 
 
 def mask_to_uint8(mask: torch.Tensor) -> torch.Tensor:
-    """bool [N, H, W] -> uint8 [N, H, W] with 255 for vessel (viewable as a PNG as it is)."""
-    return mask.to(torch.uint8) * 255
+    """{0, 1} mask [N, 1, H, W] -> uint8 [N, H, W] with 255 for vessel (a viewable PNG)."""
+    return (mask.squeeze(1).float() * 255).to(torch.uint8)
+
+
+def mask_to_input(mask: torch.Tensor) -> torch.Tensor:
+    """{0, 1} mask [N, 1, H, W] -> stage II input in {-1, 1}."""
+    return mask * 2 - 1
 
 
 def uint8_mask_to_input(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -35,4 +43,4 @@ def uint8_mask_to_input(mask: torch.Tensor, dtype: torch.dtype = torch.float32) 
 
     Thresholding at half range lets a hand-drawn, antialiased mask go straight in.
     """
-    return ((mask >= 128).to(dtype) * 2 - 1).unsqueeze(1)
+    return mask_to_input((mask.to(dtype) >= 127.5).to(dtype).unsqueeze(1))

@@ -18,12 +18,7 @@ from synthmed.atomic import atomic_path
 from synthmed.errors import CheckpointError, UserInputError
 from synthmed.latents import latents
 from synthmed.training.checkpoint import load_generator
-from synthmed.training.pixels import (
-    mask_from_tanh,
-    mask_to_uint8,
-    tanh_to_uint8,
-    uint8_mask_to_input,
-)
+from synthmed.training.pixels import binary_mask, mask_to_input, mask_to_uint8, tanh_to_uint8
 
 DEMO_DIR = Path(__file__).parent / "demo_models"
 DEMO_STAGE1 = DEMO_DIR / "stage1"
@@ -47,9 +42,9 @@ class TwoStagePipeline:
     @torch.no_grad()
     def __call__(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Latents float32 [N, nz] -> (images uint8 [N,H,W,3], masks uint8 [N,H,W] in {0, 255})."""
-        mask = mask_to_uint8(mask_from_tanh(self.stage1(torch.from_numpy(z).to(self.device))))
-        image = tanh_to_uint8(self.stage2(uint8_mask_to_input(mask)))
-        return image.cpu().numpy(), mask.cpu().numpy()
+        mask = binary_mask(self.stage1(torch.from_numpy(z).to(self.device)))
+        image = tanh_to_uint8(self.stage2(mask_to_input(mask)))
+        return image.cpu().numpy(), mask_to_uint8(mask).cpu().numpy()
 
     def sample(self, seed: int, indices: range) -> tuple[np.ndarray, np.ndarray]:
         """Images and masks of the given sample indices of the run seeded `seed`."""

@@ -1,5 +1,7 @@
 """Export: trained checkpoints to verified ONNX graphs and TensorRT engines.
 
 One module per step, each checking what it wrote: `graphs` (what is exported), `torch2onnx`
-(export + publish), `verify` (onnxruntime parity), `onnx2trt` (TensorRT engines).
+(export + publish), `verify` (onnxruntime parity), `tensorrt_ops` (what TensorRT's ONNX parser
+accepts), `onnx2trt` (TensorRT engine builds), `engine_manifest` (a plan's manifest; refusing
+plans built for another GPU or TensorRT), `trtexec_script` (build_engines.sh for the device).
 """

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from synthmed.errors import UserInputError
+
 
 @click.group()
 def export() -> None:
@@ -77,3 +79,83 @@ def export_onnx_cmd(
             f"{c.mismatch_fraction:9.5%}"
         )
     click.echo(f"wrote {', '.join(p.name for p in result.models.values())} to {out}")
+
+
+@export.command("tensorrt")
+@click.option(
+    "--onnx",
+    "onnx_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder written by `synthmed export onnx`.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for engines.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default="fp16",
+    show_default=True,
+    help="int8 calibrates on real inputs (stage I masks for stage II).",
+)
+@click.option("--min-batch", type=int, default=1, show_default=True)
+@click.option("--opt-batch", type=int, default=8, show_default=True, help="Batch tuned for.")
+@click.option("--max-batch", type=int, default=32, show_default=True)
+@click.option("--workspace-mib", type=int, default=1024, show_default=True)
+@click.option("--hardware-compatible", is_flag=True, help="One plan for every Ampere+ GPU.")
+@click.option("--version-compatible", is_flag=True, help="Plan also runs on later TensorRT.")
+@click.option(
+    "--timing-cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Kernel timings file, loaded if present and saved back (default: OUT/timing.cache).",
+)
+@click.option("--calibration-batches", type=int, default=16, show_default=True)
+@click.option("--script-only", is_flag=True, help="Only write build_engines.sh (no TensorRT).")
+def export_tensorrt_cmd(
+    onnx_dir: Path,
+    out: Path,
+    precision: str,
+    min_batch: int,
+    opt_batch: int,
+    max_batch: int,
+    workspace_mib: int,
+    hardware_compatible: bool,
+    version_compatible: bool,
+    timing_cache: Path | None,
+    calibration_batches: int,
+    script_only: bool,
+) -> None:
+    """Build TensorRT engines from exported ONNX, plus build_engines.sh for the target device.
+
+    Engines are compiled for one GPU and one TensorRT release: build them where they run.
+    build_engines.sh (trtexec) is always written to --out, so engines for an edge GPU such as
+    a Jetson can be built there; this command builds engines on this machine's GPU.
+    """
+    from synthmed.export.onnx2trt import EngineSpec, build_engine
+    from synthmed.export.trtexec_script import write_build_script
+
+    if not onnx_dir.is_dir():
+        raise UserInputError(f"{onnx_dir}: ONNX folder does not exist")
+    spec = EngineSpec(
+        precision=precision,
+        min_batch=min_batch,
+        opt_batch=opt_batch,
+        max_batch=max_batch,
+        workspace_mib=workspace_mib,
+        hardware_compatible=hardware_compatible,
+        version_compatible=version_compatible,
+        timing_cache=timing_cache or out / "timing.cache",
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    script = write_build_script(onnx_dir, out / "build_engines.sh", spec)
+    click.echo(f"wrote {script}")
+    if script_only:
+        return
+    from synthmed.export.calibration import calibration_batches as make_batches
+
+    for model in sorted(onnx_dir.glob("*.onnx")):
+        batches = (
+            make_batches(model, calibration_batches, opt_batch) if precision == "int8" else None
+        )
+        plan = build_engine(model, out, spec, batches)
+        click.echo(f"built {plan}")

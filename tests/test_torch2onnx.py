@@ -196,6 +196,6 @@ def test_uint8_tensors_only_touch_casts(demo_onnx: Path, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["synthmed_stage1", "synthmed_stage2", "synthmed_fused"])
 def test_every_operator_is_supported_by_tensorrt(demo_onnx: Path, name: str) -> None:
-    from synthmed.export.onnx2trt import unsupported_operators
+    from synthmed.export.tensorrt_ops import unsupported_operators
 
     assert unsupported_operators(demo_onnx / f"{name}.onnx") == []

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from synthmed.atomic import write_bytes_atomic
 from synthmed.errors import SynthmedError, UserInputError
@@ -141,8 +142,39 @@ def _calibration_tensor(torch: Any, batch: Any, name: str, dtype: np.dtype, shap
     return torch.from_numpy(array).to("cuda")
 
 
-def _set_precision(trt: Any, config: Any, spec: EngineSpec) -> None:
-    if spec.precision == "fp32":
+def graph_precision(onnx_path: Path) -> str:
+    """ "fp16" for a graph `synthmed export onnx --fp16` wrote, else "fp32" (its metadata)."""
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    return props.get("synthmed.precision", "fp32")
+
+
+def _strongly_typed(spec: EngineSpec, onnx_path: Path) -> bool:
+    """Whether the network takes its precision from the graph's own types.
+
+    An fp16 graph is built strongly typed: TensorRT runs each layer in the type the graph
+    gives it, which is the only mode of TensorRT 11 and works the same on TensorRT 10. An
+    fp32 graph built at fp16 or int8 needs TensorRT 10's weakly typed builder flags instead.
+    """
+    if graph_precision(onnx_path) == "fp16":
+        if spec.precision != "fp16":
+            raise UserInputError(
+                f"{onnx_path.name} is an fp16 graph; build it with precision fp16, "
+                f"not {spec.precision}"
+            )
+        return True
+    return False
+
+
+def _network_flags(trt: Any, strongly_typed: bool) -> int:
+    # STRONGLY_TYPED is a creation flag in TensorRT 10 and always on (flag ignored) in 11.
+    # Explicit batch is the only mode since TensorRT 10, so no other flag is needed.
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return 1 << int(flag) if strongly_typed and flag is not None else 0
+
+
+def _set_precision(trt: Any, config: Any, spec: EngineSpec, strongly_typed: bool) -> None:
+    if spec.precision == "fp32" or strongly_typed:
         return
     # BuilderFlag.FP16/INT8 and the INT8 calibrators are deprecated in TensorRT 10 and removed in
     # TensorRT 11 ("Removed Python APIs and Replacements", TensorRT 11 migration guide).
@@ -150,9 +182,15 @@ def _set_precision(trt: Any, config: Any, spec: EngineSpec) -> None:
     if spec.precision == "int8":
         needed += [hasattr(trt.BuilderFlag, "INT8"), hasattr(trt, "IInt8EntropyCalibrator2")]
     if not all(needed):
+        hint = (
+            "export the graph with `synthmed export onnx --fp16`, which TensorRT builds "
+            "strongly typed"
+            if spec.precision == "fp16"
+            else "int8 needs an explicitly quantized (Q/DQ) graph, which synthmed does not export"
+        )
         raise EngineBuildError(
-            f"precision {spec.precision} needs TensorRT 10's weakly typed builder flags, removed "
-            f"in TensorRT {trt.__version__}; build fp32 or export a strongly typed graph"
+            f"precision {spec.precision} from an fp32 graph needs TensorRT 10's builder flags, "
+            f"removed in TensorRT {trt.__version__}; {hint}"
         )
     # INT8 layer selection falls back to FP16 rather than FP32 when FP16 is also set.
     config.set_flag(trt.BuilderFlag.FP16)
@@ -201,14 +239,16 @@ def _check_build_request(
     return inputs
 
 
-def _configure(trt: Any, builder: Any, inputs: list[OnnxInput], spec: EngineSpec) -> Any:
+def _configure(
+    trt: Any, builder: Any, inputs: list[OnnxInput], spec: EngineSpec, strongly_typed: bool
+) -> Any:
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mib << 20)
     profile = builder.create_optimization_profile()
     for item in inputs:
         profile.set_shape(item.name, *(spec.shape(w, item.dims) for w in ("min", "opt", "max")))
     config.add_optimization_profile(profile)
-    _set_precision(trt, config, spec)
+    _set_precision(trt, config, spec, strongly_typed)
     if spec.precision == "int8":
         config.set_calibration_profile(profile)  # deprecated since TensorRT 10.1, removed in 11
     if spec.hardware_compatible:
@@ -240,9 +280,10 @@ def build_engine(
     gpu_name, capability = tensorrt_runtime.cuda_device()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    strongly_typed = _strongly_typed(spec, onnx_path)
+    network = builder.create_network(_network_flags(trt, strongly_typed))
     _parse(trt, network, logger, onnx_path)
-    config = _configure(trt, builder, inputs, spec)
+    config = _configure(trt, builder, inputs, spec, strongly_typed)
     calibrator = None
     if spec.precision == "int8":
         cached = calib_path.read_bytes() if calibration_batches is None else None

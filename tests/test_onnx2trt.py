@@ -182,6 +182,7 @@ class FakeTensorRT:
         flags = {"FP16": "FP16", "INT8": "INT8", "VERSION_COMPATIBLE": "VC"}
         self.BuilderFlag = type("BuilderFlag", (), flags)
         self.HardwareCompatibilityLevel = type("HCL", (), {"AMPERE_PLUS": "AMPERE_PLUS"})
+        self.NetworkDefinitionCreationFlag = type("NDCF", (), {"STRONGLY_TYPED": 1})
         self.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {})
 
 
@@ -238,6 +239,31 @@ def test_build_sequence_fp16(fake_trt: FakeTensorRT, onnx_dir: Path, tmp_path: P
     # A second build loads the saved timing cache.
     build_engine(onnx_dir / "synthmed_stage1.onnx", tmp_path / "out", spec)
     assert _calls(fake_trt, "create_timing_cache")[-1] == (b"timings",)
+
+
+def test_fp16_graph_builds_strongly_typed(
+    fake_trt: FakeTensorRT, onnx_dir: Path, tmp_path: Path
+) -> None:
+    import onnx
+
+    path = onnx_dir / "synthmed_stage1.onnx"
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {"synthmed.precision": "fp16"})
+    onnx.save(model, str(path))
+    build_engine(path, tmp_path / "out", EngineSpec(precision="fp16"))
+    # TensorRT 11's only mode, and TensorRT 10's STRONGLY_TYPED flag: no FP16 builder flag.
+    assert _calls(fake_trt, "create_network") == [(1 << 1,)]
+    assert not _calls(fake_trt, "set_flag")
+    with pytest.raises(UserInputError, match="is an fp16 graph; build it with precision fp16"):
+        build_engine(path, tmp_path / "out", EngineSpec(precision="fp32"))
+
+
+def test_fp32_graph_at_fp16_without_builder_flags_points_to_fp16_export(
+    fake_trt: FakeTensorRT, onnx_dir: Path, tmp_path: Path
+) -> None:
+    del fake_trt.BuilderFlag.FP16  # as in TensorRT 11
+    with pytest.raises(EngineBuildError, match="synthmed export onnx --fp16"):
+        build_engine(onnx_dir / "synthmed_stage1.onnx", tmp_path / "out", EngineSpec())
 
 
 def test_build_sequence_int8_feeds_real_batches(

@@ -59,6 +59,20 @@ class ExportResult:
 
 
 @dataclass
+class _Loaded:
+    """A run's fp32 reference generator, the generator to export, and its checkpoint info."""
+
+    model: nn.Module
+    export: nn.Module
+    info: GeneratorInfo
+
+    @property
+    def nz(self) -> int:
+        """Latent size (generators that take z)."""
+        return self.info.model_config.nz
+
+
+@dataclass
 class _Job:
     name: str
     graph: nn.Module
@@ -93,64 +107,40 @@ def _mask_inputs(stage1: nn.Module | None, size: int, nz: int) -> Callable[[int]
 def _jobs(stage1: Path | None, stage2: Path | None, single: Path | None, fp16: bool) -> list[_Job]:
     """Load the runs and pair each graph to export with its fp32 PyTorch reference."""
     dtype = torch.float16 if fp16 else torch.float32
+    loaded: dict[str, _Loaded] = {}
+    for role, path in (("stage1", stage1), ("stage2", stage2), ("single", single)):
+        if path is not None:
+            model, info = load_generator(path, role=role)
+            export_model = copy.deepcopy(model).to(dtype) if fp16 else model
+            loaded[role] = _Loaded(model, export_model, info)
+    s1, s2 = loaded.get("stage1"), loaded.get("stage2")
+    if s1 and s2 and s1.info.image_size != s2.info.image_size:
+        raise UserInputError(
+            f"stage I ({stage1}) makes {s1.info.image_size}x{s1.info.image_size} masks but "
+            f"stage II ({stage2}) takes {s2.info.image_size}x{s2.info.image_size}"
+        )
 
-    def load(path: Path, role: str) -> tuple[nn.Module, nn.Module, GeneratorInfo]:
-        model, info = load_generator(path, role=role)
-        export_model = copy.deepcopy(model).to(dtype) if fp16 else model
-        return model, export_model, info
+    def job(name: str, graph: type[nn.Module], runs: list[_Loaded], inputs: Callable) -> _Job:
+        return _Job(
+            name,
+            graph(*(r.export for r in runs), dtype=dtype),
+            graph(*(r.model for r in runs)),
+            inputs,
+            [r.info for r in runs],
+        )
 
     jobs = []
-    g1 = g2 = None
-    if stage1 is not None:
-        g1, e1, info1 = load(stage1, "stage1")
-        nz1 = info1.model_config.nz
+    if s1:
+        jobs.append(job("synthmed_stage1", Stage1Graph, [s1], _latent_inputs(s1.nz)))
+    if s2:
+        masks = _mask_inputs(s1.model if s1 else None, s2.info.image_size, s1.nz if s1 else 0)
+        jobs.append(job("synthmed_stage2", Stage2Graph, [s2], masks))
+    if s1 and s2:
+        jobs.append(job("synthmed_fused", FusedGraph, [s1, s2], _latent_inputs(s1.nz)))
+    if "single" in loaded:
+        single_run = loaded["single"]
         jobs.append(
-            _Job(
-                "synthmed_stage1",
-                Stage1Graph(e1, dtype),
-                Stage1Graph(g1),
-                _latent_inputs(nz1),
-                [info1],
-            )
-        )
-    if stage2 is not None:
-        g2, e2, info2 = load(stage2, "stage2")
-        if stage1 is not None and info1.image_size != info2.image_size:
-            raise UserInputError(
-                f"stage I ({stage1}) makes {info1.image_size}x{info1.image_size} masks but "
-                f"stage II ({stage2}) takes {info2.image_size}x{info2.image_size}"
-            )
-        size, nz = info2.image_size, (info1.model_config.nz if g1 is not None else 0)
-        jobs.append(
-            _Job(
-                "synthmed_stage2",
-                Stage2Graph(e2, dtype),
-                Stage2Graph(g2),
-                _mask_inputs(g1, size, nz),
-                [info2],
-            )
-        )
-    if g1 is not None and g2 is not None:
-        jobs.append(
-            _Job(
-                "synthmed_fused",
-                FusedGraph(e1, e2, dtype),
-                FusedGraph(g1, g2),
-                _latent_inputs(info1.model_config.nz),
-                [info1, info2],
-            )
-        )
-    if single is not None:
-        gs, es, infos = load(single, "single")
-        nz = infos.model_config.nz
-        jobs.append(
-            _Job(
-                "synthmed_single",
-                SingleGraph(es, dtype),
-                SingleGraph(gs),
-                _latent_inputs(nz),
-                [infos],
-            )
+            job("synthmed_single", SingleGraph, [single_run], _latent_inputs(single_run.nz))
         )
     return jobs
 

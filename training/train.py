@@ -55,9 +55,8 @@ class TrainResult:
 
 def step_seed(*parts: int) -> int:
     """A 63-bit seed from (seed, step, rank, ...) that does not collide for nearby inputs."""
-    return int(
-        np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1
-    )
+    state = np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)
+    return int(state[0]) >> 1  # int first: numpy 1.x will not shift a uint64 by a Python int
 
 
 def ema_avg_fn(decay: float):

@@ -159,3 +159,83 @@ def export_tensorrt_cmd(
         )
         plan = build_engine(model, out, spec, batches)
         click.echo(f"built {plan}")
+
+
+@export.command("repository")
+@click.option(
+    "--onnx",
+    "onnx_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder written by `synthmed export onnx`.",
+)
+@click.option(
+    "--engines",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder written by `synthmed export tensorrt` (for --backend tensorrt).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["onnxruntime", "tensorrt", "python"]),
+    default="python",
+    show_default=True,
+    help="python runs on any Triton build, CPU-only included; the others need NVIDIA's container.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Repository folder.")
+@click.option("--max-batch-size", type=int, default=32, show_default=True)
+@click.option("--max-queue-delay-us", type=int, default=2000, show_default=True)
+@click.option("--instances", type=int, default=1, show_default=True, help="Instances per model.")
+@click.option("--version", type=int, default=1, show_default=True, help="Version folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing version.")
+@click.option("--no-fused", is_flag=True, help="Leave out synthmed_fused.")
+@click.option(
+    "--tensorrt-accelerator", is_flag=True, help="onnxruntime backend: TensorRT execution (FP16)."
+)
+@click.option(
+    "--max-inflight-requests",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Ensemble back-pressure (Triton 25.11+; 0 leaves the field out).",
+)
+@click.option(
+    "--cpu-threads",
+    type=int,
+    default=0,
+    show_default=True,
+    help="python backend: onnxruntime threads per instance (0: all cores).",
+)
+def export_repository_cmd(
+    onnx_dir: Path,
+    engines: Path | None,
+    backend: str,
+    out: Path,
+    max_batch_size: int,
+    max_queue_delay_us: int,
+    instances: int,
+    version: int,
+    overwrite: bool,
+    no_fused: bool,
+    tensorrt_accelerator: bool,
+    max_inflight_requests: int,
+    cpu_threads: int,
+) -> None:
+    """Write a Triton model repository: stage I, stage II, the ensemble `synthmed` (+ fused)."""
+    from synthmed.serving.repository import RepositoryOptions, write_repository
+
+    preferred = tuple(b for b in (8, 16, 32) if b <= max_batch_size) or (max_batch_size,)
+    options = RepositoryOptions(
+        backend=backend,
+        max_batch_size=max_batch_size,
+        preferred_batch_sizes=preferred,
+        max_queue_delay_us=max_queue_delay_us,
+        instances=instances,
+        tensorrt_accelerator=tensorrt_accelerator,
+        max_inflight_requests=max_inflight_requests,
+        version=version,
+        fused=not no_fused,
+        cpu_threads=cpu_threads,
+    )
+    names = write_repository(onnx_dir, out, options, engines_dir=engines, overwrite=overwrite)
+    click.echo(f"wrote {', '.join(names)} (version {version}, {backend} backend) to {out}")

@@ -1,0 +1,270 @@
+"""Write a Triton model repository: stage I, stage II, their ensemble, and the fused model.
+
+    REPO/synthmed_stage1/config.pbtxt + 1/model.onnx (or model.plan, or model.py + model.onnx)
+    REPO/synthmed_stage2/...
+    REPO/synthmed_fused/...       z -> image, mask in one model (runtimes without ensembles)
+    REPO/synthmed/config.pbtxt    the ensemble: z -> stage I -> stage II -> image, mask
+
+Configs are built as `ModelConfig` protobufs (tritonclient's model_config_pb2) and printed
+with protobuf's text format, so every field name is checked by the schema rather than by a
+string template. Three backends: `onnxruntime` and `tensorrt` for Triton's native GPU
+backends (NVIDIA's container), `python` for a Triton build with only the python backend (the
+pip-installed server, CPU machines), which runs the same ONNX file with onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from synthmed.atomic import write_text_atomic
+from synthmed.errors import UserInputError
+
+STAGE1, STAGE2, FUSED, ENSEMBLE = "synthmed_stage1", "synthmed_stage2", "synthmed_fused", "synthmed"
+BACKENDS = ("onnxruntime", "tensorrt", "python")
+PYTHON_MODEL = Path(__file__).with_name("python_backend") / "model.py"
+_DTYPES = {"float32": mc.TYPE_FP32, "float16": mc.TYPE_FP16, "uint8": mc.TYPE_UINT8}
+_MODEL_FILE = {"onnxruntime": "model.onnx", "tensorrt": "model.plan", "python": "model.py"}
+
+
+@dataclass(frozen=True)
+class RepositoryOptions:
+    """How the models are served: batching, instances, backend and version.
+
+    `max_inflight_requests` bounds how far a fast stage I may run ahead of a slow stage II
+    inside the ensemble; the field exists from Triton 25.11 on, so it is left out (0) unless
+    asked for, or older servers (such as the pip-installed 2.51) would refuse the config.
+    """
+
+    backend: str = "python"
+    max_batch_size: int = 32
+    preferred_batch_sizes: tuple[int, ...] = (8, 16, 32)
+    max_queue_delay_us: int = 2000
+    instances: int = 1
+    tensorrt_accelerator: bool = False
+    max_inflight_requests: int = 0
+    version: int = 1
+    fused: bool = True
+    cpu_threads: int = 0  # python backend: onnxruntime intra-op threads per instance (0: all)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise UserInputError(
+                f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
+        if self.max_batch_size < 1 or self.instances < 1 or self.version < 1:
+            raise UserInputError("--max-batch-size, --instances and --version must be >= 1")
+        too_big = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        if too_big:
+            raise UserInputError(
+                f"preferred batch sizes {too_big} are outside 1..--max-batch-size "
+                f"{self.max_batch_size}"
+            )
+        if self.tensorrt_accelerator and self.backend != "onnxruntime":
+            raise UserInputError("--tensorrt-accelerator applies to the onnxruntime backend only")
+
+
+@dataclass
+class ModelSpec:
+    """One served model: its I/O from the export manifest and where its file comes from."""
+
+    name: str
+    inputs: dict[str, dict]
+    outputs: dict[str, dict]
+    source: Path
+    extra_files: list[Path] = field(default_factory=list)
+
+
+def _tensors(cls: type, specs: dict[str, dict]) -> list:
+    """model_config_pb2 inputs/outputs from {name: {dtype, shape}}, batch axis dropped."""
+    return [
+        cls(name=name, data_type=_DTYPES[s["dtype"]], dims=s["shape"][1:])
+        for name, s in specs.items()
+    ]
+
+
+def model_config(spec: ModelSpec, options: RepositoryOptions) -> mc.ModelConfig:
+    """The config of one composing (non-ensemble) model."""
+    config = mc.ModelConfig(
+        name=spec.name,
+        max_batch_size=options.max_batch_size,
+        input=_tensors(mc.ModelInput, spec.inputs),
+        output=_tensors(mc.ModelOutput, spec.outputs),
+        # Triton's ensemble scheduler does not batch: each composing model batches itself.
+        dynamic_batching=mc.ModelDynamicBatching(
+            preferred_batch_size=list(options.preferred_batch_sizes),
+            max_queue_delay_microseconds=options.max_queue_delay_us,
+        ),
+        version_policy=mc.ModelVersionPolicy(latest=mc.ModelVersionPolicy.Latest(num_versions=1)),
+        default_model_filename=_MODEL_FILE[options.backend],
+    )
+    gpu = options.backend != "python"
+    kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
+    config.instance_group.append(mc.ModelInstanceGroup(kind=kind, count=options.instances))
+    if options.backend == "tensorrt":
+        config.platform = "tensorrt_plan"
+    else:
+        config.backend = options.backend
+    if options.backend == "python":
+        config.parameters["onnx_file"].string_value = "model.onnx"
+        config.parameters["intra_op_threads"].string_value = str(options.cpu_threads)
+    if options.tensorrt_accelerator:
+        accelerator = mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(name="tensorrt")
+        accelerator.parameters["precision_mode"] = "FP16"
+        accelerator.parameters["max_workspace_size_bytes"] = str(1 << 30)
+        config.optimization.execution_accelerators.gpu_execution_accelerator.append(accelerator)
+    return config
+
+
+def ensemble_config(
+    stage1: ModelSpec, stage2: ModelSpec, options: RepositoryOptions
+) -> mc.ModelConfig:
+    """`synthmed`: z -> stage I -> stage II; outputs stage II's image and stage I's mask."""
+    config = mc.ModelConfig(
+        name=ENSEMBLE,
+        platform="ensemble",
+        max_batch_size=options.max_batch_size,
+        input=_tensors(mc.ModelInput, stage1.inputs),
+        output=_tensors(mc.ModelOutput, {**stage2.outputs, **stage1.outputs}),
+    )
+    # input_map: composing model's tensor -> ensemble tensor; output_map likewise.
+    config.ensemble_scheduling.step.append(
+        mc.ModelEnsembling.Step(
+            model_name=STAGE1, model_version=-1, input_map={"z": "z"}, output_map={"mask": "mask"}
+        )
+    )
+    config.ensemble_scheduling.step.append(
+        mc.ModelEnsembling.Step(
+            model_name=STAGE2,
+            model_version=-1,
+            input_map={"mask": "mask"},
+            output_map={"image": "image"},
+        )
+    )
+    if options.max_inflight_requests:
+        config.ensemble_scheduling.max_inflight_requests = options.max_inflight_requests
+    return config
+
+
+def to_pbtxt(config: mc.ModelConfig) -> str:
+    """The config.pbtxt text of a config."""
+    return text_format.MessageToString(config)
+
+
+def parse_pbtxt(text: str) -> mc.ModelConfig:
+    """Parse config.pbtxt text back into a ModelConfig (raises on unknown fields)."""
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+def _specs(onnx_dir: Path, engines_dir: Path | None, options: RepositoryOptions) -> list[ModelSpec]:
+    manifest_path = onnx_dir / "export_manifest.json"
+    if not manifest_path.is_file():
+        raise UserInputError(
+            f"{onnx_dir}: no export_manifest.json; is it a `synthmed export onnx` folder?"
+        )
+    models = json.loads(manifest_path.read_text())["models"]
+    missing = [name for name in (STAGE1, STAGE2) if name not in models]
+    if missing:
+        raise UserInputError(
+            f"{onnx_dir}: the repository needs {', '.join(missing)}, which the export lacks"
+        )
+    names = [STAGE1, STAGE2] + ([FUSED] if options.fused and FUSED in models else [])
+    specs = []
+    for name in names:
+        entry = models[name]
+        if options.backend == "tensorrt":
+            if engines_dir is None:
+                raise UserInputError(
+                    "--backend tensorrt needs --engines DIR (from `synthmed export tensorrt`)"
+                )
+            source = engines_dir / f"{name}.plan"
+            extra = [engines_dir / f"{name}.plan.json"]
+        else:
+            source, extra = onnx_dir / entry["file"], []
+        if not source.is_file():
+            raise UserInputError(f"{source}: missing")
+        specs.append(
+            ModelSpec(
+                name, entry["inputs"], entry["outputs"], source, [p for p in extra if p.is_file()]
+            )
+        )
+    return specs
+
+
+def _stage_model(spec: ModelSpec, options: RepositoryOptions, staging: Path) -> None:
+    version = staging / spec.name / str(options.version)
+    version.mkdir(parents=True)
+    if options.backend == "python":
+        shutil.copy2(PYTHON_MODEL, version / "model.py")
+        shutil.copy2(spec.source, version / "model.onnx")
+    else:
+        shutil.copy2(spec.source, version / _MODEL_FILE[options.backend])
+    for extra in spec.extra_files:
+        shutil.copy2(extra, version / extra.name)
+    (staging / spec.name / "config.pbtxt").write_text(to_pbtxt(model_config(spec, options)))
+
+
+def write_repository(
+    onnx_dir: Path | str,
+    out: Path | str,
+    options: RepositoryOptions,
+    *,
+    engines_dir: Path | str | None = None,
+    overwrite: bool = False,
+) -> list[str]:
+    """Write (or add a version to) a model repository; returns the model names written.
+
+    Each model's version folder is staged beside `out` and renamed into place, and each
+    config.pbtxt is replaced atomically, so a running Triton never sees half a model. An
+    existing version is replaced only with `overwrite`.
+    """
+    onnx_dir, out = Path(onnx_dir), Path(out)
+    specs = _specs(onnx_dir, Path(engines_dir) if engines_dir else None, options)
+    existing = [s.name for s in specs if (out / s.name / str(options.version)).exists()]
+    if existing and not overwrite:
+        raise UserInputError(
+            f"{out}: version {options.version} of {', '.join(existing)} exists; "
+            "pass --overwrite to replace it or --version N to add another"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        for spec in specs:
+            _stage_model(spec, options, staging)
+        stage1, stage2 = specs[0], specs[1]
+        (staging / ENSEMBLE / str(options.version)).mkdir(parents=True)  # ensembles need one
+        (staging / ENSEMBLE / "config.pbtxt").write_text(
+            to_pbtxt(ensemble_config(stage1, stage2, options))
+        )
+        for name in [s.name for s in specs] + [ENSEMBLE]:
+            _install(staging / name, out / name, options.version)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [s.name for s in specs] + [ENSEMBLE]
+
+
+def _install(staged: Path, target: Path, version: int) -> None:
+    """Move one staged model's version folder and config into the repository."""
+    target.mkdir(exist_ok=True)
+    new, old = staged / str(version), target / str(version)
+    if old.exists():
+        trash = target / f".{version}.old"
+        shutil.rmtree(trash, ignore_errors=True)
+        old.rename(trash)
+        new.rename(old)
+        shutil.rmtree(trash)
+    else:
+        new.rename(old)
+    write_text_atomic(target / "config.pbtxt", (staged / "config.pbtxt").read_text())
+
+
+def repository_models(repo: Path) -> Sequence[str]:
+    """Names of the models in a repository (folders with a config.pbtxt), sorted."""
+    return sorted(p.parent.name for p in Path(repo).glob("*/config.pbtxt"))

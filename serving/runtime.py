@@ -1,0 +1,62 @@
+"""The in-process runtime: a model repository's ONNX graphs run with onnxruntime, no server.
+
+It is what `synthmed generate` uses without a URL, and what laptops without Triton use: the
+same files as the served models (stage I then stage II, exactly as the ensemble chains them),
+so a dataset made in-process equals one made through Triton.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from synthmed.errors import UserInputError
+from synthmed.serving.repository import STAGE1, STAGE2, parse_pbtxt
+
+
+def _latest_onnx(repo: Path, name: str) -> Path:
+    """model.onnx of the newest version of `name` (what Triton's latest-1 policy serves)."""
+    folder = repo / name
+    if not (folder / "config.pbtxt").is_file():
+        raise UserInputError(f"{repo}: no model {name} (expected {folder / 'config.pbtxt'})")
+    config = parse_pbtxt((folder / "config.pbtxt").read_text())
+    if config.platform == "tensorrt_plan":
+        raise UserInputError(f"{folder}: a TensorRT model; the in-process runtime runs ONNX models")
+    versions = sorted((int(p.name) for p in folder.iterdir() if p.name.isdigit()), reverse=True)
+    for version in versions:
+        path = folder / str(version) / "model.onnx"
+        if path.is_file():
+            return path
+    raise UserInputError(f"{folder}: no version folder holds model.onnx")
+
+
+class InProcessRuntime:
+    """Stage I and stage II sessions over one repository."""
+
+    def __init__(self, repo: Path | str, *, threads: int = 0) -> None:
+        self.repo = Path(repo)
+        if not self.repo.is_dir():
+            raise UserInputError(f"{self.repo}: model repository does not exist")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        self.stage1 = ort.InferenceSession(
+            str(_latest_onnx(self.repo, STAGE1)), options, providers=["CPUExecutionProvider"]
+        )
+        self.stage2 = ort.InferenceSession(
+            str(_latest_onnx(self.repo, STAGE2)), options, providers=["CPUExecutionProvider"]
+        )
+        self.nz = int(self.stage1.get_inputs()[0].shape[1])
+        self.image_size = int(self.stage2.get_inputs()[0].shape[1])
+
+    def generate(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Latents float32 [B, nz] -> (images uint8 [B, H, W, 3], masks uint8 [B, H, W])."""
+        (mask,) = self.stage1.run(["mask"], {"z": np.ascontiguousarray(z, dtype=np.float32)})
+        return self.translate(mask), mask
+
+    def translate(self, masks: np.ndarray) -> np.ndarray:
+        """Stage II alone: uint8 masks [B, H, W] (>= 128 is vessel) -> images [B, H, W, 3]."""
+        (image,) = self.stage2.run(["image"], {"mask": np.ascontiguousarray(masks, dtype=np.uint8)})
+        return image

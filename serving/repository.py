@@ -239,7 +239,9 @@ def write_repository(
         for spec in specs:
             _stage_model(spec, options, staging)
         stage1, stage2 = specs[0], specs[1]
-        (staging / ENSEMBLE / str(options.version)).mkdir(parents=True)  # ensembles need one
+        # Triton needs a version folder for the ensemble too; git does not keep empty folders.
+        (staging / ENSEMBLE / str(options.version)).mkdir(parents=True)
+        (staging / ENSEMBLE / str(options.version) / ".gitkeep").touch()
         (staging / ENSEMBLE / "config.pbtxt").write_text(
             to_pbtxt(ensemble_config(stage1, stage2, options))
         )

@@ -14,6 +14,7 @@ import click
 
 from synthmed.errors import SynthmedError
 from synthmed.export.cli import export
+from synthmed.serving.cli import serve
 from synthmed.training import cli as training_cli
 
 
@@ -45,6 +46,7 @@ cli.add_command(training_cli.train_cmd)
 cli.add_command(training_cli.train_demo_cmd)
 cli.add_command(training_cli.sample_cmd)
 cli.add_command(export)
+cli.add_command(serve)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -9,15 +10,16 @@ from typing import Any
 import pytest
 import yaml
 
-# The contract with the model repository writer (synthmed.serving): these must agree with it.
-# To be imported from synthmed.serving once it exports them.
-STAGE1_MODEL = "synthmed_stage1"
-STAGE2_MODEL = "synthmed_stage2"
-ENSEMBLE_MODEL = "synthmed"
-FUSED_MODEL = "synthmed_fused"  # optional
-HTTP_PORT = 8000
-GRPC_PORT = 8001
-METRICS_PORT = 8002
+from synthmed.serving.repository import ENSEMBLE, FUSED, STAGE1, STAGE2
+from synthmed.serving.server import TritonServer
+
+# The contract with the repository writer and the server launcher: taken from them, so the
+# deployment files are checked against what synthmed actually writes and serves.
+STAGE1_MODEL, STAGE2_MODEL, ENSEMBLE_MODEL, FUSED_MODEL = STAGE1, STAGE2, ENSEMBLE, FUSED
+_DEFAULTS = inspect.signature(TritonServer).parameters
+HTTP_PORT = _DEFAULTS["http_port"].default
+GRPC_PORT = _DEFAULTS["grpc_port"].default
+METRICS_PORT = _DEFAULTS["metrics_port"].default
 PORTS = {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT}
 MODEL_REPOSITORY_MOUNT = "/models"
 DEMO_REPOSITORY_DIR = "model_repository"

@@ -1,4 +1,6 @@
-"""Serving: Triton model repository writer, local tritonserver, in-process runtime (issue 4).
+"""Serving: the Triton model repository writer, `synthmed serve`, and the in-process runtime.
 
-Needs no torch. Nothing is served yet.
+Needs no torch: `repository` (configs as protobufs), `python_backend/model.py` (onnxruntime
+inside Triton's python backend), `server` (a real tritonserver process), `runtime` (the same
+ONNX graphs with onnxruntime, no server), `cli`.
 """

@@ -1,4 +1,21 @@
-"""Client: the Triton client SDK for bulk synthesis, numpy and tritonclient only (issue 5).
+"""Client: reproducible labelled datasets from Triton (numpy and tritonclient only, no torch)."""
 
-Needs no torch. Not implemented yet.
-"""
+from synthmed.client.client import Contract, SynthMedClient, parse_url
+from synthmed.client.errors import (
+    ClientError,
+    ContractError,
+    InvalidURLError,
+    ModelNotFoundError,
+    ServerUnavailableError,
+)
+
+__all__ = [
+    "ClientError",
+    "Contract",
+    "ContractError",
+    "InvalidURLError",
+    "ModelNotFoundError",
+    "ServerUnavailableError",
+    "SynthMedClient",
+    "parse_url",
+]

@@ -1,0 +1,300 @@
+"""SynthMedClient: reproducible labelled samples from one or more Triton servers.
+
+Sample `i` of seed `s` is generated from `synthmed.latents.latent(s, i)`, so the result is the
+same whatever the batch size, the concurrency, the number of servers or the resume point.
+Batches are spread over the servers, at most `max_in_flight` at a time on each; a batch that
+fails with a transient error is retried with exponential backoff, on another server if there is
+one. Needs numpy and tritonclient only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from synthmed.client.errors import (
+    ContractError,
+    InvalidURLError,
+    ModelNotFoundError,
+    ServerUnavailableError,
+)
+from synthmed.latents import latents
+
+PROTOCOLS = ("grpc", "http")
+# gRPC status codes (and HTTP-client failures) worth retrying: the server may come back.
+_TRANSIENT = (
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "RESOURCE_EXHAUSTED",
+    "ABORTED",
+    "Connection",
+    "connect",
+    "timed out",
+    "Broken pipe",
+    "reset",
+)
+
+
+def parse_url(url: str) -> str:
+    """'host:port', 'grpc://host:port' or 'http://host:port' -> tritonclient's 'host:port'."""
+    text = url.strip()
+    parts = urlsplit(text if "://" in text else f"tcp://{text}")
+    if parts.scheme not in ("tcp", "grpc", "http", "https") or parts.path not in ("", "/"):
+        raise InvalidURLError(f"malformed server URL {url!r} (expected host:port)")
+    try:
+        port = parts.port
+    except ValueError as e:
+        raise InvalidURLError(f"malformed server URL {url!r}: bad port") from e
+    if not parts.hostname or port is None:
+        raise InvalidURLError(f"malformed server URL {url!r} (expected host:port)")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What the served ensemble takes and returns."""
+
+    model: str
+    version: str
+    nz: int
+    height: int
+    width: int
+
+
+class SynthMedClient:
+    """Synchronous client over one or more Triton servers serving the `synthmed` ensemble."""
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        *,
+        protocol: str = "grpc",
+        model: str = "synthmed",
+        max_in_flight: int = 2,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+        timeout_s: float = 120.0,
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise InvalidURLError(f"protocol must be grpc or http, got {protocol!r}")
+        self.urls = [parse_url(u) for u in ([urls] if isinstance(urls, str) else urls)]
+        if not self.urls:
+            raise InvalidURLError("no server URL given")
+        self.protocol, self.model = protocol, model
+        self.max_in_flight, self.retries, self.backoff_s, self.timeout_s = (
+            max_in_flight,
+            retries,
+            backoff_s,
+            timeout_s,
+        )
+        self._local = threading.local()
+        self._slots = [threading.Semaphore(max_in_flight) for _ in self.urls]
+        self._next = itertools.count()
+        self.contract = self.check()
+
+    # --- transport -----------------------------------------------------------------------
+    def _module(self):
+        if self.protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+        return module
+
+    def _client(self, server: int):
+        """One tritonclient object per thread and server (the HTTP client is not thread-safe)."""
+        clients = self._local.__dict__.setdefault("clients", {})
+        if server not in clients:
+            clients[server] = self._module().InferenceServerClient(self.urls[server])
+        return clients[server]
+
+    def check(self) -> Contract:
+        """Every server is live and serves `model` with synthmed's contract; returns it."""
+        contract = None
+        for server, url in enumerate(self.urls):
+            client = self._client(server)
+            try:
+                live = client.is_server_live()
+            except Exception as e:  # tritonclient raises several types for a dead server
+                raise ServerUnavailableError(f"server {url} is not reachable ({_reason(e)})") from e
+            if not live:
+                raise ServerUnavailableError(f"server {url} is not live")
+            try:
+                ready = client.is_model_ready(self.model)
+            except Exception as e:
+                raise ServerUnavailableError(f"server {url}: {_reason(e)}") from e
+            if not ready:
+                raise ModelNotFoundError(
+                    f"server {url} does not serve a ready model {self.model!r}"
+                )
+            found = _contract(self.model, _metadata(client, self.model), url)
+            if contract is not None and found != contract:
+                raise ContractError(
+                    f"server {url} serves {found}, but {self.urls[0]} serves {contract}"
+                )
+            contract = found
+        return contract
+
+    def _infer(self, server: int, model: str, name: str, array: np.ndarray, outputs: Sequence[str]):
+        module = self._module()
+        tensor = module.InferInput(
+            name, list(array.shape), "FP32" if array.dtype == np.float32 else "UINT8"
+        )
+        tensor.set_data_from_numpy(array)
+        requested = [module.InferRequestedOutput(o) for o in outputs]
+        client = self._client(server)
+        if self.protocol == "grpc":
+            result = client.infer(model, [tensor], outputs=requested, client_timeout=self.timeout_s)
+        else:
+            result = client.infer(model, [tensor], outputs=requested)
+        return [result.as_numpy(o) for o in outputs]
+
+    def _call(
+        self, model: str, name: str, array: np.ndarray, outputs: Sequence[str]
+    ) -> list[np.ndarray]:
+        """One request, on the next server with a free slot; transient failures retried."""
+        last_error: Exception | None = None
+        for attempt in range(self.retries + 1):
+            server = next(self._next) % len(self.urls)
+            with self._slots[server]:
+                try:
+                    return self._infer(server, model, name, array, outputs)
+                except Exception as e:
+                    if not _is_transient(e):
+                        raise ServerUnavailableError(
+                            f"{self.urls[server]}: {model}: {_reason(e)}"
+                        ) from e
+                    last_error = e
+                    self._local.__dict__.get("clients", {}).pop(server, None)  # reconnect next time
+            time.sleep(self.backoff_s * 2**attempt)
+        tried = ", ".join(self.urls)
+        raise ServerUnavailableError(
+            f"no answer from {tried} after {self.retries + 1} tries ({_reason(last_error)})"
+        ) from last_error
+
+    # --- public API --------------------------------------------------------------------
+    def generate(
+        self,
+        count: int,
+        *,
+        seed: int = 0,
+        start: int = 0,
+        batch_size: int = 16,
+        indices: Sequence[int] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield (index, image uint8 [H,W,3], mask uint8 [H,W]) for samples start..start+count
+        (or the given `indices`), in index order."""
+        if count < 1 and indices is None:
+            raise ValueError(f"count must be >= 1, got {count}")
+        order = list(indices) if indices is not None else list(range(start, start + count))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        workers = len(self.urls) * self.max_in_flight
+        nz = self.contract.nz
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            window: deque[tuple[list[int], Future]] = deque()
+            pending = iter(batches)
+            for batch in itertools.islice(pending, 2 * workers):
+                window.append(
+                    (
+                        batch,
+                        pool.submit(
+                            self._call, self.model, "z", latents(seed, batch, nz), ("image", "mask")
+                        ),
+                    )
+                )
+            while window:
+                batch, future = window.popleft()
+                images, masks = future.result()
+                nxt = next(pending, None)
+                if nxt is not None:
+                    window.append(
+                        (
+                            nxt,
+                            pool.submit(
+                                self._call,
+                                self.model,
+                                "z",
+                                latents(seed, nxt, nz),
+                                ("image", "mask"),
+                            ),
+                        )
+                    )
+                yield from zip(batch, images, masks, strict=True)
+
+    def translate(self, masks: np.ndarray) -> np.ndarray:
+        """Stage II alone: uint8 masks [B,H,W] (>= 128 is vessel) -> images [B,H,W,3]."""
+        masks = np.ascontiguousarray(masks, dtype=np.uint8)
+        (images,) = self._call("synthmed_stage2", "mask", masks, ("image",))
+        return images
+
+    def close(self) -> None:
+        """Close this thread's connections."""
+        for client in self._local.__dict__.pop("clients", {}).values():
+            client.close()
+
+    def __enter__(self) -> SynthMedClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _reason(error: Exception | None) -> str:
+    text = (
+        str(error).strip().splitlines()[0]
+        if error is not None and str(error).strip()
+        else type(error).__name__
+    )
+    return text[:300]
+
+
+def _is_transient(error: Exception) -> bool:
+    text = f"{type(error).__name__} {error}"
+    return any(marker in text for marker in _TRANSIENT) or isinstance(
+        error, (ConnectionError, TimeoutError, OSError)
+    )
+
+
+def _metadata(client, model: str) -> dict:
+    metadata = client.get_model_metadata(model)
+    if not isinstance(metadata, dict):  # gRPC returns a protobuf
+        from google.protobuf.json_format import MessageToDict
+
+        metadata = MessageToDict(metadata, preserving_proto_field_name=True)
+    return metadata
+
+
+def _contract(model: str, metadata: dict, url: str) -> Contract:
+    """Check z FP32 [-1, nz] -> image UINT8 [-1, H, W, 3] + mask UINT8 [-1, H, W]."""
+    inputs = {t["name"]: t for t in metadata.get("inputs", [])}
+    outputs = {t["name"]: t for t in metadata.get("outputs", [])}
+    problems = []
+    z, image, mask = inputs.get("z"), outputs.get("image"), outputs.get("mask")
+    if z is None or z["datatype"] != "FP32" or len(z["shape"]) != 2:
+        problems.append(f"input z FP32 [-1, nz] (got {z})")
+    if (
+        image is None
+        or image["datatype"] != "UINT8"
+        or len(image["shape"]) != 4
+        or int(image["shape"][3]) != 3
+    ):
+        problems.append(f"output image UINT8 [-1, H, W, 3] (got {image})")
+    if mask is None or mask["datatype"] != "UINT8" or len(mask["shape"]) != 3:
+        problems.append(f"output mask UINT8 [-1, H, W] (got {mask})")
+    if problems:
+        raise ContractError(
+            f"{url}: model {model!r} does not match synthmed's contract: "
+            f"expected {'; '.join(problems)}"
+        )
+    versions = metadata.get("versions") or ["1"]
+    return Contract(
+        model, str(versions[-1]), int(z["shape"][1]), int(mask["shape"][1]), int(mask["shape"][2])
+    )

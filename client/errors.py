@@ -1,0 +1,25 @@
+"""The few errors a client user sees, each raised `from` the transport error behind it."""
+
+from __future__ import annotations
+
+from synthmed.errors import SynthmedError, UserInputError
+
+
+class ClientError(SynthmedError):
+    """Root of the client's errors."""
+
+
+class InvalidURLError(UserInputError, ClientError):
+    """A server URL that is not host:port (optionally with a grpc:// or http:// scheme)."""
+
+
+class ServerUnavailableError(ClientError):
+    """No server answered, after retries with backoff."""
+
+
+class ModelNotFoundError(ClientError):
+    """The server is up but does not serve the requested model (or it is not ready)."""
+
+
+class ContractError(ClientError):
+    """The served model's inputs or outputs are not synthmed's contract."""

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import onnx
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -80,6 +81,7 @@ class ModelSpec:
     outputs: dict[str, dict]
     source: Path
     extra_files: list[Path] = field(default_factory=list)
+    provenance: str = "[]"  # JSON: role, weights hash, step, training data of each source run
 
 
 def _tensors(cls: type, specs: dict[str, dict]) -> list:
@@ -112,6 +114,8 @@ def model_config(spec: ModelSpec, options: RepositoryOptions) -> mc.ModelConfig:
         config.platform = "tensorrt_plan"
     else:
         config.backend = options.backend
+    # Which weights this is, readable by clients through the model config (dataset manifests).
+    config.parameters["synthmed_provenance"].string_value = spec.provenance
     if options.backend == "python":
         config.parameters["onnx_file"].string_value = "model.onnx"
         config.parameters["intra_op_threads"].string_value = str(options.cpu_threads)
@@ -190,12 +194,23 @@ def _specs(onnx_dir: Path, engines_dir: Path | None, options: RepositoryOptions)
             source, extra = onnx_dir / entry["file"], []
         if not source.is_file():
             raise UserInputError(f"{source}: missing")
-        specs.append(
-            ModelSpec(
-                name, entry["inputs"], entry["outputs"], source, [p for p in extra if p.is_file()]
-            )
-        )
+        extras = [p for p in extra if p.is_file()]
+        provenance = _provenance(onnx_dir / entry["file"])
+        specs.append(ModelSpec(name, entry["inputs"], entry["outputs"], source, extras, provenance))
     return specs
+
+
+def _provenance(onnx_path: Path) -> str:
+    """The source runs recorded in an exported graph's metadata, trimmed to what identifies them."""
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    sources = json.loads(props.get("synthmed.sources", "[]"))
+    keep = ("role", "step", "weights_sha256", "data_fingerprint")
+    trimmed = [
+        {**{k: source.get(k) for k in keep}, "data": (source.get("train") or {}).get("data")}
+        for source in sources
+    ]
+    return json.dumps(trimmed, sort_keys=True)
 
 
 def _stage_model(spec: ModelSpec, options: RepositoryOptions, staging: Path) -> None:

@@ -10,6 +10,7 @@ one. Needs numpy and tritonclient only.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections import deque
@@ -228,6 +229,21 @@ class SynthMedClient:
                         )
                     )
                 yield from zip(batch, images, masks, strict=True)
+
+    def provenance(self) -> list[dict]:
+        """Source runs (role, weights hash, step, training data) of the served stages, from the
+        `synthmed_provenance` parameter the repository writer puts in each config."""
+        runs = []
+        for model in ("synthmed_stage1", "synthmed_stage2"):
+            config = self._client(0).get_model_config(model)
+            if not isinstance(config, dict):  # gRPC returns a protobuf
+                from google.protobuf.json_format import MessageToDict
+
+                config = MessageToDict(config, preserving_proto_field_name=True)
+            config = config.get("config", config)
+            value = config.get("parameters", {}).get("synthmed_provenance", {}).get("string_value")
+            runs += json.loads(value) if value else [{"model": model}]
+        return runs
 
     def translate(self, masks: np.ndarray) -> np.ndarray:
         """Stage II alone: uint8 masks [B,H,W] (>= 128 is vessel) -> images [B,H,W,3]."""

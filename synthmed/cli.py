@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from synthmed.client.cli import generate
 from synthmed.errors import SynthmedError
 from synthmed.export.cli import export
 from synthmed.serving.cli import serve
@@ -47,6 +48,7 @@ cli.add_command(training_cli.train_demo_cmd)
 cli.add_command(training_cli.sample_cmd)
 cli.add_command(export)
 cli.add_command(serve)
+cli.add_command(generate)
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ _TRANSIENT = (
     "DEADLINE_EXCEEDED",
     "RESOURCE_EXHAUSTED",
     "ABORTED",
+    "no available versions",  # a server unloading its models on the way down, or reloading
     "Connection",
     "connect",
     "timed out",

@@ -39,8 +39,8 @@ def _assert_complete(out: Path, count: int) -> None:
 
 
 def _generate(out: Path, url: str, count: int, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "synthmed", "generate", "--count", str(count),
-               "--out", str(out), "--url", url, "--batch-size", "2", "--concurrency", "1", *extra]  # fmt: skip
+    options = ["--count", str(count), "--out", str(out), "--url", url]
+    command = [sys.executable, "-m", "synthmed", "generate", *options, "--batch-size", "2", *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

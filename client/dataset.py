@@ -83,6 +83,13 @@ def _check_arrays(image: Any, mask: Any) -> None:
         raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape}")
 
 
+def _short(value: Any) -> str:
+    """Hashes cut to 12 characters, so a refusal stays one readable line."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_short(v)}" for k, v in sorted(value.items())) or "{}"
+    return f"{value[:12]}..." if isinstance(value, str) and len(value) > 16 else str(value)
+
+
 def _describe(a: Any) -> str:
     return f"{a.dtype} {list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
 
@@ -204,6 +211,7 @@ class DatasetWriter:
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
             old = {k: meta[k] for k in ("seed", "format", "count", "generator", "index_digits")}
+            old["generator"] = {k: old["generator"][k] for k in ("model", "weights_sha256")}
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise UserInputError(f"{path}: not a synthmed run file ({e})") from None
         for field, new in (("seed", r.seed), ("format", r.format)):
@@ -212,10 +220,11 @@ class DatasetWriter:
                     f"--{field} {new} differs from the run being resumed ({field} {old[field]})"
                 )
         for key in ("model", "weights_sha256"):
-            new, was = r.generator.get(key), old["generator"].get(key)
+            new, was = r.generator.get(key), old["generator"][key]
             if new != was:
                 raise UserInputError(
-                    f"generator {key} {new} differs from the run being resumed ({key} {was})"
+                    f"generator {key} {_short(new)} differs from the run being resumed "
+                    f"({key} {_short(was)})"
                 )
         if r.count < old["count"]:
             raise UserInputError(
@@ -224,8 +233,8 @@ class DatasetWriter:
         self._meta = meta
         for folder in (self.out, *(self.out / d for d in SAMPLE_DIRS if (self.out / d).is_dir())):
             for name in os.listdir(folder):
-                if name.startswith(".") and name.endswith(".tmp"):
-                    (folder / name).unlink()
+                if name.startswith(".") and name.endswith(".tmp"):  # atomic_path's leftovers
+                    (folder / name).unlink(missing_ok=True)
         self._compact_manifest()
         meta.update(count=r.count, resumed=[*meta.get("resumed", []), _now()])
         write_text_atomic(path, json.dumps(meta, indent=2) + "\n")
@@ -287,8 +296,9 @@ class DatasetWriter:
     def submit(self, index: int, image: np.ndarray, mask: np.ndarray) -> None:
         """Queue sample `index` for encoding and writing; blocks while 2 * workers are queued.
 
-        The arrays are copied, so the caller may reuse its buffers. An index already written or
-        queued is ignored. A failed write from earlier is raised here, to stop generation early.
+        Call it from one thread (the generation loop). The arrays are copied, so the caller may
+        reuse its buffers. An index already written or queued is ignored. A failed write from
+        earlier is raised here, so generation stops early instead of running on for nothing.
         """
         if self._closed:
             raise RuntimeError("DatasetWriter is closed")
@@ -345,26 +355,20 @@ class DatasetWriter:
 
     def close(self) -> None:
         """Wait for every write, raise the first write error, sync the manifest, write the card."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._pool.shutdown(wait=True)
-            os.fsync(self._manifest_fd)
-            self._raise_error()
-            write_text_atomic(self.out / CARD, self._card())
-        finally:
-            os.close(self._manifest_fd)
-            os.close(self._lock_fd)
+        self._finish(abort=False)
 
-    def _abort(self) -> None:
-        """Keep what is finished (manifest synced) and drop queued work; no card."""
+    def _finish(self, *, abort: bool) -> None:
+        """On abort (an exception in the with-block) queued samples are dropped, finished ones
+        kept, and no card is written: the dataset is not done, and resume picks it up."""
         if self._closed:
             return
         self._closed = True
         try:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=abort)
             os.fsync(self._manifest_fd)
+            if not abort:
+                self._raise_error()
+                write_text_atomic(self.out / CARD, self._card())
         finally:
             os.close(self._manifest_fd)
             os.close(self._lock_fd)
@@ -375,10 +379,7 @@ class DatasetWriter:
     def __exit__(
         self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._abort()
+        self._finish(abort=exc_type is not None)
 
     def _card(self) -> str:
         m, g, n = self._meta, self._meta["generator"], len(self._done)

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from synthmed.client.dataset import DatasetWriter, RunInfo
-from synthmed.errors import UserInputError
+from synthmed.errors import SynthmedError, UserInputError
 
 GENERATOR = {
     "model": "retina-demo",
@@ -274,3 +274,32 @@ def test_two_writers_cannot_share_a_folder(tmp_path: Path) -> None:
     with DatasetWriter(out, run_info(2)):
         with pytest.raises(UserInputError, match="in use by another synthmed run"):
             DatasetWriter(out, run_info(2), resume=True)
+
+
+def test_a_failed_write_is_raised_and_no_card_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    writer = DatasetWriter(out, run_info(4), workers=1)
+    (out / "masks").rmdir()
+    (out / "masks").write_text("not a folder any more")
+    writer.submit(0, *sample(0))
+    with pytest.raises(SynthmedError, match=r"cannot write sample 0 in .*out"):
+        writer.close()
+    assert manifest(out) == []
+    assert not (out / "DATASET_CARD.md").exists()
+
+
+def test_an_exception_in_the_block_keeps_finished_samples_and_writes_no_card(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt), DatasetWriter(out, run_info(6), workers=1) as writer:
+        for i in range(3):
+            writer.submit(i, *sample(i))
+        raise KeyboardInterrupt
+    assert not (out / "DATASET_CARD.md").exists()
+    with DatasetWriter(out, run_info(6), resume=True) as writer:
+        # Finished samples are kept; queued ones may have been dropped (redone now).
+        assert writer.pending()[-3:] == [3, 4, 5] and len(writer.done) >= 1
+        for i in writer.pending():
+            writer.submit(i, *sample(i))
+    assert_complete(out, 6)

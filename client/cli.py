@@ -155,7 +155,9 @@ def _run_info(info: dict, seed: int, count: int, fmt: str):
         s["role"]: s.get("weights_sha256") for s in info["sources"] if "role" in s
     }
     data = sorted({str(s.get("data")) for s in info["sources"] if s.get("data")})
-    command = shlex.join(["synthmed", *sys.argv[1:]]) if sys.argv else "synthmed generate"
+    # The card's reproduce command: the same run, minus how this particular process began it.
+    args = [a for a in sys.argv[1:] if a not in ("--resume", "--force")]
+    command = shlex.join(["synthmed", *args])
     return RunInfo(
         seed=seed, count=count, format=fmt, generator=info,
         trained_on="; ".join(data) or "unknown", command=command,

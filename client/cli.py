@@ -144,7 +144,7 @@ def _local_server(repo: Path):  # noqa: ANN202 (a TritonServer, imported lazily)
     http, grpc, metrics = (sock.getsockname()[1] for sock in socks)
     for sock in socks:
         sock.close()
-    return TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
+    return TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics, echo_log=False)
 
 
 def _run_info(info: dict, seed: int, count: int, fmt: str):

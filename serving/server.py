@@ -153,8 +153,12 @@ class TritonServer:
         metrics_port: int = 8002,
         log_verbose: int = 0,
         extra_args: Sequence[str] = (),
+        echo_log: bool = True,
     ) -> None:
         self.model_repository = Path(model_repository)
+        # Off for a server that only backs one command (generate --serve): its log is kept for
+        # error messages but not shown.
+        self.echo_log = echo_log
         self.host = host
         self.ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         self.log_verbose = log_verbose
@@ -330,7 +334,8 @@ class TritonServer:
             self._log.append(line)
             if _is_error(line):
                 self._errors.append(line)
-            print(LOG_PREFIX + line, file=sys.stderr, flush=True)
+            if self.echo_log:
+                print(LOG_PREFIX + line, file=sys.stderr, flush=True)
 
 
 def serve_forever(server: TritonServer, *, startup_timeout_s: float = 120) -> int:

@@ -1,5 +1,6 @@
 """Client: reproducible labelled datasets from Triton (numpy and tritonclient only, no torch)."""
 
+from synthmed.client.async_client import AsyncSynthMedClient
 from synthmed.client.client import Contract, SynthMedClient, parse_url
 from synthmed.client.errors import (
     ClientError,
@@ -10,6 +11,7 @@ from synthmed.client.errors import (
 )
 
 __all__ = [
+    "AsyncSynthMedClient",
     "ClientError",
     "Contract",
     "ContractError",

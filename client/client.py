@@ -236,11 +236,7 @@ class SynthMedClient:
         `synthmed_provenance` parameter the repository writer puts in each config."""
         runs = []
         for model in ("synthmed_stage1", "synthmed_stage2"):
-            config = self._client(0).get_model_config(model)
-            if not isinstance(config, dict):  # gRPC returns a protobuf
-                from google.protobuf.json_format import MessageToDict
-
-                config = MessageToDict(config, preserving_proto_field_name=True)
+            config = _to_dict(self._client(0).get_model_config(model))
             config = config.get("config", config)
             value = config.get("parameters", {}).get("synthmed_provenance", {}).get("string_value")
             runs += json.loads(value) if value else [{"model": model}]
@@ -280,13 +276,17 @@ def _is_transient(error: Exception) -> bool:
     )
 
 
-def _metadata(client, model: str) -> dict:
-    metadata = client.get_model_metadata(model)
-    if not isinstance(metadata, dict):  # gRPC returns a protobuf
-        from google.protobuf.json_format import MessageToDict
+def _to_dict(message: object) -> dict:
+    """tritonclient's gRPC answers are protobufs, its HTTP answers dicts: always a dict."""
+    if isinstance(message, dict):
+        return message
+    from google.protobuf.json_format import MessageToDict
 
-        metadata = MessageToDict(metadata, preserving_proto_field_name=True)
-    return metadata
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _metadata(client, model: str) -> dict:
+    return _to_dict(client.get_model_metadata(model))
 
 
 def _contract(model: str, metadata: dict, url: str) -> Contract:

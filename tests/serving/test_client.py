@@ -88,3 +88,21 @@ def test_clear_errors(demo_server) -> None:
         SynthMedClient(demo_server.url("grpc"), model="no_such_model")
     with pytest.raises(ContractError, match="does not match synthmed's contract"):
         SynthMedClient(demo_server.url("grpc"), model="synthmed_stage2")
+
+
+def test_asyncio_client_gives_the_same_samples(demo_server, second_server, reference) -> None:
+    import asyncio
+
+    from synthmed.client import AsyncSynthMedClient
+
+    async def collect() -> list[tuple[int, np.ndarray, np.ndarray]]:
+        urls = [demo_server.url("grpc"), second_server.url("grpc")]
+        async with AsyncSynthMedClient(urls, max_in_flight=4) as client:
+            samples = [item async for item in client.generate(200, seed=21, batch_size=9)]
+            assert np.array_equal(await client.translate(reference[1][:3]), reference[0][:3])
+            return samples
+
+    samples = asyncio.run(collect())
+    assert [i for i, _, _ in samples] == list(range(200))
+    assert np.array_equal(np.stack([image for _, image, _ in samples]), reference[0][:200])
+    assert np.array_equal(np.stack([mask for _, _, mask in samples]), reference[1][:200])

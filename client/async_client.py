@@ -15,15 +15,14 @@ from collections.abc import AsyncIterator, Sequence
 import numpy as np
 
 from synthmed.client.client import (
-    PROTOCOLS,
     Contract,
     _contract,
     _is_transient,
     _reason,
     _to_dict,
-    parse_url,
+    parse_urls,
 )
-from synthmed.client.errors import InvalidURLError, ModelNotFoundError, ServerUnavailableError
+from synthmed.client.errors import ModelNotFoundError, ServerUnavailableError
 from synthmed.latents import latents
 
 
@@ -40,11 +39,7 @@ class AsyncSynthMedClient:
         retries: int = 4,
         backoff_s: float = 0.5,
     ) -> None:
-        if protocol not in PROTOCOLS:
-            raise InvalidURLError(f"protocol must be grpc or http, got {protocol!r}")
-        self.urls = [parse_url(u) for u in ([urls] if isinstance(urls, str) else urls)]
-        if not self.urls:
-            raise InvalidURLError("no server URL given")
+        self.urls = parse_urls(urls, protocol)
         self.protocol, self.model = protocol, model
         self.max_in_flight, self.retries, self.backoff_s = max_in_flight, retries, backoff_s
         if protocol == "grpc":

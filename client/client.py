@@ -61,6 +61,16 @@ def parse_url(url: str) -> str:
     return f"{host}:{port}"
 
 
+def parse_urls(urls: str | Sequence[str], protocol: str) -> list[str]:
+    """Validate a protocol and one or more server URLs; tritonclient's 'host:port' forms."""
+    if protocol not in PROTOCOLS:
+        raise InvalidURLError(f"protocol must be grpc or http, got {protocol!r}")
+    parsed = [parse_url(u) for u in ([urls] if isinstance(urls, str) else urls)]
+    if not parsed:
+        raise InvalidURLError("no server URL given")
+    return parsed
+
+
 @dataclass(frozen=True)
 class Contract:
     """What the served ensemble takes and returns."""
@@ -86,11 +96,7 @@ class SynthMedClient:
         backoff_s: float = 0.5,
         timeout_s: float = 120.0,
     ) -> None:
-        if protocol not in PROTOCOLS:
-            raise InvalidURLError(f"protocol must be grpc or http, got {protocol!r}")
-        self.urls = [parse_url(u) for u in ([urls] if isinstance(urls, str) else urls)]
-        if not self.urls:
-            raise InvalidURLError("no server URL given")
+        self.urls = parse_urls(urls, protocol)
         self.protocol, self.model = protocol, model
         self.max_in_flight, self.retries, self.backoff_s, self.timeout_s = (
             max_in_flight,

@@ -42,8 +42,15 @@ def _in_process(repo: Path, seed: int, batch_size: int):
     import json
 
     from synthmed.latents import latents
-    from synthmed.serving.repository import STAGE1, STAGE2, parse_pbtxt
-    from synthmed.serving.runtime import InProcessRuntime
+
+    try:
+        from synthmed.serving.repository import STAGE1, STAGE2, parse_pbtxt
+        from synthmed.serving.runtime import InProcessRuntime
+    except ImportError as e:
+        raise UserInputError(
+            "generating without --url runs the models in-process and needs onnxruntime: "
+            "pip install 'synthmed[serve]', or pass --url of a Triton server"
+        ) from e
 
     runtime = InProcessRuntime(repo)
     sources = []

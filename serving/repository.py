@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import onnx
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -202,6 +201,8 @@ def _specs(onnx_dir: Path, engines_dir: Path | None, options: RepositoryOptions)
 
 def _provenance(onnx_path: Path) -> str:
     """The source runs recorded in an exported graph's metadata, trimmed to what identifies them."""
+    import onnx  # the writer runs where the export extra is installed; readers need no onnx
+
     model = onnx.load(str(onnx_path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
     sources = json.loads(props.get("synthmed.sources", "[]"))

@@ -1,0 +1,20 @@
+"""`synthmed generate` on a client-only install: a clear line instead of an ImportError."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli
+
+
+def test_in_process_generation_without_onnxruntime(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    monkeypatch.delitem(sys.modules, "synthmed.serving.runtime", raising=False)
+    result = run_cli("generate", "--count", 2, "--out", tmp_path / "out")
+    assert_one_line_error(result, "needs onnxruntime", "--url")
+    assert not (tmp_path / "out").exists()

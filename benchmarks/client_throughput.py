@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -23,19 +22,9 @@ from click.testing import CliRunner
 
 from synthmed.cli import cli
 from synthmed.client import SynthMedClient
-from synthmed.serving.server import TritonServer
+from synthmed.serving.server import TritonServer, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def main() -> None:
@@ -47,7 +36,7 @@ def main() -> None:
     default_out = Path(__file__).parent / "results" / "client_throughput.json"
     parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args()
-    http, grpc, metrics = free_ports(3)
+    http, grpc, metrics = free_ports()
     server = TritonServer(ROOT / "model_repository", http_port=http, grpc_port=grpc,
                           metrics_port=metrics, echo_log=False)  # fmt: skip
     rows = []

@@ -17,8 +17,10 @@ import numpy as np
 from synthmed.client.client import (
     Contract,
     _contract,
-    _is_transient,
+    _exhausted,
+    _raise_unless_transient,
     _reason,
+    _request,
     _to_dict,
     parse_urls,
 )
@@ -79,25 +81,15 @@ class AsyncSynthMedClient:
         for attempt in range(self.retries + 1):
             server = next(self._next) % len(self.urls)
             async with self._slots[server]:
-                tensor = self._module.InferInput(
-                    name, list(array.shape), "FP32" if array.dtype == np.float32 else "UINT8"
-                )
-                tensor.set_data_from_numpy(array)
-                requested = [self._module.InferRequestedOutput(o) for o in outputs]
+                tensors, requested = _request(self._module, name, array, outputs)
                 try:
-                    result = await self._clients[server].infer(model, [tensor], outputs=requested)
+                    result = await self._clients[server].infer(model, tensors, outputs=requested)
                     return [result.as_numpy(o) for o in outputs]
                 except Exception as e:
-                    if not _is_transient(e):
-                        raise ServerUnavailableError(
-                            f"{self.urls[server]}: {model}: {_reason(e)}"
-                        ) from e
+                    _raise_unless_transient(e, self.urls[server], model)
                     last_error = e
             await asyncio.sleep(self.backoff_s * 2**attempt)
-        raise ServerUnavailableError(
-            f"no answer from {', '.join(self.urls)} after {self.retries + 1} tries "
-            f"({_reason(last_error)})"
-        ) from last_error
+        raise _exhausted(self.urls, self.retries, last_error) from last_error
 
     async def generate(
         self,

@@ -141,16 +141,9 @@ def generate(
 
 def _local_server(repo: Path):  # noqa: ANN202 (a TritonServer, imported lazily)
     """A tritonserver for `repo` on free loopback ports (a context manager: start, stop)."""
-    import socket
+    from synthmed.serving.server import TritonServer, free_ports
 
-    from synthmed.serving.server import TritonServer
-
-    socks = [socket.socket() for _ in range(3)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    http, grpc, metrics = (sock.getsockname()[1] for sock in socks)
-    for sock in socks:
-        sock.close()
+    http, grpc, metrics = free_ports()
     return TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics, echo_log=False)
 
 

@@ -152,17 +152,12 @@ class SynthMedClient:
         return contract
 
     def _infer(self, server: int, model: str, name: str, array: np.ndarray, outputs: Sequence[str]):
-        module = self._module()
-        tensor = module.InferInput(
-            name, list(array.shape), "FP32" if array.dtype == np.float32 else "UINT8"
-        )
-        tensor.set_data_from_numpy(array)
-        requested = [module.InferRequestedOutput(o) for o in outputs]
+        tensors, requested = _request(self._module(), name, array, outputs)
         client = self._client(server)
         if self.protocol == "grpc":
-            result = client.infer(model, [tensor], outputs=requested, client_timeout=self.timeout_s)
+            result = client.infer(model, tensors, outputs=requested, client_timeout=self.timeout_s)
         else:
-            result = client.infer(model, [tensor], outputs=requested)
+            result = client.infer(model, tensors, outputs=requested)
         return [result.as_numpy(o) for o in outputs]
 
     def _call(
@@ -176,17 +171,11 @@ class SynthMedClient:
                 try:
                     return self._infer(server, model, name, array, outputs)
                 except Exception as e:
-                    if not _is_transient(e):
-                        raise ServerUnavailableError(
-                            f"{self.urls[server]}: {model}: {_reason(e)}"
-                        ) from e
+                    _raise_unless_transient(e, self.urls[server], model)
                     last_error = e
                     self._local.__dict__.get("clients", {}).pop(server, None)  # reconnect next time
             time.sleep(self.backoff_s * 2**attempt)
-        tried = ", ".join(self.urls)
-        raise ServerUnavailableError(
-            f"no answer from {tried} after {self.retries + 1} tries ({_reason(last_error)})"
-        ) from last_error
+        raise _exhausted(self.urls, self.retries, last_error) from last_error
 
     # --- public API --------------------------------------------------------------------
     def generate(
@@ -273,6 +262,28 @@ def _reason(error: Exception | None) -> str:
         else type(error).__name__
     )
     return text[:300]
+
+
+def _request(module: object, name: str, array: np.ndarray, outputs: Sequence[str]) -> tuple:
+    """tritonclient's input and requested-output objects for one single-input request."""
+    dtype = "FP32" if array.dtype == np.float32 else "UINT8"
+    tensor = module.InferInput(name, list(array.shape), dtype)
+    tensor.set_data_from_numpy(array)
+    return [tensor], [module.InferRequestedOutput(o) for o in outputs]
+
+
+def _raise_unless_transient(error: Exception, url: str, model: str) -> None:
+    """A failure that retrying cannot cure ends the call at once."""
+    if not _is_transient(error):
+        raise ServerUnavailableError(f"{url}: {model}: {_reason(error)}") from error
+
+
+def _exhausted(
+    urls: Sequence[str], retries: int, error: Exception | None
+) -> ServerUnavailableError:
+    return ServerUnavailableError(
+        f"no answer from {', '.join(urls)} after {retries + 1} tries ({_reason(error)})"
+    )
 
 
 def _is_transient(error: Exception) -> bool:

@@ -8,6 +8,14 @@ import click
 
 from synthmed.errors import UserInputError
 
+_onnx_dir_option = click.option(
+    "--onnx",
+    "onnx_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder written by `synthmed export onnx`.",
+)
+
 
 @click.group()
 def export() -> None:
@@ -82,13 +90,7 @@ def export_onnx_cmd(
 
 
 @export.command("tensorrt")
-@click.option(
-    "--onnx",
-    "onnx_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Folder written by `synthmed export onnx`.",
-)
+@_onnx_dir_option
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for engines.")
 @click.option(
     "--precision",
@@ -162,13 +164,7 @@ def export_tensorrt_cmd(
 
 
 @export.command("repository")
-@click.option(
-    "--onnx",
-    "onnx_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Folder written by `synthmed export onnx`.",
-)
+@_onnx_dir_option
 @click.option(
     "--engines",
     type=click.Path(path_type=Path),

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 import synthmed
+from synthmed.atomic import replace_dir
 from synthmed.errors import SynthmedError, UserInputError
 from synthmed.export.graphs import FusedGraph, SingleGraph, Stage1Graph, Stage2Graph
 from synthmed.export.verify import TOLERANCES, Check, verify
@@ -311,12 +312,5 @@ def export_onnx(
 
 def _publish(staging: Path, out: Path) -> None:
     """Swap the verified folder into place; an old `out` goes only once the new one is ready."""
-    staging.chmod(0o755)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old)
-    else:
-        staging.rename(out)
+    staging.chmod(0o755)  # mkdtemp made it private
+    replace_dir(staging, out)

@@ -24,7 +24,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from synthmed.atomic import write_text_atomic
+from synthmed.atomic import replace_dir, write_text_atomic
 from synthmed.errors import UserInputError
 
 STAGE1, STAGE2, FUSED, ENSEMBLE = "synthmed_stage1", "synthmed_stage2", "synthmed_fused", "synthmed"
@@ -271,15 +271,7 @@ def write_repository(
 def _install(staged: Path, target: Path, version: int) -> None:
     """Move one staged model's version folder and config into the repository."""
     target.mkdir(exist_ok=True)
-    new, old = staged / str(version), target / str(version)
-    if old.exists():
-        trash = target / f".{version}.old"
-        shutil.rmtree(trash, ignore_errors=True)
-        old.rename(trash)
-        new.rename(old)
-        shutil.rmtree(trash)
-    else:
-        new.rename(old)
+    replace_dir(staged / str(version), target / str(version))
     write_text_atomic(target / "config.pbtxt", (staged / "config.pbtxt").read_text())
 
 

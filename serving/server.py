@@ -140,6 +140,18 @@ def _python_backend_dir(dist: Path, stub: Path) -> Path:
     raise ServerError(f"cannot create the python backend folder for tritonserver: {error}")
 
 
+def free_ports(n: int = 3, host: str = "127.0.0.1") -> list[int]:
+    """`n` distinct ports the kernel reports free on `host` (all held open while chosen)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 class TritonServer:
     """One tritonserver process serving a model repository; a context manager (start/stop)."""
 

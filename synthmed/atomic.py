@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,3 +53,16 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
 def write_text_atomic(path: Path | str, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def replace_dir(staged: Path, target: Path) -> None:
+    """Move a fully written folder to `target`; an old `target` is removed only once the new
+    one is in place, so readers see the old folder or the new one, never a mix or nothing."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        staged.rename(target)
+        shutil.rmtree(old)
+    else:
+        staged.rename(target)

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from synthmed.serving.server import free_ports
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_ports(n: int = 3) -> list[int]:
-    """Ports the kernel hands out as free, all distinct (held open together while chosen)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @pytest.fixture(scope="module")

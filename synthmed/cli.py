@@ -14,6 +14,7 @@ import click
 
 from synthmed.client.cli import generate
 from synthmed.errors import SynthmedError
+from synthmed.evaluation.cli import evaluate
 from synthmed.export.cli import export
 from synthmed.serving.cli import serve
 from synthmed.training import cli as training_cli
@@ -49,6 +50,7 @@ cli.add_command(training_cli.sample_cmd)
 cli.add_command(export)
 cli.add_command(serve)
 cli.add_command(generate)
+cli.add_command(evaluate)
 
 
 def main() -> None:

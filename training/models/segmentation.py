@@ -62,13 +62,19 @@ class SegmentationUNet(nn.Module):
         )
         self.head = nn.Conv2d(widths[0], config.out_channels, 1)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Logits; apply a sigmoid for vessel probabilities."""
-        skips = []
+    def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The feature map of every encoder level, finest first (evaluation embeds with these)."""
+        features = []
         x = image
         for i, encoder in enumerate(self.encoders):
             x = encoder(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
+            features.append(x)
+        return features
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits; apply a sigmoid for vessel probabilities."""
+        skips = self.encode(image)
+        x = skips[-1]
         for decoder, skip in zip(self.decoders, reversed(skips[:-1]), strict=True):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = decoder(torch.cat([skip, x], dim=1))

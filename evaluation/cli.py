@@ -1,0 +1,133 @@
+"""`synthmed evaluate`: the downstream, distribution and privacy verdict on a synthetic set."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from synthmed.errors import UserInputError
+
+EVALUATE_EXTRA = "evaluate needs the evaluation extra: pip install 'synthmed[evaluate]'"
+_PATH = click.Path(path_type=Path)
+
+
+def _sizes(value: str) -> tuple[int, ...]:
+    """'5,10,20' -> (5, 10, 20), or a one-line error."""
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError as e:
+        raise UserInputError(f"--small-data: expected numbers like 5,10,20, got {value!r}") from e
+
+
+@click.command("evaluate")
+@click.option("--real", type=_PATH, required=True, help="Real pairs the generator was trained on.")
+@click.option(
+    "--real-test",
+    type=_PATH,
+    default=None,
+    help="Held-out real pairs, split into validation and test (default: REAL's test/ split).",
+)
+@click.option(
+    "--synthetic",
+    type=_PATH,
+    default=None,
+    help="A synthetic folder (images/ + masks/, e.g. from `synthmed generate`); "
+    "default: sample --count pairs in-process from --stage1/--stage2.",
+)
+@click.option("--stage1", type=_PATH, default=None, help="Stage I run (default: bundled demo).")
+@click.option("--stage2", type=_PATH, default=None, help="Stage II run (default: bundled demo).")
+@click.option("--count", type=int, default=500, show_default=True, help="Pairs sampled in-process.")
+@click.option("--single", type=_PATH, default=None, help="A single-GAN baseline run to compare.")
+@click.option("--out", type=_PATH, default=Path("evaluation"), show_default=True)
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option("--size", type=int, default=None, help="Check the synthetic data are this size.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--validation-fraction", type=float, default=0.2, show_default=True)
+@click.option("--seg-steps", type=int, default=300, show_default=True, help="U-Net steps per arm.")
+@click.option("--seg-batch-size", type=int, default=8, show_default=True)
+@click.option("--seg-width", type=int, default=16, show_default=True, help="U-Net base channels.")
+@click.option("--seg-depth", type=int, default=3, show_default=True, help="U-Net poolings.")
+@click.option(
+    "--small-data",
+    default="",
+    help="Also train with only these many real images, e.g. 5,10,20.",
+)
+@click.option(
+    "--inception",
+    type=_PATH,
+    default=None,
+    help="Local ONNX feature extractor for FID/KID (see docs/evaluation.md); never downloaded.",
+)
+@click.option("--fid", is_flag=True, help="Require FID/KID (fails without --inception).")
+@click.option(
+    "--copy-factor",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Flag a sample closer to a training image than this x the closest held-out image.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def evaluate(**kw: Any) -> None:
+    """Judge a synthetic set: train a U-Net on it and test on real images, measure its distance
+    to the real distribution, and audit it for copies of training patients.
+
+    Writes OUT/report.md, OUT/report.html, OUT/metrics.json and the figures they show.
+    """
+    try:
+        from synthmed.evaluation.evaluate import (
+            EvaluateOptions,
+            prepare_output,
+            run_evaluation,
+            write_evaluation,
+        )
+        from synthmed.evaluation.segmenter import SegmenterBudget
+        from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2
+    except ImportError as e:
+        raise UserInputError(f"{EVALUATE_EXTRA} ({e.name} is missing)") from e
+
+    out: Path = kw["out"]
+    prepare_output(out, kw["force"])
+    options = EvaluateOptions(
+        real=kw["real"],
+        real_test=kw["real_test"],
+        synthetic=kw["synthetic"],
+        stage1=kw["stage1"] or DEMO_STAGE1,
+        stage2=kw["stage2"] or DEMO_STAGE2,
+        count=kw["count"],
+        single=kw["single"],
+        size=kw["size"],
+        validation_fraction=kw["validation_fraction"],
+        seed=kw["seed"],
+        budget=SegmenterBudget(
+            steps=kw["seg_steps"],
+            batch_size=kw["seg_batch_size"],
+            base_channels=kw["seg_width"],
+            depth=kw["seg_depth"],
+        ),
+        small_data=_sizes(kw["small_data"]),
+        inception=kw["inception"],
+        fid=kw["fid"],
+        copy_factor=kw["copy_factor"],
+    )
+    evaluation = run_evaluation(options, progress=not kw["quiet"])
+    command = shlex.join(["synthmed", *[a for a in sys.argv[1:] if a != "--force"]])
+    write_evaluation(evaluation, out, command)
+    _summary(evaluation.metrics(), out)
+
+
+def _summary(metrics: dict, out: Path) -> None:
+    """The headline numbers on the terminal; the rest is in the report."""
+    for row in metrics["downstream"]:
+        click.echo(
+            f"U-Net trained on {row['arm']:<15} test F1 {row['f1_at_threshold']:.4f} "
+            f"(at 0.5: {row['f1_at_half']:.4f})  AUC {row['auc_roc']:.4f}"
+        )
+    for label, kl in metrics["intensity_kl"].items():
+        click.echo(f"intensity KL, real vs {label:<16} {kl['mean']:.4f}")
+    for label, audit in metrics["privacy"].items():
+        click.echo(f"privacy: {audit['flagged']} {label} samples flagged as near-copies")
+    click.echo(f"report: {out / 'report.html'}")

@@ -1,0 +1,242 @@
+"""`synthmed evaluate` from top to bottom: load, measure, then write the report atomically.
+
+The measurements, in the order the report shows them:
+1. downstream segmentation (downstream.py): real vs synthetic vs both, and small-data;
+2. distribution distances: intensity KL (distribution.py), stage I mask statistics
+   (mask_statistics.py), FID/KID when a local Inception ONNX file is given (fid.py);
+3. the privacy audit (privacy.py).
+Every set is compared with the same yardstick: held-out real images, measured the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from synthmed import __version__
+from synthmed.atomic import replace_dir
+from synthmed.errors import UserInputError
+from synthmed.evaluation.distribution import common_fov, intensity_histograms, intensity_kl
+from synthmed.evaluation.downstream import DownstreamResult, run_downstream
+from synthmed.evaluation.inputs import EvaluationData, load_evaluation_data
+from synthmed.evaluation.mask_statistics import MaskStatistics, mask_statistics
+from synthmed.evaluation.privacy import (
+    DEFAULT_COPY_FACTOR,
+    PrivacyAudit,
+    audit_space,
+    pixel_vectors,
+)
+from synthmed.evaluation.segmenter import SegmenterBudget, embed
+from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2
+
+# Labels of the compared sets, as the report and metrics.json name them.
+HELD_OUT, DUAL, SINGLE = "real (held-out)", "dual GAN", "single GAN"
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """Everything `synthmed evaluate` takes; see its --help for each option's meaning."""
+
+    real: Path
+    real_test: Path | None = None
+    synthetic: Path | None = None
+    stage1: Path = DEMO_STAGE1
+    stage2: Path = DEMO_STAGE2
+    count: int = 500
+    single: Path | None = None
+    size: int | None = None
+    validation_fraction: float = 0.2
+    seed: int = 0
+    budget: SegmenterBudget = field(default_factory=SegmenterBudget)
+    small_data: tuple[int, ...] = ()
+    inception: Path | None = None
+    fid: bool = False
+    copy_factor: float = DEFAULT_COPY_FACTOR
+
+
+@dataclass
+class Evaluation:
+    """All measurements of one run, before they are written."""
+
+    options: EvaluateOptions
+    data: EvaluationData
+    region: np.ndarray
+    kl: dict[str, dict[str, float]]
+    histograms: dict[str, np.ndarray]
+    masks: dict[str, MaskStatistics]
+    downstream: DownstreamResult
+    privacy: dict[str, PrivacyAudit]
+    fid: dict[str, dict[str, float]] | None
+
+    def generated_sets(self) -> dict[str, torch.Tensor]:
+        """The generated image sets by label: the dual GAN's, and the baseline's if given."""
+        sets = {DUAL: self.data.synthetic.images}
+        if self.data.single is not None:
+            sets[SINGLE] = self.data.single
+        return sets
+
+    def metrics(self) -> dict[str, Any]:
+        """Everything measured, as JSON-ready data (metrics.json)."""
+        d, o = self.data, self.options
+        return {
+            "synthmed_version": __version__,
+            "size": d.size,
+            "seed": o.seed,
+            "inputs": {
+                "real_train": {"path": str(o.real), "images": len(d.real_train)},
+                "validation": {"images": len(d.validation)},
+                "test": {"path": str(o.real_test or o.real), "images": len(d.test)},
+                "synthetic": {"source": d.synthetic_source, "images": len(d.synthetic)},
+                "single_gan": d.single_source,
+                "common_fov_pixels": int(self.region.sum()),
+            },
+            "segmenter_budget": o.budget.as_dict(),
+            "downstream": [r.row() for r in self.downstream.full],
+            "small_data": [r.row() for r in self.downstream.small_data],
+            "intensity_kl": self.kl,
+            "mask_statistics": {k: v.summary() for k, v in self.masks.items()},
+            "fid": self.fid,
+            "privacy": {
+                label: {
+                    **audit.summary(),
+                    "flagged_samples": audit.flagged_rows(d.real_train.names),
+                }
+                for label, audit in self.privacy.items()
+            },
+        }
+
+
+def _feature_distances(options: EvaluateOptions, data: EvaluationData) -> dict | None:
+    """FID and KID of each set against the real training images, if asked for."""
+    if options.inception is None:
+        return None
+    from synthmed.evaluation.fid import (
+        FeatureExtractor,
+        frechet_distance,
+        kernel_inception_distance,
+    )
+
+    extractor = FeatureExtractor(options.inception)
+
+    def features(images: torch.Tensor) -> np.ndarray:
+        return extractor(images.permute(0, 2, 3, 1).numpy())
+
+    reference = features(data.real_train.images)
+    held_out = torch.cat([data.validation.images, data.test.images])
+    sets = {HELD_OUT: held_out, DUAL: data.synthetic.images}
+    if data.single is not None:
+        sets[SINGLE] = data.single
+    out = {}
+    for label, images in sets.items():
+        feats = features(images)
+        kid_mean, kid_std = kernel_inception_distance(reference, feats)
+        out[label] = {
+            "fid": frechet_distance(reference, feats),
+            "kid_mean": kid_mean,
+            "kid_std": kid_std,
+        }
+    return out
+
+
+def check_options(options: EvaluateOptions) -> None:
+    """Refuse inconsistent options before any slow work starts."""
+    if options.fid and options.inception is None:
+        raise UserInputError(
+            "--fid needs --inception FILE, a local ONNX Inception feature extractor; "
+            "synthmed never downloads weights (see docs/evaluation.md)"
+        )
+    if options.inception is not None and not Path(options.inception).is_file():
+        raise UserInputError(f"--inception {options.inception}: file does not exist")
+    if options.copy_factor <= 0:
+        raise UserInputError(f"--copy-factor must be > 0, got {options.copy_factor}")
+
+
+def run_evaluation(options: EvaluateOptions, *, progress: bool = True) -> Evaluation:
+    """Load every input and take every measurement (the slow part)."""
+    check_options(options)
+    data = load_evaluation_data(
+        real=options.real,
+        real_test=options.real_test,
+        synthetic=options.synthetic,
+        stage1=options.stage1,
+        stage2=options.stage2,
+        count=options.count,
+        single=options.single,
+        size=options.size,
+        validation_fraction=options.validation_fraction,
+        seed=options.seed,
+        progress=progress,
+    )
+    options.budget.check(data.size)
+    region = common_fov(data.real_train.fov)
+    held_out = torch.cat([data.validation.images, data.test.images])
+    sets = {HELD_OUT: held_out, DUAL: data.synthetic.images}
+    if data.single is not None:
+        sets[SINGLE] = data.single
+    kl = {
+        label: intensity_kl(data.real_train.images, images, region)
+        for label, images in sets.items()
+    }
+    histograms = {"real (train)": intensity_histograms(data.real_train.images, region)}
+    histograms |= {label: intensity_histograms(images, region) for label, images in sets.items()}
+    masks = {
+        "real (train)": mask_statistics(data.real_train.masks[:, 0].numpy(), region),
+        DUAL: mask_statistics(data.synthetic.masks[:, 0].numpy(), region),
+    }
+    downstream = run_downstream(
+        data,
+        options.budget,
+        small_data=list(options.small_data),
+        seed=options.seed,
+        progress=progress,
+    )
+    model = downstream.real_model
+    train_pixels, train_features = (
+        pixel_vectors(data.real_train.images),
+        embed(model, data.real_train.images),
+    )
+    held_pixels, held_features = pixel_vectors(held_out), embed(model, held_out)
+    privacy = {}
+    for label, images in sets.items():
+        if label == HELD_OUT:
+            continue
+        privacy[label] = PrivacyAudit(
+            audit_space(pixel_vectors(images), held_pixels, train_pixels, options.copy_factor),
+            audit_space(embed(model, images), held_features, train_features, options.copy_factor),
+            options.copy_factor,
+        )
+    fid = _feature_distances(options, data)
+    return Evaluation(options, data, region, kl, histograms, masks, downstream, privacy, fid)
+
+
+def prepare_output(out: Path, force: bool) -> None:
+    """Refuse to overwrite a non-empty folder (or a file) unless `force`."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserInputError(f"--out {out}: folder is not empty; pass --force to replace it")
+
+
+def write_evaluation(evaluation: Evaluation, out: Path, command: str = "") -> Path:
+    """Write report.md, report.html, metrics.json and figures, replacing `out` at once."""
+    from synthmed.evaluation.report import write_report
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a report is for sharing
+    try:
+        metrics = {**evaluation.metrics(), "command": command}
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_report(evaluation, staging, command)
+        replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out

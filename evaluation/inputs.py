@@ -1,0 +1,196 @@
+"""Gather what an evaluation compares: real training, validation and test pairs, the synthetic
+pairs, and optionally the single-GAN baseline's images, all at one size.
+
+Synthetic data are judged at the size they were generated (resampling would blur exactly the
+thin vessels under test), so the synthetic set fixes the evaluation size and the real sets,
+which come in every size, are fitted to it by the training loader. A synthetic folder with
+mixed sizes is refused rather than silently resampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from synthmed.errors import CheckpointError, DataError, UserInputError
+from synthmed.latents import latents
+from synthmed.training.checkpoint import load_generator, read_generator_info
+from synthmed.training.data.dataset import PairedData, load_paired_data
+from synthmed.training.data.layouts import find_pairs, resolve_root
+from synthmed.training.pixels import tanh_to_uint8
+from synthmed.training.sample import TwoStagePipeline
+
+
+@dataclass
+class EvaluationData:
+    """Everything compared, as uint8 tensors [N,3,S,S] / [N,1,S,S] at `size`."""
+
+    size: int
+    real_train: PairedData
+    validation: PairedData
+    test: PairedData
+    synthetic: PairedData
+    synthetic_source: str
+    single: torch.Tensor | None = None
+    single_source: str | None = None
+
+
+def subset(data: PairedData, index: list[int] | np.ndarray) -> PairedData:
+    """The examples of `data` at `index`, in that order."""
+    index = [int(i) for i in index]
+    return PairedData(
+        [data.names[i] for i in index],
+        data.images[index],
+        data.masks[index],
+        data.fov[index],
+        data.fingerprint,
+    )
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: unreadable image ({e})") from e
+
+
+def synthetic_folder_size(folder: Path) -> int:
+    """The one square size of every image and mask in a synthetic folder, or a one-line error."""
+    root = resolve_root(folder)
+    images = root / "images"
+    if not images.is_dir() or not any(images.iterdir()):
+        raise DataError(f"{root}: empty synthetic folder (no samples in {images})")
+    first: tuple[Path, tuple[int, int]] | None = None
+    for pair in find_pairs(root):
+        for path in (pair.image, pair.mask):
+            size = _image_size(path)
+            if first is None:
+                first = (path, size)
+            elif size != first[1]:
+                raise DataError(
+                    f"{path}: size {size[0]}x{size[1]} differs from {first[0].name} "
+                    f"({first[1][0]}x{first[1][1]}); a synthetic set has one image size"
+                )
+    assert first is not None
+    width, height = first[1]
+    if width != height:
+        raise DataError(f"{first[0]}: synthetic images must be square, got {width}x{height}")
+    return width
+
+
+def _checked_size(requested: int | None, native: int, what: str) -> int:
+    if requested is not None and requested != native:
+        raise UserInputError(
+            f"--size {requested} differs from {what} ({native}x{native}); synthetic data are "
+            "evaluated at the size they were generated"
+        )
+    return native
+
+
+def _from_arrays(images: np.ndarray, masks: np.ndarray, source: str) -> PairedData:
+    """uint8 images [N,H,W,3] and masks [N,H,W] in {0,255} -> PairedData (fov: everything)."""
+    images_t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    masks_t = torch.from_numpy(masks >= 128).to(torch.uint8)[:, None]
+    names = [f"{i:06d}" for i in range(len(images))]
+    return PairedData(names, images_t, masks_t, torch.ones_like(masks_t), source)
+
+
+def sample_two_stage(
+    stage1: Path, stage2: Path, count: int, seed: int, *, progress: bool = True
+) -> PairedData:
+    """Synthesize `count` pairs in-process: the same samples `synthmed generate` would write."""
+    pipeline = TwoStagePipeline(stage1, stage2)
+    images, masks = [], []
+    with tqdm(total=count, desc="synthesize", unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, count, 64):
+            batch = pipeline.sample(seed, range(start, min(start + 64, count)))
+            images.append(batch[0])
+            masks.append(batch[1])
+            bar.update(len(batch[0]))
+    return _from_arrays(np.concatenate(images), np.concatenate(masks), "in-process")
+
+
+@torch.no_grad()
+def sample_single(run: Path, count: int, seed: int, size: int) -> torch.Tensor:
+    """Images uint8 [N,3,S,S] from a single-GAN baseline run, which must make `size` images."""
+    native = read_generator_info(run, "single").image_size
+    if native != size:
+        raise CheckpointError(
+            f"{run}: the single-GAN baseline makes {native}x{native} images, "
+            f"but the evaluation size is {size}x{size}"
+        )
+    generator, info = load_generator(run, role="single")
+    images = []
+    for start in range(0, count, 64):
+        z = latents(seed, range(start, min(start + 64, count)), info.model_config.nz)
+        images.append(tanh_to_uint8(generator(torch.from_numpy(z))))
+    return torch.cat(images).permute(0, 3, 1, 2).contiguous()
+
+
+def split_held_out(
+    data: PairedData, validation_fraction: float, seed: int
+) -> tuple[PairedData, PairedData]:
+    """(validation, test) by a seeded permutation; both non-empty."""
+    if len(data) < 2:
+        raise DataError(f"the held-out real set has {len(data)} image(s); need at least 2")
+    order = np.random.default_rng(seed).permutation(len(data))
+    n_val = min(max(1, round(validation_fraction * len(data))), len(data) - 1)
+    return subset(data, sorted(order[:n_val])), subset(data, sorted(order[n_val:]))
+
+
+def _held_out_root(real: Path, real_test: Path | None) -> tuple[Path, str]:
+    """Where the held-out real pairs are: --real-test, or the real root's test/ split."""
+    if real_test is not None:
+        return real_test, "training"
+    if (Path(real) / "test").is_dir():
+        return real, "test"
+    raise UserInputError(
+        f"--real-test is needed: {real} has no test/ split, and the segmenter must be tested "
+        "on real images that neither the generator nor the segmenter was trained on"
+    )
+
+
+def load_evaluation_data(
+    *,
+    real: Path,
+    real_test: Path | None,
+    synthetic: Path | None,
+    stage1: Path,
+    stage2: Path,
+    count: int,
+    single: Path | None,
+    size: int | None,
+    validation_fraction: float,
+    seed: int,
+    progress: bool = True,
+) -> EvaluationData:
+    """Load and check every input; the first problem found is a one-line error."""
+    if count < 1:
+        raise UserInputError(f"--count must be >= 1, got {count}")
+    if not 0 < validation_fraction < 1:
+        raise UserInputError(f"--validation-fraction must be in (0, 1), got {validation_fraction}")
+    if synthetic is not None:
+        size = _checked_size(size, synthetic_folder_size(synthetic), f"the images in {synthetic}")
+    else:
+        size = _checked_size(size, read_generator_info(stage1, "stage1").image_size, str(stage1))
+    held_out_root, held_out_split = _held_out_root(real, real_test)
+    real_train = load_paired_data(real, size, progress=progress)
+    held_out = load_paired_data(held_out_root, size, split=held_out_split, progress=progress)
+    validation, test = split_held_out(held_out, validation_fraction, seed)
+    if synthetic is not None:
+        synthetic_data = load_paired_data(synthetic, size, progress=progress)
+        source = str(synthetic)
+    else:
+        synthetic_data = sample_two_stage(stage1, stage2, count, seed, progress=progress)
+        source = f"stage I {stage1}, stage II {stage2}, {count} samples, seed {seed}"
+    data = EvaluationData(size, real_train, validation, test, synthetic_data, source)
+    if single is not None:
+        data.single = sample_single(single, len(synthetic_data), seed, size)
+        data.single_source = f"{single}, {len(synthetic_data)} samples, seed {seed}"
+    return data

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,8 @@ def _sizes(value: str) -> tuple[int, ...]:
     help="Flag a sample closer to a training image than this x the closest held-out image.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def evaluate(**kw: Any) -> None:
+@click.pass_context
+def evaluate(ctx: click.Context, **kw: Any) -> None:
     """Judge a synthetic set: train a U-Net on it and test on real images, measure its distance
     to the real distribution, and audit it for copies of training patients.
 
@@ -114,9 +114,20 @@ def evaluate(**kw: Any) -> None:
         copy_factor=kw["copy_factor"],
     )
     evaluation = run_evaluation(options, progress=not kw["quiet"])
-    command = shlex.join(["synthmed", *[a for a in sys.argv[1:] if a != "--force"]])
-    write_evaluation(evaluation, out, command)
+    write_evaluation(evaluation, out, _reproduce(ctx))
     _summary(evaluation.metrics(), out)
+
+
+def _reproduce(ctx: click.Context) -> str:
+    """The command line that reproduces this report: every option not left at its default."""
+    args = ["synthmed", "evaluate"]
+    for param in ctx.command.params:
+        value = ctx.params[param.name]
+        if param.name in ("force", "quiet") or value is None or value == param.default:
+            continue
+        flag = param.opts[0]
+        args += [flag] if getattr(param, "is_flag", False) else [flag, str(value)]
+    return shlex.join(args)
 
 
 def _summary(metrics: dict, out: Path) -> None:

@@ -54,7 +54,8 @@ def test_evaluate_end_to_end_with_baseline_fid_and_small_data(
     single = tmp_path / "single"
     run_cli("train", "single", "--data", retina64, "--out", single, "--steps", "2", *TINY_TRAIN)
     torch.manual_seed(0)
-    inception = _export(_tiny_net(flatten=True), torch.rand(4, 3, 64, 64), False, tmp_path / "f.onnx")
+    example = torch.rand(4, 3, 64, 64)
+    inception = _export(_tiny_net(flatten=True), example, False, tmp_path / "f.onnx")
     out = tmp_path / "report"
     result = run_cli(
         "evaluate", "--real", train, "--real-test", test, "--count", "24", "--single", single,
@@ -135,9 +136,7 @@ def mixed_sizes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_bad_input_is_one_line(
-    real: tuple[Path, Path], mixed_sizes: Path, tmp_path: Path
-) -> None:
+def test_bad_input_is_one_line(real: tuple[Path, Path], mixed_sizes: Path, tmp_path: Path) -> None:
     train, test = real
     base = ["evaluate", "--real", train, "--real-test", test, "--out", tmp_path / "r", *FAST]
     empty = tmp_path / "empty"

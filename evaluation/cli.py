@@ -123,7 +123,7 @@ def _reproduce(ctx: click.Context) -> str:
     args = ["synthmed", "evaluate"]
     for param in ctx.command.params:
         value = ctx.params[param.name]
-        if param.name in ("force", "quiet") or value is None or value == param.default:
+        if param.name in ("force", "quiet") or value in (None, False) or value == param.default:
             continue
         flag = param.opts[0]
         args += [flag] if getattr(param, "is_flag", False) else [flag, str(value)]

@@ -23,7 +23,7 @@ from synthmed.training.checkpoint import load_generator, read_generator_info
 from synthmed.training.data.dataset import PairedData, load_paired_data
 from synthmed.training.data.layouts import find_pairs, resolve_root
 from synthmed.training.pixels import tanh_to_uint8
-from synthmed.training.sample import TwoStagePipeline
+from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
 
 
 @dataclass
@@ -188,7 +188,9 @@ def load_evaluation_data(
         source = str(synthetic)
     else:
         synthetic_data = sample_two_stage(stage1, stage2, count, seed, progress=progress)
-        source = f"stage I {stage1}, stage II {stage2}, {count} samples, seed {seed}"
+        demo = Path(stage1) == DEMO_STAGE1 and Path(stage2) == DEMO_STAGE2
+        models = "the bundled demo models" if demo else f"stage I {stage1}, stage II {stage2}"
+        source = f"{models}, {count} samples, seed {seed}"
     data = EvaluationData(size, real_train, validation, test, synthetic_data, source)
     if single is not None:
         data.single = sample_single(single, len(synthetic_data), seed, size)

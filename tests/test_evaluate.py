@@ -78,7 +78,10 @@ def test_evaluate_end_to_end_with_baseline_fid_and_small_data(
     assert set(metrics["fid"]) == {HELD_OUT, DUAL, "single GAN"}
     assert set(metrics["privacy"]) == {DUAL, "single GAN"}
     assert metrics["mask_statistics"]["real (train)"]["masks"] == 24
-    assert metrics["command"].startswith("synthmed evaluate")
+    assert metrics["command"].startswith("synthmed evaluate --real")
+    assert (
+        "--small-data 5 --inception" in metrics["command"] and "--quiet" not in metrics["command"]
+    )
 
     markdown = (out / "report.md").read_text()
     html = (out / "report.html").read_text()

@@ -41,13 +41,23 @@ def _sizes(value: str) -> tuple[int, ...]:
 @click.option("--stage2", type=_PATH, default=None, help="Stage II run (default: bundled demo).")
 @click.option("--count", type=int, default=500, show_default=True, help="Pairs sampled in-process.")
 @click.option("--single", type=_PATH, default=None, help="A single-GAN baseline run to compare.")
-@click.option("--out", type=_PATH, default=Path("evaluation"), show_default=True)
+@click.option(
+    "--out", type=_PATH, default=Path("evaluation"), show_default=True, help="Report folder."
+)
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 @click.option("--size", type=int, default=None, help="Check the synthetic data are this size.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--validation-fraction", type=float, default=0.2, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Samples, splits and U-Net weights."
+)
+@click.option(
+    "--validation-fraction",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Share of --real-test used to choose the threshold.",
+)
 @click.option("--seg-steps", type=int, default=300, show_default=True, help="U-Net steps per arm.")
-@click.option("--seg-batch-size", type=int, default=8, show_default=True)
+@click.option("--seg-batch-size", type=int, default=8, show_default=True, help="U-Net batch.")
 @click.option("--seg-width", type=int, default=16, show_default=True, help="U-Net base channels.")
 @click.option("--seg-depth", type=int, default=3, show_default=True, help="U-Net poolings.")
 @click.option(

@@ -75,13 +75,6 @@ class Evaluation:
     privacy: dict[str, PrivacyAudit]
     fid: dict[str, dict[str, float]] | None
 
-    def generated_sets(self) -> dict[str, torch.Tensor]:
-        """The generated image sets by label: the dual GAN's, and the baseline's if given."""
-        sets = {DUAL: self.data.synthetic.images}
-        if self.data.single is not None:
-            sets[SINGLE] = self.data.single
-        return sets
-
     def metrics(self) -> dict[str, Any]:
         """Everything measured, as JSON-ready data (metrics.json)."""
         d, o = self.data, self.options
@@ -113,6 +106,18 @@ class Evaluation:
         }
 
 
+def compared_sets(data: EvaluationData) -> dict[str, torch.Tensor]:
+    """The image sets measured against the real training images, by label: held-out real
+    (the floor), the dual GAN's, and the single-GAN baseline's when given."""
+    sets = {
+        HELD_OUT: torch.cat([data.validation.images, data.test.images]),
+        DUAL: data.synthetic.images,
+    }
+    if data.single is not None:
+        sets[SINGLE] = data.single
+    return sets
+
+
 def _feature_distances(options: EvaluateOptions, data: EvaluationData) -> dict | None:
     """FID and KID of each set against the real training images, if asked for."""
     if options.inception is None:
@@ -129,12 +134,8 @@ def _feature_distances(options: EvaluateOptions, data: EvaluationData) -> dict |
         return extractor(images.permute(0, 2, 3, 1).numpy())
 
     reference = features(data.real_train.images)
-    held_out = torch.cat([data.validation.images, data.test.images])
-    sets = {HELD_OUT: held_out, DUAL: data.synthetic.images}
-    if data.single is not None:
-        sets[SINGLE] = data.single
     out = {}
-    for label, images in sets.items():
+    for label, images in compared_sets(data).items():
         feats = features(images)
         kid_mean, kid_std = kernel_inception_distance(reference, feats)
         out[label] = {
@@ -176,10 +177,8 @@ def run_evaluation(options: EvaluateOptions, *, progress: bool = True) -> Evalua
     )
     options.budget.check(data.size)
     region = common_fov(data.real_train.fov)
-    held_out = torch.cat([data.validation.images, data.test.images])
-    sets = {HELD_OUT: held_out, DUAL: data.synthetic.images}
-    if data.single is not None:
-        sets[SINGLE] = data.single
+    sets = compared_sets(data)
+    held_out = sets[HELD_OUT]
     kl = {
         label: intensity_kl(data.real_train.images, images, region)
         for label, images in sets.items()

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from synthmed.atomic import write_text_atomic
-from synthmed.evaluation.downstream import EXAMPLES
-from synthmed.evaluation.evaluate import DUAL, HELD_OUT, SINGLE, Evaluation
+from synthmed.evaluation.downstream import EXAMPLES, ArmResult
+from synthmed.evaluation.evaluate import HELD_OUT, Evaluation, compared_sets
 from synthmed.evaluation.figures import (
     plot_intensity_histograms,
     plot_nearest_distances,
@@ -50,6 +50,14 @@ def _samples(doc: Document, ev: Evaluation, out: Path) -> None:
     doc.figure("samples.png", caption)
 
 
+def _score_table(doc: Document, results: list[ArmResult]) -> None:
+    rows = [
+        [r.arm, r.real_images, r.synthetic_images] + [r.scores[k] for k in _SCORE_KEYS]
+        for r in results
+    ]
+    doc.table(["trained on", "real", "synthetic", *_SCORE_HEADER], rows)
+
+
 def _downstream(doc: Document, ev: Evaluation, out: Path) -> None:
     budget = ev.options.budget
     doc.heading("Train on synthetic, test on real")
@@ -62,11 +70,7 @@ def _downstream(doc: Document, ev: Evaluation, out: Path) -> None:
         "held-out real test images, pooled over pixels inside each image's field of view. "
         "F1 equals Dice for binary masks."
     )
-    rows = [
-        [r.arm, r.real_images, r.synthetic_images] + [r.scores[k] for k in _SCORE_KEYS]
-        for r in ev.downstream.full
-    ]
-    doc.table(["trained on", "real", "synthetic", *_SCORE_HEADER], rows)
+    _score_table(doc, ev.downstream.full)
     test = ev.data.test
     grid = [to_tiles(test.images, EXAMPLES), to_tiles(test.masks, EXAMPLES)]
     grid += [list((np.clip(r.examples, 0, 1) * 255).astype(np.uint8)) for r in ev.downstream.full]
@@ -85,11 +89,7 @@ def _downstream(doc: Document, ev: Evaluation, out: Path) -> None:
         "one seeded shuffle), alone and together with all synthetic images. The synthetic-only "
         f"arm does not depend on n: F1 {synthetic_row.scores['f1_at_threshold']:.4f}."
     )
-    rows = [
-        [r.arm, r.real_images, r.synthetic_images] + [r.scores[k] for k in _SCORE_KEYS]
-        for r in ev.downstream.small_data
-    ]
-    doc.table(["trained on", "real", "synthetic", *_SCORE_HEADER], rows)
+    _score_table(doc, ev.downstream.small_data)
     rows_data = [r.row() for r in ev.downstream.small_data]
     plot_small_data(out / "small_data.png", rows_data, synthetic_row.scores["f1_at_threshold"])
     doc.figure("small_data.png", "test F1 against the number of real training images")
@@ -190,7 +190,7 @@ def _privacy(doc: Document, ev: Evaluation, out: Path) -> None:
         doc.paragraph(f"{label}: {len(flagged)} of {len(audit.pixel.flagged)} samples flagged.")
         if len(flagged) == 0:
             continue
-        generated = {DUAL: ev.data.synthetic.images, SINGLE: ev.data.single}[label]
+        generated = compared_sets(ev.data)[label]
         shown = flagged[:GRID]
         nearest = audit.pixel.synthetic.index[shown]
         name = f"flagged_{label.replace(' ', '_')}.png"

@@ -35,7 +35,10 @@ FORMATS = ("png", "npz")
 MANIFEST, RUN_FILE, CARD = "manifest.jsonl", "run.json", "DATASET_CARD.md"
 SAMPLE_DIRS = ("images", "masks", "samples")
 FSYNC_EVERY = 256  # manifest lines between fsyncs: at most this many samples to redo after a crash
-PNG_COMPRESS_LEVEL = 6  # Pillow writes no timestamps: equal arrays give equal bytes
+# zlib level 1: measured 1.9x (64x64) to 3.9x (256x256) faster to encode than level 6 for
+# 15-22 % larger files; encoding shares the cores with the server. Pillow writes no
+# timestamps, so equal arrays still give equal bytes.
+PNG_COMPRESS_LEVEL = 1
 _TOP_TEMP = re.compile(r"^\.(manifest\.jsonl|run\.json|DATASET_CARD\.md)\..+\.tmp$")
 _SAMPLE_NAME = re.compile(r"^\.?\d{6,}\.(png|npz)(\..+\.tmp)?$")
 

@@ -53,6 +53,7 @@ class RepositoryOptions:
     version: int = 1
     fused: bool = True
     cpu_threads: int = 0  # python backend: onnxruntime intra-op threads per instance (0: all)
+    cpu_spinning: bool = False  # python backend: let idle onnxruntime threads spin-wait
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -118,6 +119,7 @@ def model_config(spec: ModelSpec, options: RepositoryOptions) -> mc.ModelConfig:
     if options.backend == "python":
         config.parameters["onnx_file"].string_value = "model.onnx"
         config.parameters["intra_op_threads"].string_value = str(options.cpu_threads)
+        config.parameters["allow_spinning"].string_value = str(int(options.cpu_spinning))
     if options.tensorrt_accelerator:
         accelerator = mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(name="tensorrt")
         accelerator.parameters["precision_mode"] = "FP16"

@@ -29,6 +29,11 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Each model instance is its own stub process sharing the same cores: threads that
+        # spin-wait after a call steal cycles from the stage running beside them.
+        spinning = params.get("allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         self.session = ort.InferenceSession(
             str(folder / params.get("onnx_file", "model.onnx")),
             sess_options=options,

@@ -14,6 +14,7 @@ from synthmed.latents import latents
 from synthmed.serving.repository import (
     ENSEMBLE,
     FUSED,
+    PYTHON_MODEL,
     STAGE1,
     STAGE2,
     RepositoryOptions,
@@ -118,3 +119,23 @@ def test_bad_input(demo_onnx: Path, tmp_path: Path) -> None:
     assert_one_line_error(lacks, "needs synthmed_stage2")
     with pytest.raises(UserInputError, match="model repository does not exist"):
         InProcessRuntime(tmp_path / "nowhere")
+
+
+def test_bundled_repository_is_what_the_writer_writes_today(demo_onnx: Path, tmp_path: Path):
+    """The demo repository in git must not drift from the writer: same configs (tuning
+    parameters included) and the same python-backend model file."""
+    bundled = Path(__file__).resolve().parents[2] / "model_repository"
+    write_repository(demo_onnx, tmp_path, RepositoryOptions(fused=False))
+    for name in (STAGE1, STAGE2, ENSEMBLE):
+        assert (tmp_path / name / "config.pbtxt").read_text() == (
+            bundled / name / "config.pbtxt"
+        ).read_text(), name
+    for name in (STAGE1, STAGE2):
+        assert (bundled / name / "1" / "model.py").read_bytes() == PYTHON_MODEL.read_bytes()
+
+
+def test_cpu_thread_settings_reach_the_config(demo_onnx: Path, tmp_path: Path):
+    write_repository(demo_onnx, tmp_path, RepositoryOptions(cpu_threads=1, cpu_spinning=True))
+    params = parse_pbtxt((tmp_path / STAGE2 / "config.pbtxt").read_text()).parameters
+    assert params["intra_op_threads"].string_value == "1"
+    assert params["allow_spinning"].string_value == "1"

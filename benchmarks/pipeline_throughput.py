@@ -1,0 +1,347 @@
+"""Images/s of the full pipeline (stage I + stage II) on every runtime, side by side in one run.
+
+    python benchmarks/pipeline_throughput.py            # both configurations, about 6 minutes
+    python benchmarks/pipeline_throughput.py --configs default --seconds 2
+
+For each configuration (`default`: paper-scale 256x256, random weights; `demo`: the bundled
+64x64 pair) it measures, in this order and one at a time (two cores are shared by everything):
+PyTorch eager (NCHW and channels_last), onnxruntime in-process (stage I + II as two sessions,
+the fused graph, the fused graph with I/O binding, int8 stage II), then a local tritonserver
+through the product's gRPC client (the `synthmed` ensemble and `synthmed_fused`) at several
+batch sizes and concurrencies, `synthmed generate` to disk against the server's own rate, and
+a load test of 32 concurrent clients. Every rate is set against in-process onnxruntime
+measured in the same run, and against the compute limit: the machine's fp32 GEMM rate
+(measured here) divided by the pipeline's FLOPs per image.
+
+Prints a table and writes benchmarks/results/pipeline_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from _measure import Measurement, measure, report, triton_request
+from _pipeline_models import CONFIGS, BenchModels, flops_per_image, gemm_rate, prepare
+from _pipeline_models import pytorch_pipeline as build_pytorch
+from _profile import profile, profile_table
+from click.testing import CliRunner
+
+from synthmed.cli import cli
+from synthmed.client import SynthMedClient
+from synthmed.latents import latents
+from synthmed.serving.repository import FUSED, RepositoryOptions, write_repository
+from synthmed.serving.runtime import InProcessRuntime, session_options
+from synthmed.serving.server import TritonServer, free_ports
+
+RESULTS = Path(__file__).parent / "results" / "pipeline_throughput.json"
+TWO_SESSIONS = "onnxruntime stage I + II"
+CORES = os.cpu_count() or 1
+
+
+def _options() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
+    parser.add_argument("--served-batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--seconds", type=float, default=3.0, help="Per measurement.")
+    parser.add_argument("--load-clients", type=int, default=32)
+    parser.add_argument("--load-seconds", type=float, default=15.0)
+    parser.add_argument("--disk-count", type=int, default=0, help="0: 8 s of serving.")
+    parser.add_argument("--calibration-count", type=int, default=32)
+    parser.add_argument("--no-int8", action="store_true", help="Skip the int8 variant.")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser.parse_args()
+
+
+# --- in-process paths ---------------------------------------------------------------------
+
+
+def _pytorch_calls(models: BenchModels, nz: int) -> dict[str, Callable]:
+    """PyTorch eager with its best CPU settings: all cores, inference mode, NCHW or NHWC."""
+    torch.set_num_threads(CORES)
+    nchw = build_pytorch(models)
+    nhwc = build_pytorch(models).to(memory_format=torch.channels_last)
+
+    def runner(module: torch.nn.Module) -> Callable:
+        def run(z: np.ndarray) -> None:
+            with torch.inference_mode():
+                module(torch.from_numpy(z))
+
+        return run
+
+    return {"pytorch eager": runner(nchw), "pytorch eager channels_last": runner(nhwc)}
+
+
+def _fused_session(repo: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(
+        str(repo / FUSED / "1" / "model.onnx"), session_options(CORES), ["CPUExecutionProvider"]
+    )
+
+
+def _io_bound(session: ort.InferenceSession, size: int) -> Callable:
+    """The fused session with inputs and outputs bound to preallocated host buffers."""
+    buffers: dict[int, tuple] = {}
+
+    def run(z: np.ndarray) -> None:
+        batch = len(z)
+        if batch not in buffers:
+            image = np.empty((batch, size, size, 3), np.uint8)
+            mask = np.empty((batch, size, size), np.uint8)
+            binding = session.io_binding()
+            binding.bind_output("image", "cpu", 0, np.uint8, image.shape, image.ctypes.data)
+            binding.bind_output("mask", "cpu", 0, np.uint8, mask.shape, mask.ctypes.data)
+            buffers[batch] = (binding, image, mask)
+        binding = buffers[batch][0]
+        binding.bind_cpu_input("z", z)
+        session.run_with_iobinding(binding)
+
+    return run
+
+
+def in_process(models: BenchModels, repos: dict[str, Path], args) -> list[Measurement]:
+    """Every in-process path at every batch size, one measurement at a time."""
+    runtime = InProcessRuntime(repos["fp32"], threads=CORES)
+    nz, size = runtime.nz, runtime.image_size
+    fused = _fused_session(repos["fp32"])
+    paths: dict[str, Callable] = {
+        **_pytorch_calls(models, nz),
+        TWO_SESSIONS: runtime.generate,
+        "onnxruntime fused": lambda z: fused.run(None, {"z": z}),
+        "onnxruntime fused, I/O binding": _io_bound(fused, size),
+    }
+    if "int8" in repos:
+        paths["onnxruntime int8 stage II"] = InProcessRuntime(repos["int8"], threads=CORES).generate
+    rows = []
+    for path, run in paths.items():
+        for batch in args.batch_sizes:
+            z = latents(0, range(batch), nz)
+            rows.append(
+                report(
+                    measure(
+                        models.name, path, lambda run=run, z=z: lambda i: run(z), batch,
+                        seconds=args.seconds,
+                    )
+                )
+            )  # fmt: skip
+    return rows
+
+
+# --- served paths -------------------------------------------------------------------------
+
+
+def _to_disk(url: str, models: str, args, seconds_rate: float) -> dict:
+    """`synthmed generate` (PNG files, manifest) against the same requests with results
+    dropped, same count, batch and concurrency, one after the other."""
+    batch, concurrency = 8, 4
+    count = args.disk_count or max(64, int(seconds_rate * 8) // batch * batch)
+    client = SynthMedClient(url, max_in_flight=concurrency)
+    list(client.generate(batch * concurrency, batch_size=batch))  # warm-up
+    import time
+
+    start = time.perf_counter()
+    for _ in client.generate(count, seed=1, batch_size=batch):
+        pass
+    served = count / (time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = CliRunner().invoke(cli, [
+            "generate", "--count", str(count), "--out", f"{tmp}/data", "--url", url,
+            "--seed", "1", "--batch-size", str(batch), "--concurrency", str(concurrency),
+        ])  # fmt: skip
+        written = count / (time.perf_counter() - start)
+    if result.exit_code != 0:
+        raise RuntimeError(f"synthmed generate failed: {result.output}")
+    row = {"models": models, "count": count, "batch": batch, "concurrency": concurrency,
+           "server_images_per_s": served, "to_disk_images_per_s": written,
+           "ratio": written / served}  # fmt: skip
+    print(f"  to disk {written:.2f} img/s vs server {served:.2f} img/s: {row['ratio']:.3f}")
+    return row
+
+
+def served(models: BenchModels, repo: Path, args, *, load_test: bool) -> dict:
+    """Triton through the client: ensemble and fused model, then to-disk and the load test."""
+    http, grpc, metrics = free_ports()
+    out: dict = {"rows": []}
+    with TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                      echo_log=False) as server:  # fmt: skip
+        url = server.url("grpc")
+        for model, path in (("synthmed", "triton ensemble"), (FUSED, "triton fused")):
+            for batch in args.served_batch_sizes:
+                for concurrency in args.concurrency:
+                    out["rows"].append(
+                        report(
+                            measure(
+                                models.name, path, triton_request(url, model, batch), batch,
+                                concurrency=concurrency, seconds=args.seconds,
+                            )
+                        )
+                    )  # fmt: skip
+        best = max(r.images_per_s for r in out["rows"] if r.path == "triton ensemble")
+        out["to_disk"] = _to_disk(url, models.name, args, best)
+        if load_test:
+            print(f"  load test: {args.load_clients} clients for {args.load_seconds:.0f} s")
+            out["load_test"] = report(
+                measure(
+                    models.name, "triton ensemble, load test", triton_request(url, "synthmed", 1),
+                    1, concurrency=args.load_clients, seconds=args.load_seconds, min_calls=1,
+                )
+            )  # fmt: skip
+    return out
+
+
+# --- summary ------------------------------------------------------------------------------
+
+
+def _best(rows: list[Measurement], path: str) -> float:
+    rates = [r.images_per_s for r in rows if r.path == path]
+    return max(rates) if rates else float("nan")
+
+
+def _reference(rows: list[Measurement]) -> float:
+    """What every path is set against: the best in-process onnxruntime fp32 rate of the run."""
+    return max(r.images_per_s for r in rows if r.path.startswith("onnxruntime") and
+               "int8" not in r.path)  # fmt: skip
+
+
+def _targets(rows: list[Measurement], config: dict) -> list[dict]:
+    """The issue's targets, each a measured ratio against its threshold."""
+    fp32 = [r for r in rows if "int8" not in r.path and "load test" not in r.path]
+    best_fp32 = max(fp32, key=lambda r: r.images_per_s)
+    eager = max(_best(rows, "pytorch eager"), _best(rows, "pytorch eager channels_last"))
+    reference = _reference(rows)
+    targets = [
+        ("triton ensemble / best in-process onnxruntime",
+         _best(rows, "triton ensemble") / reference, 0.97),
+        ("triton fused / best in-process onnxruntime", _best(rows, "triton fused") / reference,
+         0.97),
+        ("best in-process onnxruntime / best PyTorch eager", reference / eager, 1.5),
+        (f"best fp32 ({best_fp32.path}) / compute limit",
+         best_fp32.images_per_s / config["limit_images_per_s"], 0.85),
+        ("int8 stage II / best fp32", _best(rows, "onnxruntime int8 stage II")
+         / best_fp32.images_per_s, 1.5),
+        ("to disk / server", config["to_disk"]["ratio"], 0.95),
+    ]  # fmt: skip
+    quality = config.get("int8_quality") or {}
+    if quality:
+        targets.append(("int8 PSNR vs fp32 (dB)", quality["psnr_db"]["mean"], 35.0))
+    return [{"target": name, "measured": value, "threshold": threshold,
+             "met": bool(value >= threshold)} for name, value, threshold in targets]  # fmt: skip
+
+
+def _table(config: dict) -> str:
+    """The rows of one configuration as a Markdown table."""
+    lines = [
+        f"**{config['name']}**: {config['description']}; {config['flops_per_image'] / 1e9:.2f} "
+        f"GFLOP/image, limit {config['limit_images_per_s']:.1f} images/s at "
+        f"{config['gemm_gflops']:.0f} GFLOP/s",
+        "",
+        "| path | batch | concurrency | images/s | p50 ms | p99 ms | x ORT | % of limit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in config["rows"]:
+        lines.append(
+            f"| {r['path']} | {r['batch']} | {r['concurrency']} | {r['images_per_s']:.2f} "
+            f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['vs_onnxruntime']:.3f} "
+            f"| {100 * r['fraction_of_limit']:.1f} |"
+        )
+    lines += ["", "| target | measured | threshold | met |", "|---|---:|---:|---|"]
+    for t in config["targets"]:
+        lines.append(
+            f"| {t['target']} | {t['measured']:.3f} | {t['threshold']} | "
+            f"{'yes' if t['met'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def run_config(name: str, work: Path, args, gemm: dict, *, load_test: bool) -> dict:
+    """Prepare one configuration, measure every path, and summarise against the reference."""
+    steps = "exporting" + ("" if args.no_int8 else " and quantizing stage II")
+    print(f"\n[{name}] {steps}", flush=True)
+    models = prepare(name, work / name, int8=not args.no_int8,
+                     calibration_count=args.calibration_count)  # fmt: skip
+    repos = {"fp32": work / name / "repository"}
+    write_repository(models.onnx, repos["fp32"], SERVING)
+    quality = None
+    if models.int8 is not None:
+        repos["int8"] = work / name / "repository-int8"
+        write_repository(models.int8, repos["int8"], SERVING)
+        manifest = json.loads((models.int8 / "export_manifest.json").read_text())
+        quality = manifest.get("quantization")
+    pipeline = build_pytorch(models)
+    flops = flops_per_image(pipeline, pipeline.stage1.config.nz)
+    limit = gemm["best"] * 1e9 / flops
+    print(f"[{name}] {flops / 1e9:.2f} GFLOP/image, limit {limit:.1f} images/s", flush=True)
+    rows = in_process(models, repos, args)
+    serving = served(models, repos["fp32"], args, load_test=load_test)
+    rows += serving["rows"]
+    reference = _reference(rows)
+    summaries = []
+    for r in rows:
+        s = r.summary()
+        s["vs_onnxruntime"] = r.images_per_s / reference
+        s["fraction_of_limit"] = r.images_per_s / limit
+        summaries.append(s)
+    config = {
+        "name": name, "description": models.description, "flops_per_image": flops,
+        "gemm_gflops": gemm["best"], "limit_images_per_s": limit, "rows": summaries,
+        "to_disk": serving["to_disk"], "int8_quality": quality, "int8_error": models.int8_error,
+        "serving_options": SERVING.__dict__,
+    }  # fmt: skip
+    if "load_test" in serving:
+        config["load_test"] = serving["load_test"].summary()
+    config["targets"] = _targets(rows, config)
+    fused_onnx = repos["fp32"] / FUSED / "1" / "model.onnx"
+    config["profile"] = profile(pipeline, fused_onnx, pipeline.stage1.config.nz, batch=8,
+                                threads=CORES, gemm=gemm["best"])  # fmt: skip
+    return config
+
+
+# What the served rows run with; see docs/performance.md for the settings that were tried.
+SERVING = RepositoryOptions()
+
+
+def main() -> None:
+    args = _options()
+    torch.set_num_threads(CORES)
+    gemm = gemm_rate(CORES)
+    print(f"fp32 GEMM: onnxruntime {gemm['onnxruntime_matmul']:.0f} GFLOP/s, "
+          f"torch {gemm['torch_mm']:.0f} GFLOP/s", flush=True)  # fmt: skip
+    results = {
+        "machine": {"cpu": _cpu_name(), "cores": CORES, "python": platform.python_version(),
+                    "onnxruntime": ort.__version__, "torch": torch.__version__},
+        "command": "python benchmarks/pipeline_throughput.py", "gemm": gemm, "configs": {},
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="synthmed-bench-") as work:
+        for i, name in enumerate(args.configs):
+            config = run_config(name, Path(work), args, gemm, load_test=i == 0)
+            results["configs"][name] = config
+    print()
+    for config in results["configs"].values():
+        print(_table(config) + "\n\n" + profile_table(config["profile"]) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    main()

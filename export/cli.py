@@ -1,4 +1,4 @@
-"""Export commands: `synthmed export onnx` (and the TensorRT steps that build on it)."""
+"""Export commands: `synthmed export onnx`, `int8` (CPU stage II) and the TensorRT steps."""
 
 from __future__ import annotations
 
@@ -87,6 +87,81 @@ def export_onnx_cmd(
             f"{c.mismatch_fraction:9.5%}"
         )
     click.echo(f"wrote {', '.join(p.name for p in result.models.values())} to {out}")
+
+
+@export.command("int8")
+@_onnx_dir_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to write: stage I as is, int8 stage II, export_manifest.json.",
+)
+@click.option(
+    "--calibration-count",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Stage I masks that set stage II's activation ranges.",
+)
+@click.option(
+    "--check-count",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Held-out stage I masks (other latents) on which int8 is compared with fp32.",
+)
+@click.option(
+    "--min-psnr",
+    type=float,
+    default=35.0,
+    show_default=True,
+    help="Least mean PSNR (dB) of int8 vs fp32 images; below it nothing is written.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["minmax", "percentile"]),
+    default="minmax",
+    show_default=True,
+    help="How activation ranges are set: full range, or the 99.99th percentile.",
+)
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+def export_int8_cmd(
+    onnx_dir: Path,
+    out: Path,
+    calibration_count: int,
+    check_count: int,
+    min_psnr: float,
+    method: str,
+    force: bool,
+) -> None:
+    """Quantize stage II to int8 for CPUs (onnxruntime), calibrated on stage I's own masks.
+
+    Stage I is copied unchanged, so masks stay identical; stage II keeps its uint8 inputs and
+    outputs. The int8 images are compared with fp32 on held-out masks before anything is
+    written; the folder serves with `synthmed export repository` like any export.
+    """
+    from synthmed.export.quantize import quantize_stage2
+
+    result = quantize_stage2(
+        onnx_dir,
+        out,
+        calibration_count=calibration_count,
+        check_count=check_count,
+        min_psnr=min_psnr,
+        method=method,
+        force=force,
+        report=click.echo,
+    )
+    q = result.quality
+    click.echo(
+        f"int8 vs fp32 on {check_count} held-out masks: PSNR {q.psnr_mean:.2f} dB "
+        f"(min {q.psnr_min:.2f}), SSIM {q.ssim_mean:.4f} (min {q.ssim_min:.4f}), "
+        f"masks identical: {'yes' if q.masks_identical else 'no'}"
+    )
+    if result.fp32_nodes:
+        click.echo(f"kept fp32: {', '.join(result.fp32_nodes)}")
+    click.echo(f"wrote synthmed_stage1.onnx, synthmed_stage2.onnx (int8) to {out}")
 
 
 @export.command("tensorrt")

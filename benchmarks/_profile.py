@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -136,4 +138,65 @@ def profile_table(result: dict) -> str:
                 f"| {runtime} | {r['op']} | {r['ms']:.1f} | {100 * r['share']:.0f} % "
                 f"| {rate} | {frac} |"
             )
+    return "\n".join(lines)
+
+
+_METRIC = re.compile(r'^(nv_inference_\w+)\{model="([^"]+)",version="[^"]*"\} ([0-9.e+]+)$')
+
+
+def server_times(metrics_url: str) -> dict[str, dict[str, float]]:
+    """Triton's own accounting per model, from its Prometheus endpoint (cumulative since
+    start): images, executions, and where the time of a request went: queue, input and
+    output copies, and the model's compute (here the onnxruntime call inside the python
+    backend). Set against in-process time per image, it separates serving overhead from
+    compute."""
+    text = urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=10).read().decode()
+    raw: dict[str, dict[str, float]] = collections.defaultdict(dict)
+    for line in text.splitlines():
+        match = _METRIC.match(line)
+        if match:
+            raw[match[2]][match[1].removeprefix("nv_inference_")] = float(match[3])
+    out = {}
+    for model, m in raw.items():
+        images, requests = m.get("count", 0.0), m.get("request_success", 0.0)
+        executions = m.get("exec_count", 0.0)
+        if not images or not requests:
+            continue
+        # A batched execution's duration is booked to every request in it: per image, divide
+        # the mean per-request figure by the images of one execution.
+        per_execution = images / executions if executions else 1.0
+        out[model] = {
+            "images": images,
+            "requests": requests,
+            "images_per_execution": per_execution,
+            "request_ms": m.get("request_duration_us", 0) / requests / 1e3,
+            "queue_ms": m.get("queue_duration_us", 0) / requests / 1e3,
+            "input_output_ms": (m.get("compute_input_duration_us", 0)
+                                + m.get("compute_output_duration_us", 0)) / requests / 1e3,
+            "compute_ms_per_image": m.get("compute_infer_duration_us", 0) / requests / 1e3
+            / per_execution,
+        }  # fmt: skip
+    return out
+
+
+def server_table(times: dict[str, dict[str, float]], in_process_ms_per_image: float) -> str:
+    """Markdown table of `server_times`, with the in-process compute per image beside it."""
+    lines = [
+        "Server-side time (Triton metrics, all requests of the run); in-process onnxruntime "
+        f"(fused, best batch) takes {in_process_ms_per_image:.2f} ms per image:",
+        "",
+        "| model | requests | images/execution | request ms | queue ms | in+out ms "
+        "| compute ms/image |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model, t in sorted(times.items()):
+        if model == "synthmed":  # the ensemble itself runs nothing; its steps are listed
+            lines.append(f"| synthmed (ensemble) | {t['requests']:.0f} | - "
+                         f"| {t['request_ms']:.1f} | - | - | - |")  # fmt: skip
+            continue
+        lines.append(
+            f"| {model} | {t['requests']:.0f} | {t['images_per_execution']:.1f} "
+            f"| {t['request_ms']:.1f} | {t['queue_ms']:.1f} | {t['input_output_ms']:.2f} "
+            f"| {t['compute_ms_per_image']:.2f} |"
+        )
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Which Triton settings make the served pipeline fastest on this CPU: one sweep, one run.
 
-    python benchmarks/serving_settings.py [--configs default] [--seconds 4]
+    python benchmarks/serving_settings.py [--configs default] [--seconds 3] [--rounds 2]
 
 For each variant of the repository options (onnxruntime threads per instance, spin-waiting,
 instances per model, dynamic-batching queue delay), writes a python-backend repository, starts
@@ -13,6 +13,7 @@ Prints a table and writes benchmarks/results/serving_settings.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,12 +30,12 @@ from synthmed.serving.server import TritonServer, free_ports
 
 CORES = os.cpu_count() or 1
 VARIANTS = {
-    "spinning on, all threads": RepositoryOptions(cpu_spinning=True),
-    "spinning off, all threads": RepositoryOptions(cpu_spinning=False),
-    "spinning off, 1 thread per instance": RepositoryOptions(cpu_threads=1),
-    "spinning off, 1 thread, 2 instances": RepositoryOptions(cpu_threads=1, instances=2),
-    "spinning off, no queue delay": RepositoryOptions(max_queue_delay_us=0),
-    "spinning off, 10 ms queue delay": RepositoryOptions(max_queue_delay_us=10_000),
+    "default (spinning off, all threads, preferred 8/16/32, 2 ms)": RepositoryOptions(),
+    "spinning on": RepositoryOptions(cpu_spinning=True),
+    "preferred batch 8 only": RepositoryOptions(preferred_batch_sizes=(8,)),
+    "1 thread per instance, 2 instances": RepositoryOptions(cpu_threads=1, instances=2),
+    "no queue delay": RepositoryOptions(max_queue_delay_us=0),
+    "10 ms queue delay": RepositoryOptions(max_queue_delay_us=10_000),
 }
 POINTS = ((1, 4), (8, 1), (8, 4))  # (batch, concurrency)
 
@@ -51,40 +52,62 @@ def _in_process(name: str, repo: Path, seconds: float) -> list[dict]:
     return rows
 
 
-def _served(name: str, repo: Path, variant: str, options: RepositoryOptions, seconds: float):
+def _served(name: str, url: str, variant: str, options: RepositoryOptions, seconds: float):
     """The ensemble at every (batch, concurrency) point on a server with these options."""
     rows = []
-    http, grpc, metrics = free_ports()
-    with TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                      echo_log=False) as server:  # fmt: skip
-        for batch, concurrency in POINTS:
-            request = triton_request(server.url("grpc"), "synthmed", batch)
-            m = report(measure(name, "triton ensemble", request, batch,
-                               concurrency=concurrency, seconds=seconds))  # fmt: skip
-            rows.append({"variant": variant, "options": dataclasses.asdict(options),
-                         **m.summary()})  # fmt: skip
+    for batch, concurrency in POINTS:
+        request = triton_request(url, "synthmed", batch)
+        m = report(measure(name, "triton ensemble", request, batch, concurrency=concurrency,
+                           seconds=seconds))  # fmt: skip
+        rows.append({"variant": variant, "options": dataclasses.asdict(options), **m.summary()})
     return rows
+
+
+def _best_of(rows: list[dict]) -> list[dict]:
+    """Per variant and point, the fastest round (noise only slows a run down)."""
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["variant"], r["batch"], r["concurrency"])
+        if key not in best or r["images_per_s"] > best[key]["images_per_s"]:
+            best[key] = r
+    return list(best.values())
+
+
+def _sweep(name: str, work: Path, seconds: float, rounds: int) -> list[dict]:
+    """Every variant's server up at once (idle ones cost memory, not CPU), measured in
+    interleaved rounds so that a slow spell of the machine hits every variant alike."""
+    models = prepare(name, work, int8=False, calibration_count=0)
+    write_repository(models.onnx, work / "reference", RepositoryOptions())
+    servers = {}
+    rows: list[dict] = []
+    with contextlib.ExitStack() as stack:
+        for i, (variant, options) in enumerate(VARIANTS.items()):
+            write_repository(models.onnx, work / f"variant{i}", options)
+            http, grpc, metrics = free_ports()
+            server = TritonServer(work / f"variant{i}", http_port=http, grpc_port=grpc,
+                                  metrics_port=metrics, echo_log=False)  # fmt: skip
+            servers[variant] = stack.enter_context(server).url("grpc")
+        for r in range(rounds):
+            print(f"[{name}] round {r + 1} of {rounds}", flush=True)
+            rows += _in_process(name, work / "reference", seconds)
+            for variant, url in servers.items():
+                print(f"[{name}] {variant}", flush=True)
+                rows += _served(name, url, variant, VARIANTS[variant], seconds)
+    return _best_of(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=["default"])
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=2, help="Best of this many.")
     default_out = Path(__file__).parent / "results" / "serving_settings.json"
     parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args()
-    results: dict = {"cores": CORES, "points": POINTS, "configs": {}}
+    results: dict = {"cores": CORES, "points": POINTS, "rounds": args.rounds, "configs": {}}
     with tempfile.TemporaryDirectory(prefix="synthmed-settings-") as tmp:
         for name in args.configs:
-            work = Path(tmp) / name
-            models = prepare(name, work, int8=False, calibration_count=0)
-            write_repository(models.onnx, work / "reference", RepositoryOptions())
-            rows = _in_process(name, work / "reference", args.seconds)
-            for i, (variant, options) in enumerate(VARIANTS.items()):
-                print(f"[{name}] {variant}", flush=True)
-                write_repository(models.onnx, work / f"variant{i}", options)
-                rows += _served(name, work / f"variant{i}", variant, options, args.seconds)
-            results["configs"][name] = rows
+            results["configs"][name] = _sweep(name, Path(tmp) / name, args.seconds, args.rounds)
     print(f"\n{'variant':40s} {'batch':>5s} {'conc':>4s} {'images/s':>9s} {'p99 ms':>8s}")
     for name, rows in results["configs"].items():
         print(f"[{name}]")

@@ -277,6 +277,11 @@ def export_tensorrt_cmd(
     show_default=True,
     help="python backend: onnxruntime threads per instance (0: all cores).",
 )
+@click.option(
+    "--cpu-spinning",
+    is_flag=True,
+    help="python backend: idle onnxruntime threads spin-wait (off: measured faster on 2 cores).",
+)
 def export_repository_cmd(
     onnx_dir: Path,
     engines: Path | None,
@@ -291,6 +296,7 @@ def export_repository_cmd(
     tensorrt_accelerator: bool,
     max_inflight_requests: int,
     cpu_threads: int,
+    cpu_spinning: bool,
 ) -> None:
     """Write a Triton model repository: stage I, stage II, the ensemble `synthmed` (+ fused)."""
     from synthmed.serving.repository import RepositoryOptions, write_repository
@@ -307,6 +313,7 @@ def export_repository_cmd(
         version=version,
         fused=not no_fused,
         cpu_threads=cpu_threads,
+        cpu_spinning=cpu_spinning,
     )
     names = write_repository(onnx_dir, out, options, engines_dir=engines, overwrite=overwrite)
     click.echo(f"wrote {', '.join(names)} (version {version}, {backend} backend) to {out}")

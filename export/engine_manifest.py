@@ -13,7 +13,6 @@ tensorrt (and torch, to name the GPU) are imported only by `load_engine`, throug
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import re
@@ -25,6 +24,7 @@ import synthmed
 from synthmed.atomic import write_text_atomic
 from synthmed.errors import UserInputError
 from synthmed.export import tensorrt_runtime
+from synthmed.export.manifest import sha256_file
 from synthmed.export.tensorrt_ops import onnx_inputs
 
 if TYPE_CHECKING:
@@ -42,14 +42,6 @@ class EngineCompatibilityError(UserInputError):
 def _host_platform() -> str:
     # Plans are not portable across platforms (TensorRT support matrix, "Engine Portability").
     return f"{platform.system()}-{platform.machine()}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest_path(plan: Path) -> Path:
@@ -75,9 +67,9 @@ def write_engine_manifest(
     }
     manifest = {
         "plan": plan.name,
-        "plan_sha256": _sha256(plan),
+        "plan_sha256": sha256_file(plan),
         "onnx_file": onnx_path.name,
-        "onnx_sha256": _sha256(onnx_path),
+        "onnx_sha256": sha256_file(onnx_path),
         "tensorrt_version": tensorrt_version,
         "gpu_name": gpu_name,
         "compute_capability": list(compute_capability),
@@ -191,7 +183,7 @@ def check_engine_manifest(
     manifest = _read_manifest(plan)
     if not plan.is_file():
         raise EngineCompatibilityError(f"engine plan not found: {plan}")
-    if _sha256(plan) != manifest["plan_sha256"]:
+    if sha256_file(plan) != manifest["plan_sha256"]:
         raise EngineCompatibilityError(f"{plan.name} does not match its manifest (sha256 differs)")
     built_platform = manifest.get("platform")
     if host_platform and built_platform and built_platform != host_platform:

@@ -21,7 +21,6 @@ used by `synthmed export repository` and `synthmed serve` as it is.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -47,9 +46,9 @@ from synthmed.atomic import replace_dir
 from synthmed.errors import SynthmedError, UserInputError
 from synthmed.export.calibration import CALIBRATION_SEED
 from synthmed.export.conv_transpose import conv_transpose_to_conv
+from synthmed.export.manifest import MANIFEST, sha256_file
 from synthmed.latents import latents
 
-MANIFEST = "export_manifest.json"
 STAGE1, STAGE2 = "synthmed_stage1", "synthmed_stage2"
 PRECISION = "int8-stage2"
 # Entropy is not offered: quantize_static cannot set its bin counts, and with the defaults
@@ -102,10 +101,6 @@ def _run(session: ort.InferenceSession, name: str, output: str, data: np.ndarray
         session.run([output], {name: data[i : i + _BATCH]})[0] for i in range(0, len(data), _BATCH)
     ]
     return np.concatenate(parts)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class _MaskReader(CalibrationDataReader):
@@ -306,7 +301,7 @@ def _manifest(source: dict, stage2: Path, block: dict) -> dict:
     manifest["precision"] = PRECISION
     models = {name: dict(source["models"][name]) for name in (STAGE1, STAGE2)}
     models[STAGE2]["fp32_sha256"] = models[STAGE2]["sha256"]
-    models[STAGE2]["sha256"] = _sha256(stage2)
+    models[STAGE2]["sha256"] = sha256_file(stage2)
     manifest["models"] = models
     manifest["quantization"] = block
     return manifest

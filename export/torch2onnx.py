@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import logging
@@ -35,13 +34,13 @@ import synthmed
 from synthmed.atomic import replace_dir
 from synthmed.errors import SynthmedError, UserInputError
 from synthmed.export.graphs import FusedGraph, SingleGraph, Stage1Graph, Stage2Graph
+from synthmed.export.manifest import MANIFEST, sha256_file
 from synthmed.export.verify import TOLERANCES, Check, verify
 from synthmed.latents import latents
 from synthmed.training.checkpoint import GeneratorInfo, load_generator
 
 OPSETS = range(17, 22)
 DEFAULT_OPSET = 18
-MANIFEST = "export_manifest.json"
 # The largest batch the graphs promise to accept; TensorRT profiles and Triton configs use it.
 MAX_BATCH = 1024
 
@@ -80,10 +79,6 @@ class _Job:
     reference: nn.Module
     make_inputs: Callable[[int], dict[str, np.ndarray]]
     sources: list[GeneratorInfo]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _latent_inputs(nz: int) -> Callable[[int], dict[str, np.ndarray]]:
@@ -295,7 +290,7 @@ def export_onnx(
             result.models[job.name] = out / path.name
             manifest["models"][job.name] = {
                 "file": path.name,
-                "sha256": _sha256(path),
+                "sha256": sha256_file(path),
                 **_io_contract(path),
                 "sources": [str(info.path.resolve()) for info in job.sources],
                 "verification": [asdict(c) for c in checks],

@@ -26,6 +26,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from synthmed.atomic import replace_dir, write_text_atomic
 from synthmed.errors import UserInputError
+from synthmed.export.manifest import MANIFEST
 
 STAGE1, STAGE2, FUSED, ENSEMBLE = "synthmed_stage1", "synthmed_stage2", "synthmed_fused", "synthmed"
 BACKENDS = ("onnxruntime", "tensorrt", "python")
@@ -169,11 +170,9 @@ def parse_pbtxt(text: str) -> mc.ModelConfig:
 
 
 def _specs(onnx_dir: Path, engines_dir: Path | None, options: RepositoryOptions) -> list[ModelSpec]:
-    manifest_path = onnx_dir / "export_manifest.json"
+    manifest_path = onnx_dir / MANIFEST
     if not manifest_path.is_file():
-        raise UserInputError(
-            f"{onnx_dir}: no export_manifest.json; is it a `synthmed export onnx` folder?"
-        )
+        raise UserInputError(f"{onnx_dir}: no {MANIFEST}; is it a `synthmed export onnx` folder?")
     models = json.loads(manifest_path.read_text())["models"]
     missing = [name for name in (STAGE1, STAGE2) if name not in models]
     if missing:

@@ -26,6 +26,11 @@ def export() -> None:
 @click.option("--stage1", type=click.Path(path_type=Path), help="Stage I run folder.")
 @click.option("--stage2", type=click.Path(path_type=Path), help="Stage II run folder.")
 @click.option("--single", type=click.Path(path_type=Path), help="Single-GAN baseline run folder.")
+@click.option(
+    "--cstylegan2",
+    type=click.Path(path_type=Path),
+    help="Conditional StyleGAN2 run folder (`synthmed train stylegan2`).",
+)
 @click.option("--demo", is_flag=True, help="Export the bundled demo stage I + stage II.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write.")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (17..21).")
@@ -47,6 +52,7 @@ def export_onnx_cmd(
     stage1: Path | None,
     stage2: Path | None,
     single: Path | None,
+    cstylegan2: Path | None,
     demo: bool,
     out: Path,
     opset: int,
@@ -55,7 +61,7 @@ def export_onnx_cmd(
     max_mismatch: float | None,
     force: bool,
 ) -> None:
-    """Export stage I, stage II, the fused pipeline (and --single) to ONNX, verified.
+    """Export stage I, stage II, the fused pipeline (and --single, --cstylegan2) to ONNX, verified.
 
     Each graph passes onnx.checker's full check and must match PyTorch under onnxruntime
     at batch sizes 1, 3 and 16 before anything is written to --out.
@@ -73,6 +79,7 @@ def export_onnx_cmd(
         stage1=stage1,
         stage2=stage2,
         single=single,
+        cstylegan2=cstylegan2,
         opset=opset,
         fp16=fp16,
         tolerance=tolerance,
@@ -80,10 +87,10 @@ def export_onnx_cmd(
         force=force,
         report=click.echo,
     )
-    click.echo(f"{'model':18s} {'output':7s} {'batch':>5s} {'max diff':>8s} {'mismatch':>9s}")
+    click.echo(f"{'model':19s} {'output':7s} {'batch':>5s} {'max diff':>8s} {'mismatch':>9s}")
     for c in result.checks:
         click.echo(
-            f"{c.model:18s} {c.output:7s} {c.batch:5d} {c.max_abs_diff:8d} "
+            f"{c.model:19s} {c.output:7s} {c.batch:5d} {c.max_abs_diff:8d} "
             f"{c.mismatch_fraction:9.5%}"
         )
     click.echo(f"wrote {', '.join(p.name for p in result.models.values())} to {out}")

@@ -4,6 +4,8 @@
     synthmed_stage2   mask  UINT8 [B, H, W]    -> image  UINT8 [B, H, W, 3]  (RGB, HWC)
     synthmed_fused    z     FP32  [B, nz]      -> image, mask                (both stages)
     synthmed_single   z     FP32  [B, nz]      -> image  UINT8 [B, H, W, 3]  (baseline)
+    synthmed_cstylegan2  z FP32 [B, z_dim], class INT64 [B], truncation FP32 [B]
+                                              -> image UINT8 [B, H, W, 3], mask UINT8 [B, H, W]
 
 The mask is binarised in stage I's graph (tanh output > 0) and read back in stage II's graph
 as vessel where >= 128, so a hand-drawn, antialiased mask can be sent to stage II directly.
@@ -85,3 +87,31 @@ class SingleGraph(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Latents float32 [B, nz] -> uint8 RGB image [B, H, W, 3]."""
         return tanh_to_uint8(self.generator(z.to(self.dtype)))
+
+
+class ConditionalGraph(nn.Module):
+    """(z, class, truncation) -> (image, mask): the conditional StyleGAN2.
+
+    Per-layer noise is the generator's stored constant pattern, so the outputs are a pure
+    function of the inputs. Truncation is per sample (psi = 1 leaves w as drawn), towards the
+    sample's class average. A one-channel generator's image is repeated to RGB, so every
+    model serves the same image contract.
+    """
+
+    input_names = ("z", "class", "truncation")
+    output_names = ("image", "mask")
+
+    def __init__(self, generator: nn.Module, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.generator, self.dtype = generator, dtype
+
+    def forward(
+        self, z: torch.Tensor, labels: torch.Tensor, truncation: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z float32 [B, z_dim], class int64 [B], truncation float32 [B] -> uint8 outputs."""
+        out = self.generator(
+            z.to(self.dtype), labels, truncation.to(self.dtype), noise_mode="const"
+        )
+        channels = out.shape[1] - 1
+        image = out[:, :channels].expand(-1, 3, -1, -1) if channels == 1 else out[:, :channels]
+        return tanh_to_uint8(image), mask_to_uint8(binary_mask(out[:, channels:]))

@@ -4,6 +4,7 @@
     OUT/synthmed_stage2.onnx   mask -> image
     OUT/synthmed_fused.onnx    z -> image, mask        (when both stages are given)
     OUT/synthmed_single.onnx   z -> image              (the baseline, with --single)
+    OUT/synthmed_cstylegan2.onnx  z, class, truncation -> image, mask  (with --cstylegan2)
     OUT/export_manifest.json   files, hashes, I/O contract, sources, verification results
 
 Everything is written into a temporary folder beside OUT and renamed into place after every
@@ -33,16 +34,24 @@ from torch import nn
 import synthmed
 from synthmed.atomic import replace_dir
 from synthmed.errors import SynthmedError, UserInputError
-from synthmed.export.graphs import FusedGraph, SingleGraph, Stage1Graph, Stage2Graph
+from synthmed.export.graphs import (
+    ConditionalGraph,
+    FusedGraph,
+    SingleGraph,
+    Stage1Graph,
+    Stage2Graph,
+)
 from synthmed.export.manifest import MANIFEST, sha256_file
 from synthmed.export.verify import TOLERANCES, Check, verify
 from synthmed.latents import latents
 from synthmed.training.checkpoint import GeneratorInfo, load_generator
+from synthmed.training.models import CStyleGAN2Config
 
 OPSETS = range(17, 22)
 DEFAULT_OPSET = 18
 # The largest batch the graphs promise to accept; TensorRT profiles and Triton configs use it.
 MAX_BATCH = 1024
+CONDITIONAL = "synthmed_cstylegan2"
 
 
 class ExportError(SynthmedError):
@@ -100,11 +109,25 @@ def _mask_inputs(stage1: nn.Module | None, size: int, nz: int) -> Callable[[int]
     return make
 
 
-def _jobs(stage1: Path | None, stage2: Path | None, single: Path | None, fp16: bool) -> list[_Job]:
+def _conditional_inputs(config: CStyleGAN2Config) -> Callable[[int], dict[str, np.ndarray]]:
+    """Latents, every class in turn, and truncation from 1 (none) down to 0.5."""
+
+    def make(batch: int) -> dict[str, np.ndarray]:
+        return {
+            "z": latents(batch, range(batch), config.z_dim),
+            "class": np.arange(batch, dtype=np.int64) % config.num_classes,
+            "truncation": np.linspace(1.0, 0.5, batch, dtype=np.float32),
+        }
+
+    return make
+
+
+def _jobs(runs: dict[str, Path | None], fp16: bool) -> list[_Job]:
     """Load the runs and pair each graph to export with its fp32 PyTorch reference."""
     dtype = torch.float16 if fp16 else torch.float32
     loaded: dict[str, _Loaded] = {}
-    for role, path in (("stage1", stage1), ("stage2", stage2), ("single", single)):
+    stage1, stage2 = runs.get("stage1"), runs.get("stage2")
+    for role, path in runs.items():
         if path is not None:
             model, info = load_generator(path, role=role)
             export_model = copy.deepcopy(model).to(dtype) if fp16 else model
@@ -138,6 +161,10 @@ def _jobs(stage1: Path | None, stage2: Path | None, single: Path | None, fp16: b
         jobs.append(
             job("synthmed_single", SingleGraph, [single_run], _latent_inputs(single_run.nz))
         )
+    if "cstylegan2" in loaded:
+        run = loaded["cstylegan2"]
+        inputs = _conditional_inputs(run.info.model_config)
+        jobs.append(job(CONDITIONAL, ConditionalGraph, [run], inputs))
     return jobs
 
 
@@ -145,7 +172,7 @@ def _to_onnx(job: _Job, path: Path, opset: int, example: dict[str, np.ndarray]) 
     """Trace `job.graph` with torch.export and write it as ONNX with a dynamic batch axis."""
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     args = tuple(torch.from_numpy(v) for v in example.values())
-    dynamic = {name: {0: batch} for name in job.graph.input_names}
+    dynamic = tuple({0: batch} for _ in job.graph.input_names)
     # The exporter narrates to stdout and logs a warning per missing torchvision op; keep the
     # CLI's output to what the user needs.
     exporter_log = logging.getLogger("torch.onnx")
@@ -227,7 +254,9 @@ def _io_contract(path: Path) -> dict[str, dict]:
 
 def _check_request(out: Path, opset: int, force: bool, runs: list[Path | None]) -> None:
     if not any(runs):
-        raise UserInputError("nothing to export: give --stage1 and/or --stage2, or --single")
+        raise UserInputError(
+            "nothing to export: give --stage1 and/or --stage2, --single, or --cstylegan2"
+        )
     if opset not in OPSETS:
         raise UserInputError(
             f"--opset {opset} is not supported (expected {OPSETS[0]} to {OPSETS[-1]})"
@@ -244,6 +273,7 @@ def export_onnx(
     stage1: Path | None = None,
     stage2: Path | None = None,
     single: Path | None = None,
+    cstylegan2: Path | None = None,
     opset: int = DEFAULT_OPSET,
     fp16: bool = False,
     tolerance: int | None = None,
@@ -254,12 +284,14 @@ def export_onnx(
 ) -> ExportResult:
     """Export, check and verify the given runs into `out` (see the module docstring)."""
     out = Path(out)
-    _check_request(out, opset, force, [stage1, stage2, single])
+    runs = {"stage1": stage1, "stage2": stage2, "single": single, "cstylegan2": cstylegan2}
+    runs = {role: path for role, path in runs.items() if path is not None}
+    _check_request(out, opset, force, list(runs.values()))
     precision = "fp16" if fp16 else "fp32"
     default_tolerance, default_fraction = TOLERANCES[precision]
     tolerance = default_tolerance if tolerance is None else tolerance
     max_fraction = default_fraction if max_fraction is None else max_fraction
-    jobs = _jobs(stage1, stage2, single, fp16)
+    jobs = _jobs(runs, fp16)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -294,6 +326,7 @@ def export_onnx(
                 **_io_contract(path),
                 "sources": [str(info.path.resolve()) for info in job.sources],
                 "verification": [asdict(c) for c in checks],
+                **_classes(job),
             }
             worst = max(c.max_abs_diff for c in checks)
             report(f"{job.name}: OK at batch sizes {list(batch_sizes)}, max difference {worst}")
@@ -303,6 +336,14 @@ def export_onnx(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return result
+
+
+def _classes(job: _Job) -> dict[str, list]:
+    """For a conditional model, the label -> class name table and which classes are gray."""
+    config = job.sources[0].model_config
+    if not isinstance(config, CStyleGAN2Config):
+        return {}
+    return {"classes": list(config.classes), "grayscale_classes": list(config.grayscale_classes)}
 
 
 def _publish(staging: Path, out: Path) -> None:

@@ -18,6 +18,7 @@ from synthmed.evaluation.cli import evaluate
 from synthmed.export.cli import export
 from synthmed.serving.cli import serve
 from synthmed.training import cli as training_cli
+from synthmed.training.stylegan2_cli import stylegan2_cmd
 
 
 class _Group(click.Group):
@@ -44,7 +45,8 @@ def cli() -> None:
 
 
 cli.add_command(training_cli.data)
-cli.add_command(training_cli.train_cmd)
+training_cli.train_group.add_command(stylegan2_cmd)
+cli.add_command(training_cli.train_group)
 cli.add_command(training_cli.train_demo_cmd)
 cli.add_command(training_cli.sample_cmd)
 cli.add_command(export)

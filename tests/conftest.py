@@ -27,8 +27,43 @@ def cells64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def gray_cells64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight 64x64 cell phantoms with one-channel (grayscale) images."""
+    out = tmp_path_factory.mktemp("gray_cells64")
+    write_phantom_dataset("cells", out, 8, 64, 3, grayscale=True)
+    return out
+
+
 # Options for a tiny, fast training run.
 TINY_TRAIN = "--ngf 8 --ndf 8 --nz 16 --batch-size 4 --quiet".split()
+# The same for `synthmed train stylegan2`: widths of 32 at most, a 16-d latent and style.
+TINY_STYLEGAN2 = (
+    "--z-dim 16 --w-dim 16 --mapping-layers 1 --channel-base 512 --max-channels 32 "
+    "--batch-size 4 --quiet"
+).split()
+
+
+@pytest.fixture(scope="session")
+def cstylegan2_run(
+    retina64: Path, gray_cells64: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A conditional StyleGAN2 trained 4 steps on two classes: retina (RGB), cells (gray)."""
+    out = tmp_path_factory.mktemp("cstylegan2") / "run"
+    args = ["--data", retina64, "--data", gray_cells64, "--class-name", "retina"]
+    args += ["--class-name", "cells", "--out", out, "--steps", "4", *TINY_STYLEGAN2]
+    result = run_cli("train", "stylegan2", *args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="session")
+def cstylegan2_onnx(cstylegan2_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`synthmed export onnx --cstylegan2` of that run: synthmed_cstylegan2.onnx + manifest."""
+    out = tmp_path_factory.mktemp("cstylegan2_export") / "onnx"
+    result = run_cli("export", "onnx", "--cstylegan2", cstylegan2_run, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
 
 
 def run_cli(*args: str) -> Result:

@@ -31,7 +31,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
 FORMAT = "synthmed-checkpoint/1"
-ROLES = ("stage1", "stage2", "single")
+ROLES = ("stage1", "stage2", "single", "cstylegan2")
 
 # How each role's tensors map to pixels; export bakes the same conversions into the graph.
 NORMALISATION = {
@@ -46,6 +46,11 @@ NORMALISATION = {
     "single": {
         "input": "z ~ N(0, 1), float32 [nz]",
         "output": "tanh in [-1, 1]; pixel = (x + 1) * 127.5",
+    },
+    "cstylegan2": {
+        "input": "z ~ N(0, 1), float32 [z_dim]; class int64 in [0, classes); truncation psi",
+        "output": "image channels about [-1, 1], pixel = clamp((x + 1) * 127.5); "
+        "last channel: mask = output > 0",
     },
 }
 

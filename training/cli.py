@@ -49,12 +49,14 @@ def data() -> None:
     "--size", type=int, default=256, show_default=True, help="Side of the square images, in pixels."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
-def data_phantom(kind: str, out: Path, count: int, size: int, seed: int) -> None:
+@click.option("--grayscale", is_flag=True, help="Write one-channel (luma) images.")
+def data_phantom(kind: str, out: Path, count: int, size: int, seed: int, grayscale: bool) -> None:
     """Write procedural (image, mask) pairs: a stand-in for DRIVE where it cannot be downloaded."""
     from synthmed.training.data.phantom import write_phantom_dataset
 
-    names = write_phantom_dataset(kind, out, count, size, seed, progress=True)
-    click.echo(f"wrote {len(names)} {kind} pairs of {size}x{size} to {out}")
+    names = write_phantom_dataset(kind, out, count, size, seed, grayscale=grayscale, progress=True)
+    tone = "grayscale " if grayscale else ""
+    click.echo(f"wrote {len(names)} {tone}{kind} pairs of {size}x{size} to {out}")
 
 
 @data.command("check")
@@ -241,62 +243,91 @@ def _with_train_options(func: Any) -> Any:
     return func
 
 
-@click.command("train")
-@click.argument("kind", type=click.Choice(["stage1", "stage2", "single"]))
-@_with_train_options
-@click.pass_context
-def train_cmd(
-    ctx: click.Context,
-    kind: str,
-    data_dir: Path | None,
-    out: Path,
-    resume: bool,
-    quiet: bool,
-    no_augment: bool,
-    **options: Any,
-) -> None:
-    """Train a generator: stage1 (noise -> mask), stage2 (mask -> image) or single (noise -> image).
+@click.group("train")
+def train_group() -> None:
+    """Train a generator: the dual GAN's stage1 and stage2, the single-GAN baseline, or a
+    conditional StyleGAN2 over several datasets.
 
     Ctrl-C (or SIGTERM) saves a checkpoint before exiting; --resume continues it. For several
     GPUs run the same command under torchrun, e.g.
     `torchrun --nproc-per-node 4 -m synthmed train stage2 --data DIR --out RUN`.
     """
-    require_torch()
-    from synthmed.training.config import TrainConfig
-    from synthmed.training.data.augment import AugmentConfig
-    from synthmed.training.train import resume_config, train
 
-    if resume:
-        given = {
-            k: v
-            for k, v in options.items()
-            if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE
-        }
-        if data_dir is not None:
-            given["data"] = str(data_dir)
-        cfg = resume_config(out, given)
-        if cfg.kind != kind:
-            raise UserInputError(f"{out}: is a {cfg.kind} run, not {kind}")
-    else:
-        if data_dir is None:
-            raise UserInputError("--data is required (the paired dataset folder to train on)")
-        augment = (
-            AugmentConfig(flips=False, rotation_degrees=0, colour_jitter=0)
-            if no_augment
-            else AugmentConfig()
-        )
-        cfg = TrainConfig(kind=kind, data=str(data_dir), augment=augment, **options)
-    result = train(cfg, out, resume=resume, progress=not quiet)
+
+_DUAL_GAN_HELP = {
+    "stage1": "Stage I of the dual GAN: noise -> segmentation mask (a DCGAN).",
+    "stage2": "Stage II of the dual GAN: mask -> photograph (pix2pix).",
+    "single": "The single-GAN baseline: noise -> photograph, no mask (a DCGAN).",
+}
+
+
+def _dual_gan_command(kind: str) -> click.Command:
+    """`synthmed train KIND` for one of the dual GAN's kinds; all share the same options."""
+
+    @click.command(kind, help=_DUAL_GAN_HELP[kind])
+    @_with_train_options
+    @click.pass_context
+    def command(
+        ctx: click.Context,
+        data_dir: Path | None,
+        out: Path,
+        resume: bool,
+        quiet: bool,
+        no_augment: bool,
+        **options: Any,
+    ) -> None:
+        require_torch()
+        from synthmed.training.config import TrainConfig
+        from synthmed.training.data.augment import AugmentConfig
+        from synthmed.training.train import resume_config, train
+
+        if resume:
+            given = given_options(ctx, options)
+            if data_dir is not None:
+                given["data"] = str(data_dir)
+            cfg = resume_config(out, given)
+            if cfg.kind != kind:
+                raise UserInputError(f"{out}: is a {cfg.kind} run, not {kind}")
+        else:
+            if data_dir is None:
+                raise UserInputError("--data is required (the paired dataset folder to train on)")
+            augment = (
+                AugmentConfig(flips=False, rotation_degrees=0, colour_jitter=0)
+                if no_augment
+                else AugmentConfig()
+            )
+            cfg = TrainConfig(kind=kind, data=str(data_dir), augment=augment, **options)
+        result = train(cfg, out, resume=resume, progress=not quiet)
+        report_run(ctx, kind, out, result, cfg.steps)
+
+    return command
+
+
+def given_options(ctx: click.Context, options: dict[str, Any]) -> dict[str, Any]:
+    """The options typed on the command line (not defaults): what a resume may override."""
+    return {
+        k: v
+        for k, v in options.items()
+        if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE
+    }
+
+
+def report_run(ctx: click.Context, kind: str, out: Path, result: Any, steps: int) -> None:
+    """Print a run's last losses and metrics; exit 130 if it was interrupted."""
     summary = " ".join(
         f"{k}={v:.4g}" for k, v in {**result.last_losses, **result.eval_metrics}.items()
     )
     click.echo(
-        f"{kind}: step {result.step}/{cfg.steps}, {result.seconds_per_step:.3f} s/step, {summary}"
+        f"{kind}: step {result.step}/{steps}, {result.seconds_per_step:.3f} s/step, {summary}"
     )
     if result.interrupted:
         click.echo(f"interrupted: checkpoint saved in {out}; continue with --resume", err=True)
         ctx.exit(130)
     click.echo(f"checkpoint: {out}")
+
+
+for _kind in _DUAL_GAN_HELP:
+    train_group.add_command(_dual_gan_command(_kind))
 
 
 @click.command("train-demo")

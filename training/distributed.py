@@ -51,6 +51,31 @@ class Distributed:
         """Whether `flag` holds on some rank."""
         return not self.all_true(not flag)
 
+    def average_gradients(self, module: nn.Module) -> None:
+        """Average `module`'s gradients over ranks, in one flat all-reduce. For losses with a
+        double backward (R1, path length), which DistributedDataParallel cannot wrap."""
+        if self.world_size == 1:
+            return
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.flatten() for g in grads]) / self.world_size
+        dist.all_reduce(flat)
+        for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+            g.copy_(part.view_as(g))
+
+    def sum(self, value: torch.Tensor) -> torch.Tensor:
+        """The sum of a tensor over ranks (a copy; `value` is left as it is)."""
+        if self.world_size == 1:
+            return value
+        value = value.clone()
+        dist.all_reduce(value)
+        return value
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of a tensor over ranks."""
+        return self.sum(value) / self.world_size
+
     def close(self) -> None:
         """Leave the process group."""
         if self.world_size > 1 and dist.is_initialized():

@@ -138,7 +138,8 @@ def _batch_index(cfg: TrainConfig, n: int, step: int, dist: Distributed) -> torc
     return index[dist.rank :: dist.world_size]
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse to resume nothing, or to start over a run that is there; create the folder."""
     has_state = (run_dir / STATE_FILE).exists()
     if resume and not has_state:
         raise UserInputError(f"{run_dir}: nothing to resume (no {STATE_FILE})")
@@ -157,7 +158,7 @@ class Trainer:
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
         self.dist = setup(cfg.device)
         if self.dist.is_main:
-            _prepare_run_dir(run_dir, resume)
+            prepare_run_dir(run_dir, resume)
         self.precision = _precision(cfg, self.dist.device)
         self.data: PairedData = load_paired_data(
             cfg.data,

@@ -342,12 +342,20 @@ def _write_png_atomic(array: np.ndarray, path: Path) -> None:
 
 
 def write_phantom_dataset(
-    kind: str, out: Path, count: int, size: int, seed: int, *, progress: bool = False
+    kind: str,
+    out: Path,
+    count: int,
+    size: int,
+    seed: int,
+    *,
+    grayscale: bool = False,
+    progress: bool = False,
 ) -> list[str]:
     """Write ``count`` phantoms as ``out/{images,masks,fov}/<kind>_<i:05d>.png``; return names.
 
     Sample ``i`` is seeded from ``(seed, i)`` alone, so growing ``count`` keeps the earlier
-    samples and their PNG bytes unchanged.
+    samples and their PNG bytes unchanged. ``grayscale`` writes one-channel images (the
+    luma of the colour phantom), like a brightfield or X-ray set.
     """
     size, seed = _check_request(kind, size, seed)
     count = _require_int("count", count, 1)
@@ -360,7 +368,10 @@ def write_phantom_dataset(
         sample_seed = int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0])
         sample = render_phantom(kind, size, sample_seed)
         name = f"{kind}_{i:05d}"
-        _write_png_atomic(sample.image, folders["images"] / f"{name}.png")
+        image = sample.image
+        if grayscale:
+            image = np.asarray(Image.fromarray(image).convert("L"))
+        _write_png_atomic(image, folders["images"] / f"{name}.png")
         _write_png_atomic(sample.mask, folders["masks"] / f"{name}.png")
         _write_png_atomic(sample.fov, folders["fov"] / f"{name}.png")
         names.append(name)

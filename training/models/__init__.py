@@ -13,8 +13,16 @@ from synthmed.training.models.pix2pix import (
 )
 from synthmed.training.models.registry import create_model, list_models, register_model
 from synthmed.training.models.segmentation import SegmentationUNet, SegmentationUNetConfig
+from synthmed.training.models.stylegan2 import (
+    CStyleGAN2Config,
+    CStyleGAN2Discriminator,
+    CStyleGAN2Generator,
+)
 
 __all__ = [
+    "CStyleGAN2Config",
+    "CStyleGAN2Discriminator",
+    "CStyleGAN2Generator",
     "DCGANConfig",
     "DCGANDiscriminator",
     "DCGANGenerator",

@@ -1,0 +1,390 @@
+"""The conditional StyleGAN2 training loop: `train_stylegan2(cfg, run_dir)`.
+
+Four phases per step, as in StyleGAN2-ADA: the generator's non-saturating loss; every
+`pl_interval` steps its path-length penalty; the discriminator's logistic loss; every
+`r1_interval` steps its R1 penalty on reals. Regularisers run lazily and their Adam
+hyper-parameters are adjusted for it (lr * k/(k+1), beta ** k/(k+1)). Everything the
+discriminator sees is augmented (adaptive_augment.py). Classes are sampled uniformly, so a
+small modality gets as many steps as a large one.
+
+Several processes (torchrun) average gradients themselves instead of wrapping the models in
+DistributedDataParallel, which does not support the double backward of R1 and path length.
+Every random draw of step t is seeded from (seed, t, rank), and the checkpoint holds all
+model, optimizer, ADA and path-length state, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
+
+import synthmed
+from synthmed.errors import TrainingDivergedError, UserInputError
+from synthmed.training.adaptive_augment import AdaptiveProbability, augment
+from synthmed.training.checkpoint import (
+    STATE_FILE,
+    load_training_state,
+    read_generator_info,
+    save_generator,
+    save_training_state,
+)
+from synthmed.training.class_statistics import class_separability
+from synthmed.training.data.classes import ClassData, load_class_data
+from synthmed.training.distributed import setup
+from synthmed.training.models import CStyleGAN2Config, create_model
+from synthmed.training.run_log import CsvLog, TensorBoardLog, save_grid
+from synthmed.training.stylegan2_config import RESUMABLE_OVERRIDES, StyleGAN2TrainConfig
+from synthmed.training.train import StopRequest, ema_avg_fn, prepare_run_dir, step_seed
+
+ROLE = "cstylegan2"
+GENERATOR = "cstylegan2_generator"
+DISCRIMINATOR = "cstylegan2_discriminator"
+GRID_PER_CLASS = 8
+
+
+@dataclass
+class StyleGAN2Result:
+    """What a finished (or interrupted) run reports."""
+
+    run_dir: Path
+    step: int
+    interrupted: bool
+    seconds_per_step: float
+    last_losses: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def model_config(cfg: StyleGAN2TrainConfig, data: ClassData) -> CStyleGAN2Config:
+    """The architecture: the run's widths, and the classes (names, grayscale) of its data."""
+    return CStyleGAN2Config(
+        size=cfg.size,
+        classes=data.names,
+        grayscale_classes=data.grayscale_classes,
+        z_dim=cfg.z_dim,
+        w_dim=cfg.w_dim,
+        mapping_layers=cfg.mapping_layers,
+        channel_base=cfg.channel_base,
+        max_channels=cfg.max_channels,
+        architecture=cfg.architecture,
+    )
+
+
+def resume_stylegan2_config(run_dir: Path, overrides: dict[str, Any]) -> StyleGAN2TrainConfig:
+    """The saved run config with `overrides` applied; changing what is trained is refused."""
+    info = read_generator_info(run_dir, role=ROLE)
+    saved = StyleGAN2TrainConfig.from_dict(info.metadata["train"])
+    for name, value in overrides.items():
+        if name not in RESUMABLE_OVERRIDES and value != getattr(saved, name):
+            raise UserInputError(
+                f"--{name.replace('_', '-')} {value} differs from the run being resumed "
+                f"({getattr(saved, name)}); start a new --out to change it"
+            )
+    return replace(saved, **overrides)
+
+
+def _lazy_adam(params: Any, cfg: StyleGAN2TrainConfig, interval: int) -> torch.optim.Adam:
+    ratio = interval / (interval + 1)
+    return torch.optim.Adam(
+        params, lr=cfg.lr * ratio, betas=(cfg.beta1**ratio, cfg.beta2**ratio), eps=1e-8
+    )
+
+
+class StyleGAN2Trainer:
+    """Holds the models, optimizers, controllers and logs of one run; `run()` is the loop."""
+
+    def __init__(
+        self, cfg: StyleGAN2TrainConfig, run_dir: Path, *, resume: bool, progress: bool
+    ) -> None:
+        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        self.dist = setup(cfg.device)
+        if self.dist.is_main:
+            prepare_run_dir(run_dir, resume)
+        self.data = load_class_data(
+            list(cfg.data),
+            cfg.size,
+            names=list(cfg.class_names) or None,
+            mask_threshold=cfg.mask_threshold,
+            progress=progress and self.dist.is_main,
+        )
+        self.model_config = model_config(cfg, self.data)
+        torch.manual_seed(cfg.seed)
+        device = self.dist.device
+        self.G = create_model(GENERATOR, self.model_config).to(device)
+        self.D = create_model(DISCRIMINATOR, self.model_config).to(device)
+        self.ema = AveragedModel(self.G, multi_avg_fn=ema_avg_fn(cfg.ema_decay), use_buffers=True)
+        pl_on = cfg.pl_weight > 0
+        self.opt_g = _lazy_adam(self.G.parameters(), cfg, cfg.pl_interval if pl_on else 0)
+        self.opt_d = _lazy_adam(self.D.parameters(), cfg, cfg.r1_interval)
+        self.ada = AdaptiveProbability(
+            p=cfg.ada_p, target=cfg.ada_target or 0.0, speed_kimg=cfg.ada_kimg
+        )
+        self.pl_mean = torch.zeros((), device=device)
+        self.start_step = 0
+        if resume:
+            self._load_state()
+        self.fixed = self._fixed_inputs()
+        self.csv = self.eval_csv = self.tensorboard = None
+        if self.dist.is_main:
+            self.csv = CsvLog(run_dir / "losses.csv", self.start_step if resume else None)
+            self.eval_csv = CsvLog(run_dir / "eval.csv", self.start_step + 1 if resume else None)
+            self.tensorboard = TensorBoardLog(run_dir / "tensorboard")
+
+    # --- state -----------------------------------------------------------------------------
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"generator": self.G, "discriminator": self.D, "ema": self.ema}
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.opt_g, "discriminator": self.opt_d}
+
+    def _fingerprint(self) -> str:
+        return hashlib.sha256(
+            "".join(c.fingerprint for c in self.data.classes).encode()
+        ).hexdigest()
+
+    def _load_state(self) -> None:
+        info = read_generator_info(self.run_dir, role=ROLE)
+        if info.metadata["data"]["fingerprint"] != self._fingerprint():
+            raise UserInputError(
+                f"--data differs from the data the run in {self.run_dir} started on"
+            )
+        self.start_step, extra = load_training_state(
+            self.run_dir / STATE_FILE, self._modules(), self._optimizers()
+        )
+        self.ada.load(extra["ada"])
+        self.pl_mean.fill_(extra["pl_mean"])
+
+    def _fixed_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same latents for every sample grid: one row of GRID_PER_CLASS per class."""
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        k = self.model_config.num_classes
+        z = torch.randn(k * GRID_PER_CLASS, self.cfg.z_dim, generator=generator)
+        labels = torch.arange(k).repeat_interleave(GRID_PER_CLASS)
+        return z.to(self.dist.device), labels.to(self.dist.device)
+
+    # --- one step ------------------------------------------------------------------------
+    def _reals(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's real batch: classes drawn uniformly, then an example of each."""
+        cfg, dist = self.cfg, self.dist
+        generator = torch.Generator().manual_seed(step_seed(cfg.seed, step, 0))
+        total = cfg.batch_size * dist.world_size
+        labels = torch.randint(self.model_config.num_classes, (total,), generator=generator)
+        index = torch.empty(total, dtype=torch.int64)
+        for k in labels.unique().tolist():
+            members = self.data.indices(k)
+            chosen = labels == k
+            index[chosen] = members[
+                torch.randint(len(members), (int(chosen.sum()),), generator=generator)
+            ]
+        index = index[dist.rank :: dist.world_size]
+        images = self.data.images[index].float() / 127.5 - 1
+        masks = self.data.masks[index].float() * 2 - 1
+        reals = torch.cat([images, masks], dim=1).to(dist.device)
+        return reals, self.data.labels[index].to(dist.device)
+
+    def _fakes(
+        self, labels: torch.Tensor, track: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generated samples with style mixing: from a random layer on, a second w takes over."""
+        n, num_ws = labels.shape[0], self.model_config.num_ws
+        w = self.G.mapping(torch.randn(n, self.cfg.z_dim, device=labels.device), labels)
+        if track:
+            self.G.mapping.track_average(w, labels)
+        ws = w[:, None].repeat(1, num_ws, 1)
+        if self.cfg.style_mixing > 0 and torch.rand(()) < self.cfg.style_mixing:
+            cutoff = int(torch.randint(1, num_ws, ()))
+            w2 = self.G.mapping(torch.randn_like(w[:, : self.cfg.z_dim]), labels)
+            ws = torch.cat([ws[:, :cutoff], w2[:, None].expand(-1, num_ws - cutoff, -1)], dim=1)
+        return self.G.synthesis(ws, labels, "random"), ws
+
+    def _critic(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.D(
+            augment(x, self.ada.p, self.model_config.image_channels, self.cfg.augments), labels
+        )
+
+    def _apply(
+        self, loss: torch.Tensor, module: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.dist.average_gradients(module)
+        optimizer.step()
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """Generator, path length, discriminator, R1; returns the step's losses."""
+        cfg = self.cfg
+        torch.manual_seed(step_seed(cfg.seed, step, self.dist.rank, 1))
+        reals, labels = self._reals(step)
+        stats: dict[str, float] = {}
+
+        self.D.requires_grad_(False)
+        fake, _ = self._fakes(labels, track=True)
+        loss_g = F.softplus(-self._critic(fake, labels)).mean()
+        self._apply(loss_g, self.G, self.opt_g)
+        stats["loss_g"] = loss_g.item()
+        if cfg.pl_weight > 0 and step % cfg.pl_interval == 0:
+            stats["path_length"] = self._path_length_step(labels)
+        self.D.requires_grad_(True)
+
+        with torch.no_grad():
+            fake, _ = self._fakes(labels)
+        logits_fake = self._critic(fake, labels)
+        logits_real = self._critic(reals, labels)
+        self.ada.observe(logits_real)
+        loss_d = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
+        self._apply(loss_d, self.D, self.opt_d)
+        stats.update(
+            loss_d=loss_d.item(),
+            d_real=logits_real.mean().item(),
+            d_fake=logits_fake.mean().item(),
+        )
+        if step % cfg.r1_interval == 0:
+            stats["r1"] = self._r1_step(reals, labels)
+        if cfg.ada_target is not None:
+            self.ada.target = cfg.ada_target
+            sign = self.ada.update(cfg.batch_size * self.dist.world_size, self.dist)
+            if not math.isnan(sign):
+                stats["ada_rt"] = sign
+        stats["ada_p"] = self.ada.p
+        self.ema.update_parameters(self.G)
+        return stats
+
+    def _path_length_step(self, labels: torch.Tensor) -> float:
+        """Penalise changes in |J_w^T y| from its running mean (smooth W -> image map)."""
+        n = max(1, labels.shape[0] // 2)
+        fake, ws = self._fakes(labels[:n])
+        noise = torch.randn_like(fake) / math.sqrt(fake.shape[2] * fake.shape[3])
+        (grads,) = torch.autograd.grad((fake * noise).sum(), ws, create_graph=True)
+        lengths = grads.square().sum(dim=2).mean(dim=1).sqrt()
+        self.pl_mean.lerp_(self.dist.mean(lengths.mean().detach()), 0.01)
+        penalty = (lengths - self.pl_mean).square().mean()
+        self._apply(penalty * self.cfg.pl_weight * self.cfg.pl_interval, self.G, self.opt_g)
+        return penalty.item()
+
+    def _r1_step(self, reals: torch.Tensor, labels: torch.Tensor) -> float:
+        """Penalise the discriminator's gradient on (augmented) reals: R1, lazily."""
+        reals = reals.detach().requires_grad_(True)
+        logits = self._critic(reals, labels)
+        (grads,) = torch.autograd.grad(logits.sum(), reals, create_graph=True)
+        penalty = grads.square().sum(dim=(1, 2, 3)).mean()
+        loss = penalty * (self.cfg.gamma / 2) * self.cfg.r1_interval
+        self._apply(loss + logits.sum() * 0, self.D, self.opt_d)
+        return penalty.item()
+
+    # --- reporting -----------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, step: int) -> dict[str, float]:
+        """EMA samples: a grid (image row, mask row per class) and how well classes separate."""
+        ema = self.ema.module.eval()
+        z, labels = self.fixed
+        out = ema(z, labels)
+        c = self.model_config.image_channels
+        rows = []
+        for k in range(self.model_config.num_classes):
+            chosen = out[labels == k]
+            rows += [(chosen[:, :c] + 1) / 2, (chosen[:, c:] > 0).float()]
+        save_grid(self.run_dir / "samples" / f"step_{step:06d}.png", rows, columns=GRID_PER_CLASS)
+        metrics = class_separability(self.data, out, labels)
+        self.eval_csv.write({"step": step, **metrics})
+        self.tensorboard.write(step, metrics)
+        return metrics
+
+    def save(self, step: int) -> None:
+        """Write the EMA generator and the resume state (rank 0)."""
+        metadata = {
+            "train": self.cfg.to_dict(),
+            "data": {
+                "path": [c.data for c in self.data.classes],
+                "fingerprint": self._fingerprint(),
+                "count": len(self.data),
+                "classes": [asdict(c) for c in self.data.classes],
+            },
+            "precision": "fp32",
+            "synthmed_version": synthmed.__version__,
+        }
+        extra = {"ada": self.ada.state(), "pl_mean": float(self.pl_mean)}
+        save_training_state(
+            self.run_dir / STATE_FILE, self._modules(), self._optimizers(), step, extra
+        )
+        save_generator(
+            self.run_dir,
+            self.ema.module,
+            role=ROLE,
+            model_name=GENERATOR,
+            model_config=self.model_config,
+            step=step,
+            metadata=metadata,
+        )
+
+    def run(self) -> StyleGAN2Result:
+        """Train from `start_step` to `cfg.steps`, checkpointing and sampling on the way."""
+        cfg, main = self.cfg, self.dist.is_main
+        stop, step, busy = StopRequest(), self.start_step, 0.0
+        losses: dict[str, float] = {}
+        metrics: dict[str, float] = {}
+        bar = tqdm(
+            total=cfg.steps, initial=step, desc="train stylegan2", unit="step",
+            disable=not (self.progress and main),
+        )  # fmt: skip
+        with stop.installed():
+            while step < cfg.steps:
+                t0 = time.perf_counter()
+                self.G.train()
+                self.D.train()
+                losses = self.train_step(step)
+                busy += time.perf_counter() - t0
+                if self.dist.any_true(not all(math.isfinite(v) for v in losses.values())):
+                    raise TrainingDivergedError(
+                        f"a loss became NaN or infinite at step {step} ({_format(losses)}); "
+                        f"the last checkpoint in {self.run_dir} was kept. Lower --lr or raise "
+                        "--r1-gamma"
+                    )
+                step += 1
+                bar.update(1)
+                bar.set_postfix_str(_format(losses), refresh=False)
+                stopping = self.dist.any_true(stop.requested)
+                if main:
+                    if step % cfg.log_every == 0 or step == cfg.steps:
+                        self.csv.write({"step": step - 1, **_columns(losses)})
+                        self.tensorboard.write(step - 1, losses)
+                    if step % cfg.sample_every == 0 or step == cfg.steps:
+                        metrics = self.evaluate(step)
+                    if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
+                        self.save(step)
+                if stopping:
+                    break
+        bar.close()
+        if main:
+            self.tensorboard.close()
+        self.dist.close()
+        done = step - self.start_step
+        return StyleGAN2Result(
+            self.run_dir, step, step < cfg.steps, busy / max(done, 1), losses, metrics
+        )
+
+
+_COLUMNS = ("loss_g", "loss_d", "d_real", "d_fake", "r1", "path_length", "ada_p", "ada_rt")
+
+
+def _columns(losses: dict[str, float]) -> dict[str, float | str]:
+    """Fixed CSV columns; the lazy terms are blank on the steps they do not run."""
+    return {name: losses.get(name, "") for name in _COLUMNS}
+
+
+def _format(values: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in values.items())
+
+
+def train_stylegan2(
+    cfg: StyleGAN2TrainConfig, run_dir: Path | str, *, resume: bool = False, progress: bool = True
+) -> StyleGAN2Result:
+    """Train one conditional StyleGAN2 run into `run_dir` (or continue it with `resume`)."""
+    return StyleGAN2Trainer(cfg, Path(run_dir), resume=resume, progress=progress).run()

@@ -12,7 +12,16 @@ from synthmed.errors import CheckpointError
 from synthmed.training.models import create_model, list_models
 from synthmed.training.models.registry import config_from_dict, model_config_class
 
-# Small configs and the input each model takes, keyed by registered name.
+CSTYLEGAN2 = {
+    "size": 64,
+    "classes": ["a", "b"],
+    "z_dim": 16,
+    "w_dim": 16,
+    "mapping_layers": 1,
+    "channel_base": 256,
+    "max_channels": 16,
+}
+# Small configs and the input (or inputs) each model takes, keyed by registered name.
 TINY = {
     "dcgan_generator": (
         {"size": 32, "nz": 16, "ngf": 8, "ndf": 8},
@@ -26,6 +35,16 @@ TINY = {
     ),
     "unet_generator": ({"size": 32, "ngf": 8}, lambda: torch.randn(2, 1, 32, 32), (2, 3, 32, 32)),
     "patch_discriminator": ({"ndf": 8}, lambda: torch.randn(2, 4, 32, 32), (2, 1, 2, 2)),
+    "cstylegan2_generator": (
+        CSTYLEGAN2,
+        lambda: (torch.randn(2, 16), torch.tensor([0, 1])),
+        (2, 4, 64, 64),
+    ),
+    "cstylegan2_discriminator": (
+        CSTYLEGAN2,
+        lambda: (torch.randn(2, 4, 64, 64), torch.tensor([1, 0])),
+        (2,),
+    ),
     "segmentation_unet": (
         {"base_channels": 8, "depth": 2},
         lambda: torch.randn(2, 3, 32, 32),
@@ -44,8 +63,9 @@ def test_forward_shape_and_weights_round_trip(name: str, tmp_path) -> None:
     torch.manual_seed(0)
     model = create_model(name, config).eval()
     x = make_input()
+    x = x if isinstance(x, tuple) else (x,)
     with torch.no_grad():
-        y = model(x)
+        y = model(*x)
     assert tuple(y.shape) == shape
     assert torch.isfinite(y).all()
 
@@ -55,7 +75,7 @@ def test_forward_shape_and_weights_round_trip(name: str, tmp_path) -> None:
     rebuilt = create_model(name, dataclasses.asdict(model_config_class(name)(**config))).eval()
     rebuilt.load_state_dict(load_file(str(tmp_path / "w.safetensors")))
     with torch.no_grad():
-        assert torch.equal(rebuilt(x), y)
+        assert torch.equal(rebuilt(*x), y)
 
 
 def test_generators_are_deterministic_in_eval_mode() -> None:

@@ -156,3 +156,16 @@ def test_bad_input_is_a_user_error(tmp_path, kwargs: dict, message: str) -> None
 def test_render_rejects_unknown_kind() -> None:
     with pytest.raises(UserInputError, match="cells"):
         render_phantom("mri", 64, 0)
+
+
+def test_grayscale_datasets_are_one_channel_luma(tmp_path) -> None:
+    write_phantom_dataset("cells", tmp_path / "rgb", 2, 64, 5)
+    write_phantom_dataset("cells", tmp_path / "gray", 2, 64, 5, grayscale=True)
+    gray = Image.open(tmp_path / "gray" / "images" / "cells_00001.png")
+    rgb = Image.open(tmp_path / "rgb" / "images" / "cells_00001.png")
+    assert gray.mode == "L" and rgb.mode == "RGB"
+    assert np.array_equal(np.asarray(gray), np.asarray(rgb.convert("L")))
+    same = ("masks", "fov")
+    for folder in same:
+        a = (tmp_path / "rgb" / folder / "cells_00001.png").read_bytes()
+        assert a == (tmp_path / "gray" / folder / "cells_00001.png").read_bytes()

@@ -1,8 +1,9 @@
-"""In-process synthesis with PyTorch: stage I latent -> mask, stage II mask -> image.
+"""In-process synthesis with PyTorch: stage I latent -> mask, stage II mask -> image, and one
+class of a conditional StyleGAN2 (latent, class, truncation) -> image and mask.
 
 This is the reference the exported and served pipelines are checked against, and the way to
-look at a checkpoint before exporting it. Masks are binarised between the stages exactly as
-the exported graphs do: stage I's tanh output > 0 is vessel.
+look at a checkpoint before exporting it. Masks are binarised exactly as the exported graphs
+do: a generator's mask output > 0 is foreground.
 """
 
 from __future__ import annotations
@@ -49,6 +50,77 @@ class TwoStagePipeline:
     def sample(self, seed: int, indices: range) -> tuple[np.ndarray, np.ndarray]:
         """Images and masks of the given sample indices of the run seeded `seed`."""
         return self(latents(seed, indices, self.nz))
+
+
+def conditional_to_uint8(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conditional StyleGAN2 output [N, C + 1, H, W] -> (image uint8 [N,H,W,3], mask uint8
+    [N,H,W]): the conversion `ConditionalGraph` bakes into the exported graph, so in-process
+    and served samples of one latent are the same pixels. One image channel is repeated to RGB.
+    """
+    channels = out.shape[1] - 1
+    image = out[:, :channels].expand(-1, 3, -1, -1) if channels == 1 else out[:, :channels]
+    return tanh_to_uint8(image), mask_to_uint8(binary_mask(out[:, channels:]))
+
+
+class ConditionalSampler:
+    """A conditional StyleGAN2 run loaded once, sampled one class at a time.
+
+    Pixels come out exactly as the exported graph (`ConditionalGraph`) makes them: per-layer
+    noise is the stored constant, truncation is a per-sample tensor (so psi = 1 takes the same
+    arithmetic path as the graph), and a one-channel image is repeated to RGB.
+    """
+
+    def __init__(self, run: Path | str, device: str = "cpu") -> None:
+        self.generator, self.info = load_generator(run, role="cstylegan2", device=device)
+        self.run, self.device = Path(run), device
+        self.classes: tuple[str, ...] = tuple(self.info.model_config.classes)
+        self.z_dim: int = self.info.model_config.z_dim
+
+    def label(self, label: int | str) -> int:
+        """A class index from an index or a class name ("1" is a name first, then an index),
+        or a one-line error listing the run's classes."""
+        if isinstance(label, str) and label in self.classes:
+            return self.classes.index(label)
+        try:
+            index = int(label)
+        except ValueError:
+            index = -1
+        if 0 <= index < len(self.classes):
+            return index
+        known = ", ".join(f"{k} = {name}" for k, name in enumerate(self.classes))
+        raise UserInputError(f"label {label!r} is not a class of {self.run} (classes: {known})")
+
+    @torch.no_grad()
+    def __call__(
+        self, z: np.ndarray, label: int | str, truncation: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Latents float32 [N, z_dim] of one class -> (images uint8 [N,H,W,3], masks uint8
+        [N,H,W] in {0, 255})."""
+        n = len(z)
+        labels = torch.full((n,), self.label(label), dtype=torch.int64, device=self.device)
+        psi = torch.full((n,), float(truncation), dtype=torch.float32, device=self.device)
+        out = self.generator(torch.from_numpy(z).to(self.device), labels, psi, noise_mode="const")
+        image, mask = conditional_to_uint8(out)
+        return image.cpu().numpy(), mask.cpu().numpy()
+
+    def sample(
+        self, seed: int, indices: range | list[int], label: int | str, truncation: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Samples `indices` of class `label` in the run seeded `seed`: the latent of sample i
+        depends on (seed, i) alone, as for every other generator."""
+        return self(latents(seed, indices, self.z_dim), label, truncation)
+
+
+def sample_class(
+    run: Path | str,
+    label: int | str,
+    seed: int,
+    indices: range | list[int],
+    truncation: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 [N,H,W,3] and masks uint8 [N,H,W] of class `label` (index or name) from a
+    conditional StyleGAN2 run: a one-call way to look at one modality of a checkpoint."""
+    return ConditionalSampler(run).sample(seed, indices, label, truncation)
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:

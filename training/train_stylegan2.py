@@ -128,6 +128,7 @@ class StyleGAN2Trainer:
             p=cfg.ada_p, target=cfg.ada_target or 0.0, speed_kimg=cfg.ada_kimg
         )
         self.pl_mean = torch.zeros((), device=device)
+        self.lazy: dict[str, float] = {}  # the last R1 and path-length values, carried forward
         self.start_step = 0
         if resume:
             self._load_state()
@@ -161,6 +162,7 @@ class StyleGAN2Trainer:
         )
         self.ada.load(extra["ada"])
         self.pl_mean.fill_(extra["pl_mean"])
+        self.lazy = dict(extra["lazy"])
 
     def _fixed_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The same latents for every sample grid: one row of GRID_PER_CLASS per class."""
@@ -231,7 +233,7 @@ class StyleGAN2Trainer:
         self._apply(loss_g, self.G, self.opt_g)
         stats["loss_g"] = loss_g.item()
         if cfg.pl_weight > 0 and step % cfg.pl_interval == 0:
-            stats["path_length"] = self._path_length_step(labels)
+            self.lazy["path_length"] = self._path_length_step(labels)
         self.D.requires_grad_(True)
 
         with torch.no_grad():
@@ -247,7 +249,8 @@ class StyleGAN2Trainer:
             d_fake=logits_fake.mean().item(),
         )
         if step % cfg.r1_interval == 0:
-            stats["r1"] = self._r1_step(reals, labels)
+            self.lazy["r1"] = self._r1_step(reals, labels)
+        stats.update(self.lazy)
         if cfg.ada_target is not None:
             self.ada.target = cfg.ada_target
             sign = self.ada.update(cfg.batch_size * self.dist.world_size, self.dist)
@@ -310,7 +313,7 @@ class StyleGAN2Trainer:
             "precision": "fp32",
             "synthmed_version": synthmed.__version__,
         }
-        extra = {"ada": self.ada.state(), "pl_mean": float(self.pl_mean)}
+        extra = {"ada": self.ada.state(), "pl_mean": float(self.pl_mean), "lazy": self.lazy}
         save_training_state(
             self.run_dir / STATE_FILE, self._modules(), self._optimizers(), step, extra
         )
@@ -375,7 +378,7 @@ _COLUMNS = ("loss_g", "loss_d", "d_real", "d_fake", "r1", "path_length", "ada_p"
 
 
 def _columns(losses: dict[str, float]) -> dict[str, float | str]:
-    """Fixed CSV columns; the lazy terms are blank on the steps they do not run."""
+    """Fixed CSV columns (R1 and path length hold their last value; blank before the first)."""
     return {name: losses.get(name, "") for name in _COLUMNS}
 
 

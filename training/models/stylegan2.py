@@ -200,7 +200,8 @@ class CStyleGAN2Generator(nn.Module):
         c = self.config.image_channels
         gray = self.grayscale[labels.long()].to(out.dtype)[:, None, None, None]
         image = out[:, :c]
-        mixed = image + gray * (image.mean(dim=1, keepdim=True) - image)
+        # A blend whose weights are exactly 0 or 1, so a gray class is R = G = B to the bit.
+        mixed = image * (1 - gray) + image.mean(dim=1, keepdim=True) * gray
         return torch.cat([mixed, out[:, c:]], dim=1)
 
     def forward(

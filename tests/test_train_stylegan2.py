@@ -1,0 +1,140 @@
+"""`synthmed train stylegan2` and `export onnx --cstylegan2`: real runs on phantoms, real files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from synthmed.export.graphs import ConditionalGraph
+from synthmed.latents import latents
+from synthmed.training.checkpoint import load_generator
+from tests.conftest import TINY_STYLEGAN2, assert_one_line_error, run_cli
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_records_classes_grayscale_and_finite_losses(cstylegan2_run: Path) -> None:
+    config = json.loads((cstylegan2_run / "config.json").read_text())
+    assert config["role"] == "cstylegan2" and config["model"] == "cstylegan2_generator"
+    assert config["model_config"]["classes"] == ["retina", "cells"]
+    assert config["model_config"]["grayscale_classes"] == [1]  # gray cells, colour retina
+    classes = config["data"]["classes"]
+    assert [c["grayscale"] for c in classes] == [False, True]
+    assert [c["count"] for c in classes] == [12, 8]
+    rows = _rows(cstylegan2_run / "losses.csv")
+    assert rows and {"loss_g", "loss_d", "r1", "path_length", "ada_p"} <= set(rows[0])
+    for row in rows:
+        assert all(math.isfinite(float(v)) for v in row.values() if v != "")
+    assert rows[-1]["r1"] != "" and rows[-1]["path_length"] != ""  # step 0 ran both
+    evaluation = _rows(cstylegan2_run / "eval.csv")[-1]
+    assert 0 <= float(evaluation["class_accuracy"]) <= 1
+    assert (cstylegan2_run / "samples" / "step_000004.png").is_file()
+
+
+def test_resume_continues_exactly(retina64: Path, gray_cells64: Path, tmp_path: Path) -> None:
+    # Lazy R1 and path length both fall after the interruption, and ADA's p moves.
+    args = ["--data", retina64, "--data", gray_cells64, *TINY_STYLEGAN2, "--log-every", "1"]
+    args += ["--r1-interval", "3", "--pl-interval", "2", "--ada-kimg", "0.01"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert run_cli("train", "stylegan2", *args, "--out", whole, "--steps", "5").exit_code == 0
+    assert run_cli("train", "stylegan2", *args, "--out", split, "--steps", "2").exit_code == 0
+    resumed = run_cli("train", "stylegan2", "--out", split, "--steps", "5", "--resume", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert _rows(split / "losses.csv") == _rows(whole / "losses.csv")
+    assert len({row["ada_p"] for row in _rows(whole / "losses.csv")}) > 1
+    a, b = load_file(split / "model.safetensors"), load_file(whole / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        ([], ("--data is required",)),
+        (["--data", "{retina}", "--data", "{retina}"], ("both named", "--class-name")),
+        (["--data", "{retina}", "--class-name", "a", "--class-name", "b"], ("2 --class-name",)),
+        (["--data", "{retina}", "--class-name", "bad/name"], ("'bad/name'",)),
+        (["--data", "{retina}", "--size", "32"], ("--size", "64 to 1024", "32")),
+        (["--data", "{retina}", "--ada-target", "1.5"], ("--ada-target", "1.5")),
+        (["--data", "{missing}"], ("does not exist",)),
+    ],
+)
+def test_bad_input_is_one_line(
+    extra: list[str], fragments: tuple[str, ...], retina64: Path, tmp_path: Path
+) -> None:
+    args = [a.format(retina=retina64, missing=tmp_path / "nowhere") for a in extra]
+    result = run_cli("train", "stylegan2", *args, "--out", tmp_path / "run", *TINY_STYLEGAN2)
+    assert_one_line_error(result, *fragments)
+
+
+def test_resume_refuses_to_change_the_architecture(cstylegan2_run: Path) -> None:
+    result = run_cli("train", "stylegan2", "--out", cstylegan2_run, "--resume", "--z-dim", "32")
+    assert_one_line_error(result, "--z-dim 32 differs", "16")
+
+
+def test_export_contract_parity_and_conditioning(
+    cstylegan2_run: Path, cstylegan2_onnx: Path
+) -> None:
+    manifest = json.loads((cstylegan2_onnx / "export_manifest.json").read_text())
+    entry = manifest["models"]["synthmed_cstylegan2"]
+    assert entry["inputs"] == {
+        "z": {"dtype": "float32", "shape": [-1, 16]},
+        "class": {"dtype": "int64", "shape": [-1]},
+        "truncation": {"dtype": "float32", "shape": [-1]},
+    }
+    assert entry["outputs"]["image"] == {"dtype": "uint8", "shape": [-1, 64, 64, 3]}
+    assert entry["classes"] == ["retina", "cells"] and entry["grayscale_classes"] == [1]
+    assert all(c["mismatch_fraction"] == 0 for c in entry["verification"])
+
+    session = ort.InferenceSession(str(cstylegan2_onnx / entry["file"]))
+    z = latents(3, range(5), 16)
+    labels = np.array([0, 1, 0, 1, 1])
+    psi = np.array([1.0, 1.0, 0.5, 0.5, 0.0], np.float32)
+    image, mask = session.run(["image", "mask"], {"z": z, "class": labels, "truncation": psi})
+    generator, _ = load_generator(cstylegan2_run, role="cstylegan2")
+    with torch.no_grad():
+        ref = ConditionalGraph(generator)(
+            torch.from_numpy(z), torch.from_numpy(labels), torch.from_numpy(psi)
+        )
+    assert np.abs(image.astype(int) - ref[0].numpy()).max() <= 1
+    assert set(np.unique(mask)) <= {0, 255}
+    gray = image[labels == 1]
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    (other,) = session.run(["image"], {"z": z, "class": 1 - labels, "truncation": psi})
+    assert not np.array_equal(other[0], image[0])  # the class changes the sample
+
+
+def test_export_refuses_a_dual_gan_run_as_cstylegan2(tmp_path: Path) -> None:
+    from synthmed.training.sample import DEMO_STAGE1
+
+    result = run_cli("export", "onnx", "--cstylegan2", DEMO_STAGE1, "--out", tmp_path / "o")
+    assert_one_line_error(result, "is a stage1 checkpoint, expected cstylegan2")
+
+
+def test_torchrun_two_processes_average_gradients(
+    retina64: Path, gray_cells64: Path, tmp_path: Path
+) -> None:
+    """Gradients averaged by hand over gloo (R1 and path length need a double backward,
+    which DistributedDataParallel cannot wrap): the multi-GPU path, with two CPU workers."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "2", "-m", "synthmed", "train", "stylegan2"]
+    command += ["--data", str(retina64), "--data", str(gray_cells64), "--out", str(tmp_path)]
+    command += ["--steps", "3", "--pl-interval", "2", "--log-every", "1", *TINY_STYLEGAN2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [row["step"] for row in _rows(tmp_path / "losses.csv")] == ["0", "1", "2"]
+    assert load_generator(tmp_path, role="cstylegan2")[1].step == 3

@@ -15,17 +15,16 @@ from collections.abc import AsyncIterator, Sequence
 import numpy as np
 
 from synthmed.client.client import (
-    Contract,
-    _contract,
+    _OUTPUTS,
     _exhausted,
     _raise_unless_transient,
     _reason,
     _request,
-    _to_dict,
     parse_urls,
 )
+from synthmed.client.conditional import batch_inputs, request_settings
+from synthmed.client.contract import Contract, check_contract, is_conditional, to_dict
 from synthmed.client.errors import ModelNotFoundError, ServerUnavailableError
-from synthmed.latents import latents
 
 
 class AsyncSynthMedClient:
@@ -68,20 +67,23 @@ class AsyncSynthMedClient:
                 raise ModelNotFoundError(
                     f"server {url} does not serve a ready model {self.model!r}"
                 )
-            self.contract = _contract(
-                self.model, _to_dict(await client.get_model_metadata(self.model)), url
-            )
+            metadata = to_dict(await client.get_model_metadata(self.model))
+            config = {}
+            if is_conditional(metadata):
+                config = to_dict(await client.get_model_config(self.model))
+                config = config.get("config", config)
+            self.contract = check_contract(self.model, metadata, url, config)
         return self.contract
 
     async def _call(
-        self, model: str, name: str, array: np.ndarray, outputs: Sequence[str]
+        self, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[str]
     ) -> list[np.ndarray]:
         """One request on the next server with a free slot; transient failures retried."""
         last_error: Exception | None = None
         for attempt in range(self.retries + 1):
             server = next(self._next) % len(self.urls)
             async with self._slots[server]:
-                tensors, requested = _request(self._module, name, array, outputs)
+                tensors, requested = _request(self._module, inputs, outputs)
                 try:
                     result = await self._clients[server].infer(model, tensors, outputs=requested)
                     return [result.as_numpy(o) for o in outputs]
@@ -96,21 +98,23 @@ class AsyncSynthMedClient:
         count: int,
         *,
         seed: int = 0,
+        label: int | str | None = None,
+        truncation: float | None = None,
         start: int = 0,
         batch_size: int = 16,
         indices: Sequence[int] | None = None,
     ) -> AsyncIterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield (index, image, mask) in index order, as the synchronous client does."""
+        """Yield (index, image, mask) in index order, as the synchronous client does (`label`
+        and `truncation` as there: for a class-conditional model only)."""
         contract = self.contract or await self.connect()
+        settings = request_settings(contract, label, truncation)
         order = list(indices) if indices is not None else list(range(start, start + count))
         batches = iter([order[i : i + batch_size] for i in range(0, len(order), batch_size)])
         window: deque[tuple[list[int], asyncio.Task]] = deque()
 
         def submit(batch: list[int]) -> None:
-            z = latents(seed, batch, contract.nz)
-            window.append(
-                (batch, asyncio.create_task(self._call(self.model, "z", z, ("image", "mask"))))
-            )
+            inputs = batch_inputs(seed, batch, contract.nz, *settings)
+            window.append((batch, asyncio.create_task(self._call(self.model, inputs, _OUTPUTS))))
 
         for batch in itertools.islice(batches, 2 * len(self.urls) * self.max_in_flight):
             submit(batch)
@@ -129,9 +133,8 @@ class AsyncSynthMedClient:
 
     async def translate(self, masks: np.ndarray) -> np.ndarray:
         """Stage II alone: uint8 masks [B,H,W] (>= 128 is vessel) -> images [B,H,W,3]."""
-        (images,) = await self._call(
-            "synthmed_stage2", "mask", np.ascontiguousarray(masks, dtype=np.uint8), ("image",)
-        )
+        masks = np.ascontiguousarray(masks, dtype=np.uint8)
+        (images,) = await self._call("synthmed_stage2", {"mask": masks}, ("image",))
         return images
 
     async def close(self) -> None:

@@ -1,7 +1,10 @@
 """SynthMedClient: reproducible labelled samples from one or more Triton servers.
 
-Sample `i` of seed `s` is generated from `synthmed.latents.latent(s, i)`, so the result is the
-same whatever the batch size, the concurrency, the number of servers or the resume point.
+It serves both model families: the dual-GAN ensemble `synthmed` (z -> image, mask) and a
+class-conditional model such as `synthmed_cstylegan2` (z, class, truncation -> image, mask),
+told apart by the served inputs. Sample `i` of seed `s` is generated from
+`synthmed.latents.latent(s, i)` (with the same label and psi for every sample), so the result
+is the same whatever the batch size, the concurrency, the number of servers or the resume point.
 Batches are spread over the servers, at most `max_in_flight` at a time on each; a batch that
 fails with a transient error is retried with exponential backoff, on another server if there is
 one. Needs numpy and tritonclient only.
@@ -16,20 +19,29 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from synthmed.client.conditional import batch_inputs, request_settings, resolve_label
+from synthmed.client.contract import (
+    Contract,
+    check_contract,
+    is_conditional,
+    model_config,
+    model_metadata,
+    parameter,
+)
 from synthmed.client.errors import (
     ContractError,
     InvalidURLError,
     ModelNotFoundError,
     ServerUnavailableError,
 )
-from synthmed.latents import latents
 
 PROTOCOLS = ("grpc", "http")
+_OUTPUTS = ("image", "mask")
+_WIRE_TYPES = {"float32": "FP32", "uint8": "UINT8", "int64": "INT64"}
 # gRPC status codes (and HTTP-client failures) worth retrying: the server may come back.
 _TRANSIENT = (
     "UNAVAILABLE",
@@ -71,19 +83,9 @@ def parse_urls(urls: str | Sequence[str], protocol: str) -> list[str]:
     return parsed
 
 
-@dataclass(frozen=True)
-class Contract:
-    """What the served ensemble takes and returns."""
-
-    model: str
-    version: str
-    nz: int
-    height: int
-    width: int
-
-
 class SynthMedClient:
-    """Synchronous client over one or more Triton servers serving the `synthmed` ensemble."""
+    """Synchronous client over one or more Triton servers serving the `synthmed` ensemble or a
+    class-conditional model (`model="synthmed_cstylegan2"`)."""
 
     def __init__(
         self,
@@ -143,7 +145,9 @@ class SynthMedClient:
                 raise ModelNotFoundError(
                     f"server {url} does not serve a ready model {self.model!r}"
                 )
-            found = _contract(self.model, _metadata(client, self.model), url)
+            metadata = model_metadata(client, self.model)
+            config = model_config(client, self.model) if is_conditional(metadata) else {}
+            found = check_contract(self.model, metadata, url, config)
             if contract is not None and found != contract:
                 raise ContractError(
                     f"server {url} serves {found}, but {self.urls[0]} serves {contract}"
@@ -151,8 +155,10 @@ class SynthMedClient:
             contract = found
         return contract
 
-    def _infer(self, server: int, model: str, name: str, array: np.ndarray, outputs: Sequence[str]):
-        tensors, requested = _request(self._module(), name, array, outputs)
+    def _infer(
+        self, server: int, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[str]
+    ) -> list[np.ndarray]:
+        tensors, requested = _request(self._module(), inputs, outputs)
         client = self._client(server)
         if self.protocol == "grpc":
             result = client.infer(model, tensors, outputs=requested, client_timeout=self.timeout_s)
@@ -161,7 +167,7 @@ class SynthMedClient:
         return [result.as_numpy(o) for o in outputs]
 
     def _call(
-        self, model: str, name: str, array: np.ndarray, outputs: Sequence[str]
+        self, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[str]
     ) -> list[np.ndarray]:
         """One request, on the next server with a free slot; transient failures retried."""
         last_error: Exception | None = None
@@ -169,7 +175,7 @@ class SynthMedClient:
             server = next(self._next) % len(self.urls)
             with self._slots[server]:
                 try:
-                    return self._infer(server, model, name, array, outputs)
+                    return self._infer(server, model, inputs, outputs)
                 except Exception as e:
                     _raise_unless_transient(e, self.urls[server], model)
                     last_error = e
@@ -178,69 +184,82 @@ class SynthMedClient:
         raise _exhausted(self.urls, self.retries, last_error) from last_error
 
     # --- public API --------------------------------------------------------------------
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names of a conditional model (label k is classes[k]); empty otherwise."""
+        return self.contract.classes
+
+    def resolve_label(self, label: int | str) -> int:
+        """A class index or name -> the index, or a one-line error naming the valid classes."""
+        return resolve_label(label, self.contract.classes, self.model)
+
     def generate(
         self,
         count: int,
         *,
         seed: int = 0,
+        label: int | str | None = None,
+        truncation: float | None = None,
         start: int = 0,
         batch_size: int = 16,
         indices: Sequence[int] | None = None,
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yield (index, image uint8 [H,W,3], mask uint8 [H,W]) for samples start..start+count
-        (or the given `indices`), in index order."""
+        (or the given `indices`), in index order.
+
+        A conditional model needs `label` (index or class name) and takes `truncation` (psi,
+        None: the model's default); the dual GAN takes neither. Arguments are checked here,
+        before the first request, so a bad label fails at once rather than on first use.
+        """
         if count < 1 and indices is None:
             raise ValueError(f"count must be >= 1, got {count}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        settings = request_settings(self.contract, label, truncation)
         order = list(indices) if indices is not None else list(range(start, start + count))
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        return self._generate(order, seed, settings, batch_size)
+
+    def _generate(
+        self, order: list[int], seed: int, settings: tuple, batch_size: int
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        batches = iter([order[i : i + batch_size] for i in range(0, len(order), batch_size)])
         workers = len(self.urls) * self.max_in_flight
         nz = self.contract.nz
         with ThreadPoolExecutor(max_workers=workers) as pool:
             window: deque[tuple[list[int], Future]] = deque()
-            pending = iter(batches)
-            for batch in itertools.islice(pending, 2 * workers):
-                window.append(
-                    (
-                        batch,
-                        pool.submit(
-                            self._call, self.model, "z", latents(seed, batch, nz), ("image", "mask")
-                        ),
-                    )
-                )
+
+            def submit(batch: list[int]) -> None:
+                inputs = batch_inputs(seed, batch, nz, *settings)
+                window.append((batch, pool.submit(self._call, self.model, inputs, _OUTPUTS)))
+
+            for batch in itertools.islice(batches, 2 * workers):
+                submit(batch)
             while window:
                 batch, future = window.popleft()
                 images, masks = future.result()
-                nxt = next(pending, None)
+                nxt = next(batches, None)
                 if nxt is not None:
-                    window.append(
-                        (
-                            nxt,
-                            pool.submit(
-                                self._call,
-                                self.model,
-                                "z",
-                                latents(seed, nxt, nz),
-                                ("image", "mask"),
-                            ),
-                        )
-                    )
+                    submit(nxt)
                 yield from zip(batch, images, masks, strict=True)
 
     def provenance(self) -> list[dict]:
-        """Source runs (role, weights hash, step, training data) of the served stages, from the
-        `synthmed_provenance` parameter the repository writer puts in each config."""
+        """Source runs (role, weights hash, step, training data) of the served model, or of each
+        step of an ensemble, from the `synthmed_provenance` parameter the repository writer
+        puts in each config."""
+        client = self._client(0)
+        config = model_config(client, self.model)
+        steps = [s["model_name"] for s in config.get("ensemble_scheduling", {}).get("step", [])]
+        configs = {m: model_config(client, m) for m in steps} if steps else {self.model: config}
         runs = []
-        for model in ("synthmed_stage1", "synthmed_stage2"):
-            config = _to_dict(self._client(0).get_model_config(model))
-            config = config.get("config", config)
-            value = config.get("parameters", {}).get("synthmed_provenance", {}).get("string_value")
+        for model, step_config in configs.items():
+            value = parameter(step_config, "synthmed_provenance")
             runs += json.loads(value) if value else [{"model": model}]
         return runs
 
     def translate(self, masks: np.ndarray) -> np.ndarray:
         """Stage II alone: uint8 masks [B,H,W] (>= 128 is vessel) -> images [B,H,W,3]."""
         masks = np.ascontiguousarray(masks, dtype=np.uint8)
-        (images,) = self._call("synthmed_stage2", "mask", masks, ("image",))
+        (images,) = self._call("synthmed_stage2", {"mask": masks}, ("image",))
         return images
 
     def close(self) -> None:
@@ -264,12 +283,14 @@ def _reason(error: Exception | None) -> str:
     return text[:300]
 
 
-def _request(module: object, name: str, array: np.ndarray, outputs: Sequence[str]) -> tuple:
-    """tritonclient's input and requested-output objects for one single-input request."""
-    dtype = "FP32" if array.dtype == np.float32 else "UINT8"
-    tensor = module.InferInput(name, list(array.shape), dtype)
-    tensor.set_data_from_numpy(array)
-    return [tensor], [module.InferRequestedOutput(o) for o in outputs]
+def _request(module: object, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> tuple:
+    """tritonclient's input and requested-output objects for one request."""
+    tensors = []
+    for name, array in inputs.items():
+        tensor = module.InferInput(name, list(array.shape), _WIRE_TYPES[array.dtype.name])
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors, [module.InferRequestedOutput(o) for o in outputs]
 
 
 def _raise_unless_transient(error: Exception, url: str, model: str) -> None:
@@ -290,45 +311,4 @@ def _is_transient(error: Exception) -> bool:
     text = f"{type(error).__name__} {error}"
     return any(marker in text for marker in _TRANSIENT) or isinstance(
         error, (ConnectionError, TimeoutError, OSError)
-    )
-
-
-def _to_dict(message: object) -> dict:
-    """tritonclient's gRPC answers are protobufs, its HTTP answers dicts: always a dict."""
-    if isinstance(message, dict):
-        return message
-    from google.protobuf.json_format import MessageToDict
-
-    return MessageToDict(message, preserving_proto_field_name=True)
-
-
-def _metadata(client, model: str) -> dict:
-    return _to_dict(client.get_model_metadata(model))
-
-
-def _contract(model: str, metadata: dict, url: str) -> Contract:
-    """Check z FP32 [-1, nz] -> image UINT8 [-1, H, W, 3] + mask UINT8 [-1, H, W]."""
-    inputs = {t["name"]: t for t in metadata.get("inputs", [])}
-    outputs = {t["name"]: t for t in metadata.get("outputs", [])}
-    problems = []
-    z, image, mask = inputs.get("z"), outputs.get("image"), outputs.get("mask")
-    if z is None or z["datatype"] != "FP32" or len(z["shape"]) != 2:
-        problems.append(f"input z FP32 [-1, nz] (got {z})")
-    if (
-        image is None
-        or image["datatype"] != "UINT8"
-        or len(image["shape"]) != 4
-        or int(image["shape"][3]) != 3
-    ):
-        problems.append(f"output image UINT8 [-1, H, W, 3] (got {image})")
-    if mask is None or mask["datatype"] != "UINT8" or len(mask["shape"]) != 3:
-        problems.append(f"output mask UINT8 [-1, H, W] (got {mask})")
-    if problems:
-        raise ContractError(
-            f"{url}: model {model!r} does not match synthmed's contract: "
-            f"expected {'; '.join(problems)}"
-        )
-    versions = metadata.get("versions") or ["1"]
-    return Contract(
-        model, str(versions[-1]), int(z["shape"][1]), int(mask["shape"][1]), int(mask["shape"][2])
     )

@@ -34,6 +34,10 @@ from synthmed.errors import SynthmedError, UserInputError
 FORMATS = ("png", "npz")
 MANIFEST, RUN_FILE, CARD = "manifest.jsonl", "run.json", "DATASET_CARD.md"
 SAMPLE_DIRS = ("images", "masks", "samples")
+# Generator fields a resumed run must share with the run it continues (all change the samples).
+SAME_GENERATOR = ("model", "weights_sha256", "label", "truncation")
+# Generator fields every manifest line repeats, when the run has them.
+CONDITIONAL_FIELDS = ("label", "class_name", "truncation")
 FSYNC_EVERY = 256  # manifest lines between fsyncs: at most this many samples to redo after a crash
 # zlib level 1: measured 1.9x (64x64) to 3.9x (256x256) faster to encode than level 6 for
 # 15-22 % larger files; encoding shares the cores with the server. Pillow writes no
@@ -50,7 +54,9 @@ class RunInfo:
     seed: int
     count: int
     format: str  # "png" | "npz"
-    generator: dict  # {"model", "model_version", "weights_sha256", "image_size"}
+    # {"model", "model_version", "weights_sha256", "image_size"}, and for a class-conditional
+    # model {"label", "class_name", "truncation"}: what made every sample.
+    generator: dict
     trained_on: str  # what the generator learnt from, for the dataset card
     command: str  # the command line that reproduces the dataset
 
@@ -214,7 +220,8 @@ class DatasetWriter:
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
             old = {k: meta[k] for k in ("seed", "format", "count", "generator", "index_digits")}
-            old["generator"] = {k: old["generator"][k] for k in ("model", "weights_sha256")}
+            old["generator"] = {k: old["generator"].get(k) for k in SAME_GENERATOR}
+            old["generator"]["model"] = meta["generator"]["model"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise UserInputError(f"{path}: not a synthmed run file ({e})") from None
         for field, new in (("seed", r.seed), ("format", r.format)):
@@ -222,7 +229,7 @@ class DatasetWriter:
                 raise UserInputError(
                     f"--{field} {new} differs from the run being resumed ({field} {old[field]})"
                 )
-        for key in ("model", "weights_sha256"):
+        for key in SAME_GENERATOR:
             new, was = r.generator.get(key), old["generator"][key]
             if new != was:
                 raise UserInputError(
@@ -283,6 +290,7 @@ class DatasetWriter:
             "model": g.get("model"),
             "model_version": g.get("model_version"),
             "weights_sha256": g.get("weights_sha256"),
+            **{k: g[k] for k in CONDITIONAL_FIELDS if k in g},
         }
 
     @property
@@ -412,6 +420,15 @@ class DatasetWriter:
                 "## What generated it",
                 "",
                 f"- Model: `{g.get('model')}` version `{g.get('model_version')}`",
+                *(
+                    [
+                        f"- Class: `{g.get('class_name')}` (label {g['label']}); every sample "
+                        f"and its mask are of this class",
+                        f"- Truncation psi: {g.get('truncation')} (1.0: none)",
+                    ]
+                    if "label" in g
+                    else []
+                ),
                 *(f"- Weights sha256 ({k}): `{v}`" for k, v in sorted(hashes.items())),
                 f"- Image size: {g.get('image_size')}",
                 f"- Generator trained on: {self.run.trained_on}",
@@ -427,7 +444,8 @@ class DatasetWriter:
                 "## Files",
                 "",
                 layout,
-                f"- `{MANIFEST}`: one JSON line per sample (index, seed, files, model, weights)",
+                f"- `{MANIFEST}`: one JSON line per sample (index, seed, files, model, weights"
+                + (", label, class name, truncation)" if "label" in g else ")"),
                 f"- `{RUN_FILE}`: the run's identity (generator, seed, format, count)",
                 "",
                 "## How to reproduce",

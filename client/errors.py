@@ -23,3 +23,8 @@ class ModelNotFoundError(ClientError):
 
 class ContractError(ClientError):
     """The served model's inputs or outputs are not synthmed's contract."""
+
+
+class InvalidRequestError(UserInputError, ClientError):
+    """A request the model cannot take: a missing, unknown or out-of-range class label, a label
+    for a model without classes, a truncation that is not a finite number."""

@@ -39,6 +39,24 @@ def _sizes(value: str) -> tuple[int, ...]:
 )
 @click.option("--stage1", type=_PATH, default=None, help="Stage I run (default: bundled demo).")
 @click.option("--stage2", type=_PATH, default=None, help="Stage II run (default: bundled demo).")
+@click.option(
+    "--cstylegan2",
+    type=_PATH,
+    default=None,
+    help="A conditional StyleGAN2 run: sample --count pairs of class --label in-process "
+    "(instead of the dual GAN); --real and --real-test are then that class's real data.",
+)
+@click.option(
+    "--label",
+    default=None,
+    help="With --cstylegan2: the class to evaluate, by name or index (label k = k-th --data).",
+)
+@click.option(
+    "--truncation",
+    type=float,
+    default=None,
+    help="With --cstylegan2: truncation psi towards the class's average w  [default: 1]",
+)
 @click.option("--count", type=int, default=500, show_default=True, help="Pairs sampled in-process.")
 @click.option("--single", type=_PATH, default=None, help="A single-GAN baseline run to compare.")
 @click.option(
@@ -95,7 +113,6 @@ def evaluate(ctx: click.Context, **kw: Any) -> None:
             write_evaluation,
         )
         from synthmed.evaluation.segmenter import SegmenterBudget
-        from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2
     except ImportError as e:
         raise UserInputError(f"{EVALUATE_EXTRA} ({e.name} is missing)") from e
 
@@ -105,8 +122,11 @@ def evaluate(ctx: click.Context, **kw: Any) -> None:
         real=kw["real"],
         real_test=kw["real_test"],
         synthetic=kw["synthetic"],
-        stage1=kw["stage1"] or DEMO_STAGE1,
-        stage2=kw["stage2"] or DEMO_STAGE2,
+        stage1=kw["stage1"],
+        stage2=kw["stage2"],
+        cstylegan2=kw["cstylegan2"],
+        label=kw["label"],
+        truncation=kw["truncation"],
         count=kw["count"],
         single=kw["single"],
         size=kw["size"],

@@ -25,7 +25,13 @@ from synthmed.atomic import replace_dir
 from synthmed.errors import UserInputError
 from synthmed.evaluation.distribution import common_fov, intensity_histograms, intensity_kl
 from synthmed.evaluation.downstream import DownstreamResult, run_downstream
-from synthmed.evaluation.inputs import EvaluationData, load_evaluation_data
+from synthmed.evaluation.inputs import (
+    DUAL,
+    HELD_OUT,
+    SINGLE,
+    EvaluationData,
+    load_evaluation_data,
+)
 from synthmed.evaluation.mask_statistics import MaskStatistics, mask_statistics
 from synthmed.evaluation.privacy import (
     DEFAULT_COPY_FACTOR,
@@ -34,21 +40,38 @@ from synthmed.evaluation.privacy import (
     pixel_vectors,
 )
 from synthmed.evaluation.segmenter import SegmenterBudget, embed
-from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2
 
-# Labels of the compared sets, as the report and metrics.json name them.
-HELD_OUT, DUAL, SINGLE = "real (held-out)", "dual GAN", "single GAN"
+# The set labels live beside the data (inputs.py) and are re-exported here with the rest.
+__all__ = [
+    "DUAL",
+    "HELD_OUT",
+    "SINGLE",
+    "EvaluateOptions",
+    "Evaluation",
+    "check_options",
+    "compared_sets",
+    "prepare_output",
+    "run_evaluation",
+    "write_evaluation",
+]
 
 
 @dataclass(frozen=True)
 class EvaluateOptions:
-    """Everything `synthmed evaluate` takes; see its --help for each option's meaning."""
+    """Everything `synthmed evaluate` takes; see its --help for each option's meaning.
+
+    The synthetic set: `synthetic`, else class `label` of `cstylegan2`, else the dual GAN
+    `stage1` + `stage2` (None: the bundled demo models).
+    """
 
     real: Path
     real_test: Path | None = None
     synthetic: Path | None = None
-    stage1: Path = DEMO_STAGE1
-    stage2: Path = DEMO_STAGE2
+    stage1: Path | None = None
+    stage2: Path | None = None
+    cstylegan2: Path | None = None
+    label: str | None = None
+    truncation: float | None = None
     count: int = 500
     single: Path | None = None
     size: int | None = None
@@ -86,7 +109,12 @@ class Evaluation:
                 "real_train": {"path": str(o.real), "images": len(d.real_train)},
                 "validation": {"images": len(d.validation)},
                 "test": {"path": str(o.real_test or o.real), "images": len(d.test)},
-                "synthetic": {"source": d.synthetic_source, "images": len(d.synthetic)},
+                "synthetic": {
+                    "label": d.synthetic_label,
+                    "source": d.synthetic_source,
+                    "images": len(d.synthetic),
+                },
+                "cstylegan2": d.conditional.as_dict() if d.conditional is not None else None,
                 "single_gan": d.single_source,
                 "common_fov_pixels": int(self.region.sum()),
             },
@@ -108,10 +136,11 @@ class Evaluation:
 
 def compared_sets(data: EvaluationData) -> dict[str, torch.Tensor]:
     """The image sets measured against the real training images, by label: held-out real
-    (the floor), the dual GAN's, and the single-GAN baseline's when given."""
+    (the floor), the synthetic set (dual GAN or conditional class), and the single-GAN
+    baseline's when given."""
     sets = {
         HELD_OUT: torch.cat([data.validation.images, data.test.images]),
-        DUAL: data.synthetic.images,
+        data.synthetic_label: data.synthetic.images,
     }
     if data.single is not None:
         sets[SINGLE] = data.single
@@ -146,8 +175,25 @@ def _feature_distances(options: EvaluateOptions, data: EvaluationData) -> dict |
     return out
 
 
+def _check_generator_options(options: EvaluateOptions) -> None:
+    """One source of synthetic data: a folder, a dual GAN, or one class of a cStyleGAN2."""
+    if options.cstylegan2 is None:
+        for name in ("label", "truncation"):
+            if getattr(options, name) is not None:
+                raise UserInputError(f"--{name} needs --cstylegan2 RUN (a conditional StyleGAN2)")
+        return
+    for name in ("synthetic", "stage1", "stage2"):
+        if getattr(options, name) is not None:
+            raise UserInputError(
+                f"--cstylegan2 and --{name} both name the synthetic data; give one of them"
+            )
+    if options.truncation is not None and not np.isfinite(options.truncation):
+        raise UserInputError(f"--truncation must be a finite number, got {options.truncation}")
+
+
 def check_options(options: EvaluateOptions) -> None:
     """Refuse inconsistent options before any slow work starts."""
+    _check_generator_options(options)
     if options.fid and options.inception is None:
         raise UserInputError(
             "--fid needs --inception FILE, a local ONNX Inception feature extractor; "
@@ -173,6 +219,9 @@ def run_evaluation(options: EvaluateOptions, *, progress: bool = True) -> Evalua
         size=options.size,
         validation_fraction=options.validation_fraction,
         seed=options.seed,
+        cstylegan2=options.cstylegan2,
+        label=options.label,
+        truncation=options.truncation,
         progress=progress,
     )
     options.budget.check(data.size)
@@ -187,7 +236,7 @@ def run_evaluation(options: EvaluateOptions, *, progress: bool = True) -> Evalua
     histograms |= {label: intensity_histograms(images, region) for label, images in sets.items()}
     masks = {
         "real (train)": mask_statistics(data.real_train.masks[:, 0].numpy(), region),
-        DUAL: mask_statistics(data.synthetic.masks[:, 0].numpy(), region),
+        data.synthetic_label: mask_statistics(data.synthetic.masks[:, 0].numpy(), region),
     }
     downstream = run_downstream(
         data,

@@ -5,10 +5,14 @@ Synthetic data are judged at the size they were generated (resampling would blur
 thin vessels under test), so the synthetic set fixes the evaluation size and the real sets,
 which come in every size, are fitted to it by the training loader. A synthetic folder with
 mixed sizes is refused rather than silently resampled.
+
+The synthetic set is a folder, the dual GAN's samples, or one class of a conditional StyleGAN2
+(`--cstylegan2 RUN --label K`); the real sets are then that class's real data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +27,39 @@ from synthmed.training.checkpoint import load_generator, read_generator_info
 from synthmed.training.data.dataset import PairedData, load_paired_data
 from synthmed.training.data.layouts import find_pairs, resolve_root
 from synthmed.training.pixels import tanh_to_uint8
-from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
+from synthmed.training.sample import (
+    DEMO_STAGE1,
+    DEMO_STAGE2,
+    ConditionalSampler,
+    TwoStagePipeline,
+)
+
+# Labels of the compared sets, as the report and metrics.json name them.
+HELD_OUT, DUAL, SINGLE = "real (held-out)", "dual GAN", "single GAN"
+
+
+@dataclass(frozen=True)
+class ConditionalClass:
+    """Which class of which conditional StyleGAN2 run made the synthetic set, and how."""
+
+    run: Path
+    index: int
+    name: str
+    truncation: float
+
+    @property
+    def set_label(self) -> str:
+        """The synthetic set's name in tables and metrics.json."""
+        return f"cStyleGAN2 ({self.name})"
+
+    def as_dict(self) -> dict[str, object]:
+        """For metrics.json."""
+        return {
+            "run": str(self.run),
+            "class": self.name,
+            "class_index": self.index,
+            "truncation": self.truncation,
+        }
 
 
 @dataclass
@@ -38,6 +74,12 @@ class EvaluationData:
     synthetic_source: str
     single: torch.Tensor | None = None
     single_source: str | None = None
+    conditional: ConditionalClass | None = None
+
+    @property
+    def synthetic_label(self) -> str:
+        """The synthetic set's name: the dual GAN's, or the conditional model's class."""
+        return self.conditional.set_label if self.conditional is not None else DUAL
 
 
 def subset(data: PairedData, index: list[int] | np.ndarray) -> PairedData:
@@ -101,19 +143,56 @@ def _from_arrays(images: np.ndarray, masks: np.ndarray, source: str) -> PairedDa
     return PairedData(names, images_t, masks_t, torch.ones_like(masks_t), source)
 
 
+def _sample_in_batches(
+    sample: Callable[[range], tuple[np.ndarray, np.ndarray]], count: int, progress: bool
+) -> PairedData:
+    """Samples 0..count-1 in batches of 64 (samples do not depend on the batching)."""
+    images, masks = [], []
+    with tqdm(total=count, desc="synthesize", unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, count, 64):
+            batch = sample(range(start, min(start + 64, count)))
+            images.append(batch[0])
+            masks.append(batch[1])
+            bar.update(len(batch[0]))
+    return _from_arrays(np.concatenate(images), np.concatenate(masks), "in-process")
+
+
 def sample_two_stage(
     stage1: Path, stage2: Path, count: int, seed: int, *, progress: bool = True
 ) -> PairedData:
     """Synthesize `count` pairs in-process: the same samples `synthmed generate` would write."""
     pipeline = TwoStagePipeline(stage1, stage2)
-    images, masks = [], []
-    with tqdm(total=count, desc="synthesize", unit="img", disable=not progress, leave=False) as bar:
-        for start in range(0, count, 64):
-            batch = pipeline.sample(seed, range(start, min(start + 64, count)))
-            images.append(batch[0])
-            masks.append(batch[1])
-            bar.update(len(batch[0]))
-    return _from_arrays(np.concatenate(images), np.concatenate(masks), "in-process")
+    return _sample_in_batches(lambda indices: pipeline.sample(seed, indices), count, progress)
+
+
+def sample_conditional(
+    sampler: ConditionalSampler,
+    chosen: ConditionalClass,
+    count: int,
+    seed: int,
+    *,
+    progress: bool = True,
+) -> PairedData:
+    """`count` pairs of one class of a conditional StyleGAN2, sampled in-process."""
+    return _sample_in_batches(
+        lambda indices: sampler.sample(seed, indices, chosen.index, chosen.truncation),
+        count,
+        progress,
+    )
+
+
+def conditional_class(
+    sampler: ConditionalSampler, label: str | int | None, truncation: float | None
+) -> ConditionalClass:
+    """The class `label` (index or name) of a loaded run, or a one-line error naming them."""
+    if label is None:
+        known = ", ".join(f"{k} = {name}" for k, name in enumerate(sampler.classes))
+        raise UserInputError(
+            f"--cstylegan2 needs --label K, the class to evaluate (classes: {known})"
+        )
+    index = sampler.label(label)
+    psi = 1.0 if truncation is None else float(truncation)
+    return ConditionalClass(sampler.run, index, sampler.classes[index], psi)
 
 
 @torch.no_grad()
@@ -156,29 +235,50 @@ def _held_out_root(real: Path, real_test: Path | None) -> tuple[Path, str]:
     )
 
 
+def _synthetic_size(
+    size: int | None,
+    synthetic: Path | None,
+    stage1: Path,
+    conditional: ConditionalSampler | None,
+) -> int:
+    """The evaluation size: the one the synthetic data were (or will be) generated at."""
+    if synthetic is not None:
+        return _checked_size(size, synthetic_folder_size(synthetic), f"the images in {synthetic}")
+    if conditional is not None:
+        return _checked_size(size, conditional.info.image_size, str(conditional.run))
+    return _checked_size(size, read_generator_info(stage1, "stage1").image_size, str(stage1))
+
+
 def load_evaluation_data(
     *,
     real: Path,
     real_test: Path | None,
     synthetic: Path | None,
-    stage1: Path,
-    stage2: Path,
+    stage1: Path | None,
+    stage2: Path | None,
     count: int,
     single: Path | None,
     size: int | None,
     validation_fraction: float,
     seed: int,
+    cstylegan2: Path | None = None,
+    label: str | int | None = None,
+    truncation: float | None = None,
     progress: bool = True,
 ) -> EvaluationData:
-    """Load and check every input; the first problem found is a one-line error."""
+    """Load and check every input; the first problem found is a one-line error.
+
+    The synthetic set is `synthetic` (a folder), else one class of `cstylegan2`, else the
+    dual GAN `stage1` + `stage2` (the bundled demo models when not given).
+    """
     if count < 1:
         raise UserInputError(f"--count must be >= 1, got {count}")
     if not 0 < validation_fraction < 1:
         raise UserInputError(f"--validation-fraction must be in (0, 1), got {validation_fraction}")
-    if synthetic is not None:
-        size = _checked_size(size, synthetic_folder_size(synthetic), f"the images in {synthetic}")
-    else:
-        size = _checked_size(size, read_generator_info(stage1, "stage1").image_size, str(stage1))
+    stage1, stage2 = Path(stage1 or DEMO_STAGE1), Path(stage2 or DEMO_STAGE2)
+    sampler = ConditionalSampler(cstylegan2) if cstylegan2 is not None else None
+    chosen = conditional_class(sampler, label, truncation) if sampler is not None else None
+    size = _synthetic_size(size, synthetic, stage1, sampler)
     held_out_root, held_out_split = _held_out_root(real, real_test)
     real_train = load_paired_data(real, size, progress=progress)
     held_out = load_paired_data(held_out_root, size, split=held_out_split, progress=progress)
@@ -186,12 +286,20 @@ def load_evaluation_data(
     if synthetic is not None:
         synthetic_data = load_paired_data(synthetic, size, progress=progress)
         source = str(synthetic)
+    elif sampler is not None and chosen is not None:
+        synthetic_data = sample_conditional(sampler, chosen, count, seed, progress=progress)
+        source = (
+            f"class {chosen.index} ({chosen.name}) of the conditional StyleGAN2 {chosen.run}, "
+            f"truncation {chosen.truncation:g}, {count} samples, seed {seed}"
+        )
     else:
         synthetic_data = sample_two_stage(stage1, stage2, count, seed, progress=progress)
-        demo = Path(stage1) == DEMO_STAGE1 and Path(stage2) == DEMO_STAGE2
+        demo = stage1 == DEMO_STAGE1 and stage2 == DEMO_STAGE2
         models = "the bundled demo models" if demo else f"stage I {stage1}, stage II {stage2}"
         source = f"{models}, {count} samples, seed {seed}"
-    data = EvaluationData(size, real_train, validation, test, synthetic_data, source)
+    data = EvaluationData(
+        size, real_train, validation, test, synthetic_data, source, conditional=chosen
+    )
     if single is not None:
         data.single = sample_single(single, len(synthetic_data), seed, size)
         data.single_source = f"{single}, {len(synthetic_data)} samples, seed {seed}"

@@ -8,6 +8,7 @@ the report can be read without this code.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,10 @@ def _samples(doc: Document, ev: Evaluation, out: Path) -> None:
     data = ev.data
     rows = [to_tiles(data.real_train.images, GRID), to_tiles(data.real_train.masks, GRID)]
     rows += [to_tiles(data.synthetic.masks, GRID), to_tiles(data.synthetic.images, GRID)]
-    caption = "rows: real images, their masks; stage I masks, stage II images from those masks"
+    if data.conditional is None:
+        caption = "rows: real images, their masks; stage I masks, stage II images from those masks"
+    else:
+        caption = f"rows: real images, their masks; {data.synthetic_label} masks, its images"
     if data.single is not None:
         rows.append(to_tiles(data.single, GRID))
         caption += "; the single-GAN baseline"
@@ -68,7 +72,7 @@ def _downstream(doc: Document, ev: Evaluation, out: Path) -> None:
         "weights); the mixed arm draws half of each batch from each source. The threshold is "
         "chosen on the held-out real validation images, then every score is measured on the "
         "held-out real test images, pooled over pixels inside each image's field of view. "
-        "F1 equals Dice for binary masks."
+        f"F1 equals Dice for binary masks. Synthetic data: {ev.data.synthetic_label}."
     )
     _score_table(doc, ev.downstream.full)
     test = ev.data.test
@@ -121,11 +125,17 @@ def _distribution(doc: Document, ev: Evaluation, out: Path) -> None:
         )
     else:
         doc.paragraph("FID/KID: not computed (pass `--inception FILE.onnx` to compute them).")
-    doc.heading("Stage I geometry")
+    doc.heading("Stage I geometry" if ev.data.conditional is None else "Mask geometry")
     doc.paragraph(
         "Per mask, inside the common field of view: vessel fraction; branch points (skeleton "
         "junctions); segments (8-connected vessel components: broken vessels raise it); "
         "width at each centreline pixel, 2d - 1 for distance d to the background."
+        + (
+            ""
+            if ev.data.conditional is None
+            else " These are designed for vessel trees; for blob-like masks (cells) read the "
+            "fraction as foreground fraction and segments as the number of blobs."
+        )
     )
     rows = []
     for label, stats in ev.masks.items():
@@ -193,7 +203,7 @@ def _privacy(doc: Document, ev: Evaluation, out: Path) -> None:
         generated = compared_sets(ev.data)[label]
         shown = flagged[:GRID]
         nearest = audit.pixel.synthetic.index[shown]
-        name = f"flagged_{label.replace(' ', '_')}.png"
+        name = f"flagged_{re.sub(r'[^A-Za-z0-9.-]+', '_', label).strip('_')}.png"
         save_grid(
             out / name,
             [to_tiles(generated[shown], GRID), to_tiles(ev.data.real_train.images[nearest], GRID)],

@@ -305,7 +305,8 @@ def export_repository_cmd(
     cpu_threads: int,
     cpu_spinning: bool,
 ) -> None:
-    """Write a Triton model repository: stage I, stage II, the ensemble `synthmed` (+ fused)."""
+    """Write a Triton model repository from an export: stage I, stage II, the ensemble
+    `synthmed` (+ fused) when it holds the dual GAN, `synthmed_cstylegan2` when it holds that."""
     from synthmed.serving.repository import RepositoryOptions, write_repository
 
     preferred = tuple(b for b in (8, 16, 32) if b <= max_batch_size) or (max_batch_size,)

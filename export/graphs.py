@@ -20,6 +20,7 @@ from torch import nn
 
 from synthmed.training.pixels import (
     binary_mask,
+    conditional_to_uint8,
     mask_to_input,
     mask_to_uint8,
     tanh_to_uint8,
@@ -112,6 +113,4 @@ class ConditionalGraph(nn.Module):
         out = self.generator(
             z.to(self.dtype), labels, truncation.to(self.dtype), noise_mode="const"
         )
-        channels = out.shape[1] - 1
-        image = out[:, :channels].expand(-1, 3, -1, -1) if channels == 1 else out[:, :channels]
-        return tanh_to_uint8(image), mask_to_uint8(binary_mask(out[:, channels:]))
+        return conditional_to_uint8(out)

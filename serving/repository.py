@@ -1,9 +1,13 @@
-"""Write a Triton model repository: stage I, stage II, their ensemble, and the fused model.
+"""Write a Triton model repository from an export: the dual GAN and/or the conditional model.
 
     REPO/synthmed_stage1/config.pbtxt + 1/model.onnx (or model.plan, or model.py + model.onnx)
     REPO/synthmed_stage2/...
     REPO/synthmed_fused/...       z -> image, mask in one model (runtimes without ensembles)
     REPO/synthmed/config.pbtxt    the ensemble: z -> stage I -> stage II -> image, mask
+    REPO/synthmed_cstylegan2/...  z, class, truncation -> image, mask (class-conditional)
+
+The dual-GAN models are written when the export holds both stages, the conditional model when
+it holds `synthmed_cstylegan2`; an export may hold either or both.
 
 Configs are built as `ModelConfig` protobufs (tritonclient's model_config_pb2) and printed
 with protobuf's text format, so every field name is checked by the schema rather than by a
@@ -29,9 +33,18 @@ from synthmed.errors import UserInputError
 from synthmed.export.manifest import MANIFEST
 
 STAGE1, STAGE2, FUSED, ENSEMBLE = "synthmed_stage1", "synthmed_stage2", "synthmed_fused", "synthmed"
+CONDITIONAL = "synthmed_cstylegan2"
 BACKENDS = ("onnxruntime", "tensorrt", "python")
 PYTHON_MODEL = Path(__file__).with_name("python_backend") / "model.py"
-_DTYPES = {"float32": mc.TYPE_FP32, "float16": mc.TYPE_FP16, "uint8": mc.TYPE_UINT8}
+_DTYPES = {
+    "float32": mc.TYPE_FP32,
+    "float16": mc.TYPE_FP16,
+    "uint8": mc.TYPE_UINT8,
+    "int64": mc.TYPE_INT64,
+}
+# Inputs a request may leave out, with the value the python backend fills in (one per sample):
+# psi = 1 is no truncation.
+DEFAULTS = {CONDITIONAL: {"truncation": "1.0"}}
 _MODEL_FILE = {"onnxruntime": "model.onnx", "tensorrt": "model.plan", "python": "model.py"}
 
 
@@ -83,14 +96,27 @@ class ModelSpec:
     source: Path
     extra_files: list[Path] = field(default_factory=list)
     provenance: str = "[]"  # JSON: role, weights hash, step, training data of each source run
+    defaults: dict[str, str] = field(default_factory=dict)  # optional input -> fill value
+    parameters: dict[str, str] = field(default_factory=dict)  # extra config parameters
 
 
 def _tensors(cls: type, specs: dict[str, dict]) -> list:
-    """model_config_pb2 inputs/outputs from {name: {dtype, shape}}, batch axis dropped."""
-    return [
-        cls(name=name, data_type=_DTYPES[s["dtype"]], dims=s["shape"][1:])
-        for name, s in specs.items()
-    ]
+    """model_config_pb2 inputs/outputs from {name: {dtype, shape}}, batch axis dropped.
+
+    A per-sample scalar (ONNX shape [B]) has no dims left once the batch axis goes, and
+    Triton wants at least one: the API shape is [B, 1] (`dims: [1]`), and `reshape: []`
+    makes Triton hand the backend [B] (Triton's model-configuration docs, "Reshape"). Some
+    python-backend releases ignored `reshape` (server issue #5759), so our model.py also
+    reshapes each feed to the graph's rank itself.
+    """
+    tensors = []
+    for name, s in specs.items():
+        dims = s["shape"][1:]
+        tensor = cls(name=name, data_type=_DTYPES[s["dtype"]], dims=dims or [1])
+        if not dims:
+            tensor.reshape.SetInParent()  # present and empty: shape []
+        tensors.append(tensor)
+    return tensors
 
 
 def model_config(spec: ModelSpec, options: RepositoryOptions) -> mc.ModelConfig:
@@ -117,6 +143,14 @@ def model_config(spec: ModelSpec, options: RepositoryOptions) -> mc.ModelConfig:
         config.backend = options.backend
     # Which weights this is, readable by clients through the model config (dataset manifests).
     config.parameters["synthmed_provenance"].string_value = spec.provenance
+    for key, value in spec.parameters.items():
+        config.parameters[key].string_value = value
+    for name, value in spec.defaults.items():
+        config.parameters[f"default_{name}"].string_value = value
+        # Only our model.py fills an omitted input; ONNX Runtime and TensorRT need every
+        # graph input, so on native backends the input stays required.
+        if options.backend == "python":
+            next(t for t in config.input if t.name == name).optional = True
     if options.backend == "python":
         config.parameters["onnx_file"].string_value = "model.onnx"
         config.parameters["intra_op_threads"].string_value = str(options.cpu_threads)
@@ -169,19 +203,32 @@ def parse_pbtxt(text: str) -> mc.ModelConfig:
     return text_format.Parse(text, mc.ModelConfig())
 
 
+def _served_names(onnx_dir: Path, models: dict, options: RepositoryOptions) -> list[str]:
+    """The models to write: both stages (+ fused) if exported, the conditional model if so."""
+    stages = [name for name in (STAGE1, STAGE2) if name in models]
+    if len(stages) == 1:
+        missing = STAGE2 if stages == [STAGE1] else STAGE1
+        raise UserInputError(
+            f"{onnx_dir}: the repository needs {missing}, which the export lacks "
+            f"(it has {stages[0]}; the dual GAN needs both stages)"
+        )
+    names = stages + ([FUSED] if stages and options.fused and FUSED in models else [])
+    names += [CONDITIONAL] if CONDITIONAL in models else []
+    if not names:
+        raise UserInputError(
+            f"{onnx_dir}: nothing to serve: expected {STAGE1} + {STAGE2} or {CONDITIONAL} in "
+            f"the export, got {', '.join(sorted(models)) or 'no models'}"
+        )
+    return names
+
+
 def _specs(onnx_dir: Path, engines_dir: Path | None, options: RepositoryOptions) -> list[ModelSpec]:
     manifest_path = onnx_dir / MANIFEST
     if not manifest_path.is_file():
         raise UserInputError(f"{onnx_dir}: no {MANIFEST}; is it a `synthmed export onnx` folder?")
     models = json.loads(manifest_path.read_text())["models"]
-    missing = [name for name in (STAGE1, STAGE2) if name not in models]
-    if missing:
-        raise UserInputError(
-            f"{onnx_dir}: the repository needs {', '.join(missing)}, which the export lacks"
-        )
-    names = [STAGE1, STAGE2] + ([FUSED] if options.fused and FUSED in models else [])
     specs = []
-    for name in names:
+    for name in _served_names(onnx_dir, models, options):
         entry = models[name]
         if options.backend == "tensorrt":
             if engines_dir is None:
@@ -195,8 +242,15 @@ def _specs(onnx_dir: Path, engines_dir: Path | None, options: RepositoryOptions)
         if not source.is_file():
             raise UserInputError(f"{source}: missing")
         extras = [p for p in extra if p.is_file()]
-        provenance = _provenance(onnx_dir / entry["file"])
-        specs.append(ModelSpec(name, entry["inputs"], entry["outputs"], source, extras, provenance))
+        spec = ModelSpec(name, entry["inputs"], entry["outputs"], source, extras)
+        spec.provenance = _provenance(onnx_dir / entry["file"])
+        spec.defaults = {k: v for k, v in DEFAULTS.get(name, {}).items() if k in spec.inputs}
+        if "classes" in entry:
+            # Label k is classes[k]; clients read the names from here (JSON).
+            spec.parameters["synthmed_classes"] = json.dumps(entry["classes"])
+            gray = entry.get("grayscale_classes", [])
+            spec.parameters["synthmed_grayscale_classes"] = json.dumps(gray)
+        specs.append(spec)
     return specs
 
 
@@ -255,18 +309,21 @@ def write_repository(
     try:
         for spec in specs:
             _stage_model(spec, options, staging)
-        stage1, stage2 = specs[0], specs[1]
-        # Triton needs a version folder for the ensemble too; git does not keep empty folders.
-        (staging / ENSEMBLE / str(options.version)).mkdir(parents=True)
-        (staging / ENSEMBLE / str(options.version) / ".gitkeep").touch()
-        (staging / ENSEMBLE / "config.pbtxt").write_text(
-            to_pbtxt(ensemble_config(stage1, stage2, options))
-        )
-        for name in [s.name for s in specs] + [ENSEMBLE]:
+        names = [s.name for s in specs]
+        by_name = {s.name: s for s in specs}
+        if STAGE1 in by_name:
+            # Triton needs a version folder for the ensemble too; git keeps no empty folders.
+            (staging / ENSEMBLE / str(options.version)).mkdir(parents=True)
+            (staging / ENSEMBLE / str(options.version) / ".gitkeep").touch()
+            (staging / ENSEMBLE / "config.pbtxt").write_text(
+                to_pbtxt(ensemble_config(by_name[STAGE1], by_name[STAGE2], options))
+            )
+            names.append(ENSEMBLE)
+        for name in names:
             _install(staging / name, out / name, options.version)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return [s.name for s in specs] + [ENSEMBLE]
+    return names
 
 
 def _install(staged: Path, target: Path, version: int) -> None:

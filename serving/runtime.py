@@ -1,12 +1,13 @@
 """The in-process runtime: a model repository's ONNX graphs run with onnxruntime, no server.
 
 It is what `synthmed generate` uses without a URL, and what laptops without Triton use: the
-same files as the served models (stage I then stage II, exactly as the ensemble chains them),
-so a dataset made in-process equals one made through Triton.
+same files as the served models (stage I then stage II, exactly as the ensemble chains them;
+or the conditional model alone), so a dataset made in-process equals one made through Triton.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,7 +15,13 @@ import numpy as np
 import onnxruntime as ort
 
 from synthmed.errors import UserInputError
-from synthmed.serving.repository import STAGE1, STAGE2, parse_pbtxt
+from synthmed.serving.repository import CONDITIONAL, STAGE1, STAGE2, parse_pbtxt
+
+
+def model_parameters(repo: Path | str, name: str) -> dict[str, str]:
+    """The string parameters of model `name`'s config.pbtxt (provenance, classes, defaults)."""
+    config = parse_pbtxt((Path(repo) / name / "config.pbtxt").read_text())
+    return {key: value.string_value for key, value in config.parameters.items()}
 
 
 def _latest_onnx(repo: Path, name: str) -> Path:
@@ -74,3 +81,44 @@ class InProcessRuntime:
         """Stage II alone: uint8 masks [B, H, W] (>= 128 is vessel) -> images [B, H, W, 3]."""
         (image,) = self.stage2.run(["image"], {"mask": np.ascontiguousarray(masks, dtype=np.uint8)})
         return image
+
+
+class ConditionalRuntime:
+    """The class-conditional model of a repository (z, class, truncation -> image, mask)."""
+
+    def __init__(self, repo: Path | str, *, threads: int = 0, name: str = CONDITIONAL) -> None:
+        self.repo, self.name = Path(repo), name
+        if not self.repo.is_dir():
+            raise UserInputError(f"{self.repo}: model repository does not exist")
+        self.session = ort.InferenceSession(
+            str(_latest_onnx(self.repo, name)),
+            session_options(threads),
+            providers=["CPUExecutionProvider"],
+        )
+        params = model_parameters(self.repo, name)
+        self.classes: tuple[str, ...] = tuple(json.loads(params.get("synthmed_classes", "[]")))
+        self.default_truncation = float(params.get("default_truncation", "1.0"))
+        self.nz = int(self.session.get_inputs()[0].shape[1])
+        self.image_size = int(self.session.get_outputs()[0].shape[1])
+
+    def generate(
+        self, z: np.ndarray, labels: np.ndarray, truncation: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Latents float32 [B, nz], labels int [B], psi float [B] (None: the model's default)
+        -> (images uint8 [B, H, W, 3], masks uint8 [B, H, W])."""
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        labels = np.asarray(labels)
+        if labels.size and not (0 <= labels.min() and labels.max() < len(self.classes)):
+            raise UserInputError(
+                f"{self.name}: labels must be in 0..{len(self.classes) - 1} "
+                f"({', '.join(self.classes)}), got {sorted(set(labels.tolist()))}"
+            )
+        if truncation is None:
+            truncation = np.full(len(z), self.default_truncation, np.float32)
+        feeds = {
+            "z": z,
+            "class": np.ascontiguousarray(labels, dtype=np.int64).reshape(len(z)),
+            "truncation": np.ascontiguousarray(truncation, dtype=np.float32).reshape(len(z)),
+        }
+        image, mask = self.session.run(["image", "mask"], feeds)
+        return image, mask

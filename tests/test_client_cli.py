@@ -18,3 +18,36 @@ def test_in_process_generation_without_onnxruntime(
     result = run_cli("generate", "--count", 2, "--out", tmp_path / "out")
     assert_one_line_error(result, "needs onnxruntime", "--url")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "cstylegan2"], "--model cstylegan2 needs --label"),
+        (["--label", "cells"], "--label applies to --model cstylegan2 only, got --model dual"),
+        (
+            ["--label", "0", "--truncation", "0.5"],
+            "--label and --truncation apply to --model cstylegan2 only",
+        ),
+    ],
+)
+def test_model_options_are_checked_before_anything_runs(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run_cli("generate", "--count", 2, "--out", tmp_path / "out", *args)
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_labels_resolve_by_name_or_index() -> None:
+    from synthmed.client.conditional import check_truncation, resolve_label
+    from synthmed.client.errors import InvalidRequestError
+
+    classes = ("retina", "cells")
+    assert [resolve_label(x, classes, "m") for x in ("cells", " retina ", "1", 0)] == [1, 0, 1, 0]
+    for bad, message in ((True, "unknown class True"), (1.0, "unknown class 1.0"), ("2", "0..1")):
+        with pytest.raises(InvalidRequestError, match=message):
+            resolve_label(bad, classes, "m")
+    assert check_truncation(None) is None and check_truncation(0) == 0.0
+    with pytest.raises(InvalidRequestError, match="finite"):
+        check_truncation(float("inf"))

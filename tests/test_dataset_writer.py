@@ -79,6 +79,7 @@ def test_writes_every_sample_and_the_run_files(tmp_path: Path, fmt: str) -> None
     assert_complete(out, 12, fmt)
     entry = manifest(out)[0]
     assert entry["seed"] == 4242 and entry["model"] == "retina-demo"
+    assert "label" not in entry  # only a class-conditional run has one
     assert entry["weights_sha256"] == GENERATOR["weights_sha256"]
     if fmt == "png":
         assert entry["image"] == f"images/{entry['index']:06d}.png"
@@ -258,6 +259,8 @@ def test_read_only_folder_is_refused(tmp_path: Path) -> None:
             "generator weights_sha256",
         ),
         ({"count": 2}, "--count 2 is smaller than the run being resumed (count 4)"),
+        ({"generator": {**GENERATOR, "label": 1}}, "generator label 1 differs"),
+        ({"generator": {**GENERATOR, "truncation": 0.7}}, "generator truncation 0.7 differs"),
     ],
 )
 def test_resume_refuses_a_different_run(tmp_path: Path, change: dict, message: str) -> None:
@@ -303,3 +306,19 @@ def test_an_exception_in_the_block_keeps_finished_samples_and_writes_no_card(
         for i in writer.pending():
             writer.submit(i, *sample(i))
     assert_complete(out, 6)
+
+
+def test_a_conditional_run_records_its_class_and_truncation(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    generator = {**GENERATOR, "label": 1, "class_name": "cells", "truncation": 0.7}
+    run = replace(run_info(4), generator=generator)
+    write(out, run, range(2))
+    entry = manifest(out)[0]
+    assert (entry["label"], entry["class_name"], entry["truncation"]) == (1, "cells", 0.7)
+    card = (out / "DATASET_CARD.md").read_text()
+    assert "Class: `cells` (label 1)" in card and "Truncation psi: 0.7" in card
+    other = replace(run, generator={**generator, "label": 0, "class_name": "retina"})
+    with pytest.raises(UserInputError, match=r"generator label 0 differs .* \(label 1\)"):
+        DatasetWriter(out, other, resume=True)
+    write(out, run, range(4), resume=True)
+    assert_complete(out, 4)

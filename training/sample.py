@@ -19,7 +19,13 @@ from synthmed.atomic import atomic_path
 from synthmed.errors import CheckpointError, UserInputError
 from synthmed.latents import latents
 from synthmed.training.checkpoint import load_generator
-from synthmed.training.pixels import binary_mask, mask_to_input, mask_to_uint8, tanh_to_uint8
+from synthmed.training.pixels import (
+    binary_mask,
+    conditional_to_uint8,
+    mask_to_input,
+    mask_to_uint8,
+    tanh_to_uint8,
+)
 
 DEMO_DIR = Path(__file__).parent / "demo_models"
 DEMO_STAGE1 = DEMO_DIR / "stage1"
@@ -50,16 +56,6 @@ class TwoStagePipeline:
     def sample(self, seed: int, indices: range) -> tuple[np.ndarray, np.ndarray]:
         """Images and masks of the given sample indices of the run seeded `seed`."""
         return self(latents(seed, indices, self.nz))
-
-
-def conditional_to_uint8(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Conditional StyleGAN2 output [N, C + 1, H, W] -> (image uint8 [N,H,W,3], mask uint8
-    [N,H,W]): the conversion `ConditionalGraph` bakes into the exported graph, so in-process
-    and served samples of one latent are the same pixels. One image channel is repeated to RGB.
-    """
-    channels = out.shape[1] - 1
-    image = out[:, :channels].expand(-1, 3, -1, -1) if channels == 1 else out[:, :channels]
-    return tanh_to_uint8(image), mask_to_uint8(binary_mask(out[:, channels:]))
 
 
 class ConditionalSampler:

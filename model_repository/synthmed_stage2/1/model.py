@@ -6,6 +6,12 @@ included. Triton's dynamic batcher hands `execute` a list of requests: they are 
 into one batch for a single onnxruntime call and the result is split back, or batching would
 buy nothing. Outputs are already UINT8 from the graph (clipped before the cast), since the
 python backend does not check output dtypes.
+
+Two things left to the model, done here for any graph: an optional input a request leaves
+out is filled from the config parameter `default_<name>` (one value per sample), and each
+feed is reshaped to the rank the graph expects. Triton 2.51 applies the config's `reshape`
+(a per-sample scalar sent as [B, 1] arrives as [B]), but older python backends did not
+(server issue #5759), so [B, 1] and [B] are both accepted.
 """
 
 from __future__ import annotations
@@ -16,6 +22,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+# onnxruntime's type names -> numpy, for inputs filled from a default.
+_NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(uint8)": np.uint8,
+}
 
 
 class TritonPythonModel:
@@ -41,30 +56,75 @@ class TritonPythonModel:
         )
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
+        self.defaults = {
+            i["name"]: params[f"default_{i['name']}"]
+            for i in config["input"]
+            if i.get("optional") and f"default_{i['name']}" in params
+        }
+        graph = {i.name: i for i in self.session.get_inputs()}
+        # Per-sample shape each graph input wants (-1 where it is dynamic), and its dtype.
+        self.sample_shapes = {
+            name: tuple(d if isinstance(d, int) and d > 0 else -1 for d in graph[name].shape[1:])
+            for name in self.input_names
+        }
+        self.dtypes = {name: _NUMPY_TYPES.get(graph[name].type) for name in self.input_names}
+
+    def _request_feeds(self, request: object) -> dict[str, np.ndarray]:
+        """One request's inputs at the graph's rank, an omitted optional one from its default."""
+        arrays = {}
+        for name in self.input_names:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is not None:
+                arrays[name] = tensor.as_numpy()
+        size = len(next(iter(arrays.values())))
+        feeds = {}
+        for name in self.input_names:
+            sample = self.sample_shapes[name]
+            if name not in arrays:
+                shape = (size, *(1 if d < 0 else d for d in sample))
+                feeds[name] = np.full(shape, float(self.defaults[name]), self.dtypes[name])
+            elif arrays[name].ndim != len(sample) + 1:
+                feeds[name] = arrays[name].reshape(len(arrays[name]), *sample)
+            else:
+                feeds[name] = arrays[name]
+        return feeds
+
+    def _run(self, batch: list[dict[str, np.ndarray]]) -> list:
+        """Outputs per request (or a TritonError): one session call for the whole batch, and
+        request by request only if that fails, so one bad request fails no other client's."""
+        feeds = {name: np.concatenate([f[name] for f in batch]) for name in self.input_names}
+        try:
+            results = self.session.run(self.output_names, feeds)
+        except Exception as e:  # onnxruntime raises its own types
+            if len(batch) > 1:
+                return [out for single in batch for out in self._run([single])]
+            return [pb_utils.TritonError(f"onnxruntime: {e}")]
+        bounds = np.cumsum([len(f[self.input_names[0]]) for f in batch])[:-1]
+        split = [np.split(result, bounds) for result in results]
+        return [[parts[i] for parts in split] for i in range(len(batch))]
 
     def execute(self, requests: list) -> list:
         """Run every request of the batch in one session call."""
-        arrays = {
-            name: [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
-            for name in self.input_names
-        }
-        sizes = [len(a) for a in arrays[self.input_names[0]]]
-        feeds = {name: np.concatenate(parts) for name, parts in arrays.items()}
-        try:
-            results = self.session.run(self.output_names, feeds)
-        except Exception as e:  # onnxruntime raises its own types; return it to every client
-            error = pb_utils.TritonError(f"onnxruntime: {e}")
-            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
-        bounds = np.cumsum(sizes)[:-1]
-        split = [np.split(result, bounds) for result in results]
+        outputs: list = [None] * len(requests)
+        ready = []
+        for i, request in enumerate(requests):
+            try:
+                ready.append((i, self._request_feeds(request)))
+            except Exception as e:  # shapes the graph cannot take
+                outputs[i] = pb_utils.TritonError(f"bad input: {e}")
+        if ready:
+            for (i, _), out in zip(ready, self._run([f for _, f in ready]), strict=True):
+                outputs[i] = out
         return [
-            pb_utils.InferenceResponse(
+            pb_utils.InferenceResponse(output_tensors=[], error=out)
+            if isinstance(out, pb_utils.TritonError)
+            else pb_utils.InferenceResponse(
                 output_tensors=[
-                    pb_utils.Tensor(name, np.ascontiguousarray(parts[i]))
-                    for name, parts in zip(self.output_names, split, strict=True)
+                    pb_utils.Tensor(name, np.ascontiguousarray(part))
+                    for name, part in zip(self.output_names, out, strict=True)
                 ]
             )
-            for i in range(len(requests))
+            for out in outputs
         ]
 
     def finalize(self) -> None:

@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
-import signal
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
-from tqdm import tqdm
 
 import synthmed
-from synthmed.errors import TrainingDivergedError, UserInputError
+from synthmed.errors import UserInputError
 from synthmed.training.checkpoint import (
     STATE_FILE,
     load_training_state,
@@ -36,7 +29,13 @@ from synthmed.training.checkpoint import (
 from synthmed.training.config import RESUMABLE_OVERRIDES, TrainConfig
 from synthmed.training.data.dataset import PairedData, load_paired_data
 from synthmed.training.distributed import Distributed, no_sync, setup
-from synthmed.training.run_log import CsvLog, TensorBoardLog, save_grid
+from synthmed.training.loop import (
+    TrainingLoop,
+    ema_avg_fn,
+    prepare_run_dir,
+    step_seed,
+)
+from synthmed.training.run_log import save_grid
 from synthmed.training.tasks import GanTask, d_loss, make_task
 
 
@@ -51,51 +50,6 @@ class TrainResult:
     last_losses: dict[str, float] = field(default_factory=dict)
     eval_metrics: dict[str, float] = field(default_factory=dict)
     data_real_fraction: float = 0.0
-
-
-def step_seed(*parts: int) -> int:
-    """A 63-bit seed from (seed, step, rank, ...) that does not collide for nearby inputs."""
-    state = np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)
-    return int(state[0]) >> 1  # int first: numpy 1.x will not shift a uint64 by a Python int
-
-
-def ema_avg_fn(decay: float):
-    """EMA update with warm-up: the effective decay grows as (1 + n) / (10 + n) towards
-    `decay`, so a short run's EMA is not stuck near the random initialisation."""
-
-    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], n: torch.Tensor) -> None:
-        d = min(decay, (1 + float(n)) / (10 + float(n)))
-        floats = [(e, p) for e, p in zip(ema_params, params, strict=True) if e.is_floating_point()]
-        if floats:
-            torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1 - d)
-        for e, p in zip(ema_params, params, strict=True):
-            if not e.is_floating_point():  # batch-norm step counters are copied, not averaged
-                e.copy_(p)
-
-    return update
-
-
-class StopRequest:
-    """SIGINT/SIGTERM set a flag, so the loop stops between steps and saves a checkpoint.
-    A second Ctrl-C interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[StopRequest]:
-        """Install the handlers for the duration of the block (main thread only)."""
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
@@ -138,21 +92,10 @@ def _batch_index(cfg: TrainConfig, n: int, step: int, dist: Distributed) -> torc
     return index[dist.rank :: dist.world_size]
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> None:
-    """Refuse to resume nothing, or to start over a run that is there; create the folder."""
-    has_state = (run_dir / STATE_FILE).exists()
-    if resume and not has_state:
-        raise UserInputError(f"{run_dir}: nothing to resume (no {STATE_FILE})")
-    if not resume and has_state:
-        raise UserInputError(
-            f"{run_dir}: already holds a training run; "
-            "pass --resume to continue it or choose another --out"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-class Trainer:
+class Trainer(TrainingLoop):
     """Holds the models, optimizers and logs of one run; `run()` is the loop."""
+
+    divergence_hint = "Lower --lr, or use --precision fp32"
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, *, resume: bool, progress: bool) -> None:
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
@@ -184,15 +127,16 @@ class Trainer:
         self.g_ddp = self.dist.wrap(self.generator)
         self.d_ddp = self.dist.wrap(self.discriminator)
         self.fixed = self.task.fixed_inputs(self.data, device)
-        self.csv = self.eval_csv = self.tensorboard = None
-        if self.dist.is_main:
-            # losses.csv rows are 0-based step indices, eval.csv rows counts of steps done.
-            self.csv = CsvLog(run_dir / "losses.csv", self.start_step if resume else None)
-            self.eval_csv = CsvLog(run_dir / "eval.csv", self.start_step + 1 if resume else None)
-            self.tensorboard = TensorBoardLog(run_dir / "tensorboard")
+        self.name = cfg.kind
+        self.open_logs(resume)
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator, "ema": self.ema}
+
+    def train_mode(self) -> None:
+        """Generator and discriminator in training mode (batch norm, dropout)."""
+        self.generator.train()
+        self.discriminator.train()
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
@@ -299,69 +243,16 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train from `start_step` to `cfg.steps`, checkpointing and sampling on the way."""
-        cfg, main = self.cfg, self.dist.is_main
-        stop = StopRequest()
-        losses: dict[str, float] = {}
-        metrics: dict[str, float] = {}
-        step = self.start_step
-        busy = 0.0
-        bar = tqdm(
-            total=cfg.steps,
-            initial=step,
-            desc=f"train {cfg.kind}",
-            unit="step",
-            disable=not (self.progress and main),
-        )
-        with stop.installed():
-            while step < cfg.steps:
-                t0 = time.perf_counter()
-                self.generator.train()
-                self.discriminator.train()
-                losses = self.train_step(step)
-                busy += time.perf_counter() - t0
-                if self.dist.any_true(not all(math.isfinite(v) for v in losses.values())):
-                    kept = (
-                        f"the last good checkpoint in {self.run_dir} was kept"
-                        if (self.run_dir / STATE_FILE).exists()
-                        else "no checkpoint had been written yet"
-                    )
-                    raise TrainingDivergedError(
-                        f"a loss became NaN or infinite at step {step} "
-                        f"({_format(losses)}); {kept}. "
-                        "Lower --lr, or use --precision fp32"
-                    )
-                step += 1
-                bar.update(1)
-                bar.set_postfix_str(_format(losses), refresh=False)
-                stopping = self.dist.any_true(stop.requested)
-                if main:
-                    if step % cfg.log_every == 0 or step == cfg.steps:
-                        self.csv.write({"step": step - 1, **losses})
-                        self.tensorboard.write(step - 1, losses)
-                    if step % cfg.sample_every == 0 or step == cfg.steps:
-                        metrics = self.evaluate(step)
-                    if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
-                        self.save(step)
-                if stopping:
-                    break
-        bar.close()
-        if main:
-            self.tensorboard.close()
-        self.dist.close()
-        done = step - self.start_step
+        outcome = self.loop()
         return TrainResult(
             self.run_dir,
-            step,
-            interrupted=step < cfg.steps,
-            seconds_per_step=busy / max(done, 1),
-            last_losses=losses,
-            eval_metrics=metrics,
+            outcome.step,
+            interrupted=outcome.step < self.cfg.steps,
+            seconds_per_step=outcome.seconds_per_step,
+            last_losses=outcome.losses,
+            eval_metrics=outcome.metrics,
             data_real_fraction=float(self.data.masks.float().mean()),
         )
-
-
-def _format(values: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.4g}" for k, v in values.items())
 
 
 def train(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
-from tqdm import tqdm
 
 import synthmed
-from synthmed.errors import TrainingDivergedError, UserInputError
+from synthmed.errors import UserInputError
 from synthmed.training.adaptive_augment import AdaptiveProbability, augment
 from synthmed.training.checkpoint import (
     STATE_FILE,
@@ -40,10 +38,10 @@ from synthmed.training.checkpoint import (
 from synthmed.training.class_statistics import class_separability
 from synthmed.training.data.classes import ClassData, load_class_data
 from synthmed.training.distributed import setup
+from synthmed.training.loop import TrainingLoop, ema_avg_fn, prepare_run_dir, step_seed
 from synthmed.training.models import CStyleGAN2Config, create_model
-from synthmed.training.run_log import CsvLog, TensorBoardLog, save_grid
+from synthmed.training.run_log import save_grid
 from synthmed.training.stylegan2_config import RESUMABLE_OVERRIDES, StyleGAN2TrainConfig
-from synthmed.training.train import StopRequest, ema_avg_fn, prepare_run_dir, step_seed
 
 ROLE = "cstylegan2"
 GENERATOR = "cstylegan2_generator"
@@ -98,8 +96,11 @@ def _lazy_adam(params: Any, cfg: StyleGAN2TrainConfig, interval: int) -> torch.o
     )
 
 
-class StyleGAN2Trainer:
+class StyleGAN2Trainer(TrainingLoop):
     """Holds the models, optimizers, controllers and logs of one run; `run()` is the loop."""
+
+    name = "stylegan2"
+    divergence_hint = "Lower --lr or raise --r1-gamma"
 
     def __init__(
         self, cfg: StyleGAN2TrainConfig, run_dir: Path, *, resume: bool, progress: bool
@@ -133,11 +134,7 @@ class StyleGAN2Trainer:
         if resume:
             self._load_state()
         self.fixed = self._fixed_inputs()
-        self.csv = self.eval_csv = self.tensorboard = None
-        if self.dist.is_main:
-            self.csv = CsvLog(run_dir / "losses.csv", self.start_step if resume else None)
-            self.eval_csv = CsvLog(run_dir / "eval.csv", self.start_step + 1 if resume else None)
-            self.tensorboard = TensorBoardLog(run_dir / "tensorboard")
+        self.open_logs(resume)
 
     # --- state -----------------------------------------------------------------------------
     def _modules(self) -> dict[str, torch.nn.Module]:
@@ -145,6 +142,11 @@ class StyleGAN2Trainer:
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
+
+    def train_mode(self) -> None:
+        """Generator and discriminator in training mode."""
+        self.G.train()
+        self.D.train()
 
     def _fingerprint(self) -> str:
         return hashlib.sha256(
@@ -327,63 +329,24 @@ class StyleGAN2Trainer:
             metadata=metadata,
         )
 
+    def log_row(self, losses: dict[str, float]) -> dict[str, float | str]:
+        """Fixed CSV columns (R1 and path length hold their last value; blank before the first)."""
+        return {name: losses.get(name, "") for name in _COLUMNS}
+
     def run(self) -> StyleGAN2Result:
         """Train from `start_step` to `cfg.steps`, checkpointing and sampling on the way."""
-        cfg, main = self.cfg, self.dist.is_main
-        stop, step, busy = StopRequest(), self.start_step, 0.0
-        losses: dict[str, float] = {}
-        metrics: dict[str, float] = {}
-        bar = tqdm(
-            total=cfg.steps, initial=step, desc="train stylegan2", unit="step",
-            disable=not (self.progress and main),
-        )  # fmt: skip
-        with stop.installed():
-            while step < cfg.steps:
-                t0 = time.perf_counter()
-                self.G.train()
-                self.D.train()
-                losses = self.train_step(step)
-                busy += time.perf_counter() - t0
-                if self.dist.any_true(not all(math.isfinite(v) for v in losses.values())):
-                    raise TrainingDivergedError(
-                        f"a loss became NaN or infinite at step {step} ({_format(losses)}); "
-                        f"the last checkpoint in {self.run_dir} was kept. Lower --lr or raise "
-                        "--r1-gamma"
-                    )
-                step += 1
-                bar.update(1)
-                bar.set_postfix_str(_format(losses), refresh=False)
-                stopping = self.dist.any_true(stop.requested)
-                if main:
-                    if step % cfg.log_every == 0 or step == cfg.steps:
-                        self.csv.write({"step": step - 1, **_columns(losses)})
-                        self.tensorboard.write(step - 1, losses)
-                    if step % cfg.sample_every == 0 or step == cfg.steps:
-                        metrics = self.evaluate(step)
-                    if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
-                        self.save(step)
-                if stopping:
-                    break
-        bar.close()
-        if main:
-            self.tensorboard.close()
-        self.dist.close()
-        done = step - self.start_step
+        outcome = self.loop()
         return StyleGAN2Result(
-            self.run_dir, step, step < cfg.steps, busy / max(done, 1), losses, metrics
+            self.run_dir,
+            outcome.step,
+            outcome.step < self.cfg.steps,
+            outcome.seconds_per_step,
+            outcome.losses,
+            outcome.metrics,
         )
 
 
 _COLUMNS = ("loss_g", "loss_d", "d_real", "d_fake", "r1", "path_length", "ada_p", "ada_rt")
-
-
-def _columns(losses: dict[str, float]) -> dict[str, float | str]:
-    """Fixed CSV columns (R1 and path length hold their last value; blank before the first)."""
-    return {name: losses.get(name, "") for name in _COLUMNS}
-
-
-def _format(values: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.4g}" for k, v in values.items())
 
 
 def train_stylegan2(

@@ -1,0 +1,195 @@
+"""What every GAN training run shares: per-step seeds, the EMA update, Ctrl-C handling, the
+run folder check, and the step loop itself (progress bar, divergence stop, logs, samples,
+checkpoints). `Trainer` (dual GAN) and `StyleGAN2Trainer` differ only in what one step, one
+evaluation and one checkpoint do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from synthmed.errors import TrainingDivergedError, UserInputError
+from synthmed.training.checkpoint import STATE_FILE
+from synthmed.training.distributed import Distributed
+from synthmed.training.run_log import CsvLog, TensorBoardLog
+
+
+def step_seed(*parts: int) -> int:
+    """A 63-bit seed from (seed, step, rank, ...) that does not collide for nearby inputs."""
+    state = np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)
+    return int(state[0]) >> 1  # int first: numpy 1.x will not shift a uint64 by a Python int
+
+
+def ema_avg_fn(decay: float):
+    """EMA update with warm-up: the effective decay grows as (1 + n) / (10 + n) towards
+    `decay`, so a short run's EMA is not stuck near the random initialisation."""
+
+    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], n: torch.Tensor) -> None:
+        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        floats = [(e, p) for e, p in zip(ema_params, params, strict=True) if e.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1 - d)
+        for e, p in zip(ema_params, params, strict=True):
+            if not e.is_floating_point():  # batch-norm step counters are copied, not averaged
+                e.copy_(p)
+
+    return update
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag, so the loop stops between steps and saves a checkpoint.
+    A second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Install the handlers for the duration of the block (main thread only)."""
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse to resume nothing, or to start over a run that is there; create the folder."""
+    has_state = (run_dir / STATE_FILE).exists()
+    if resume and not has_state:
+        raise UserInputError(f"{run_dir}: nothing to resume (no {STATE_FILE})")
+    if not resume and has_state:
+        raise UserInputError(
+            f"{run_dir}: already holds a training run; "
+            "pass --resume to continue it or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class LoopOutcome:
+    """Where the loop stopped, and the last values it saw."""
+
+    step: int
+    seconds_per_step: float
+    losses: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class TrainingLoop:
+    """The step loop of a training run. A subclass sets `cfg` (with steps, log_every,
+    sample_every, checkpoint_every), `run_dir`, `progress`, `dist` and `start_step`, calls
+    `open_logs` and implements `train_step`, `evaluate`, `save` and `train_mode`."""
+
+    cfg: Any
+    run_dir: Path
+    progress: bool
+    dist: Distributed
+    start_step: int
+    name: str  # shown on the progress bar: "train <name>"
+    divergence_hint: str  # what to try after a NaN, e.g. "Lower --lr"
+
+    def open_logs(self, resume: bool) -> None:
+        """losses.csv (rows: 0-based step indices), eval.csv (rows: steps done), TensorBoard;
+        rank 0 only. On resume the rows written after the last checkpoint are dropped."""
+        self.csv = self.eval_csv = self.tensorboard = None
+        if self.dist.is_main:
+            self.csv = CsvLog(self.run_dir / "losses.csv", self.start_step if resume else None)
+            self.eval_csv = CsvLog(
+                self.run_dir / "eval.csv", self.start_step + 1 if resume else None
+            )
+            self.tensorboard = TensorBoardLog(self.run_dir / "tensorboard")
+
+    def train_mode(self) -> None:
+        """Put the trained modules in training mode (evaluation switches the EMA to eval)."""
+        raise NotImplementedError
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimisation step; returns its losses."""
+        raise NotImplementedError
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Samples and metrics (rank 0)."""
+        raise NotImplementedError
+
+    def save(self, step: int) -> None:
+        """Checkpoint (rank 0)."""
+        raise NotImplementedError
+
+    def log_row(self, losses: dict[str, float]) -> dict[str, Any]:
+        """The losses.csv row of a step's losses (subclasses may fix the columns)."""
+        return losses
+
+    def _diverged(self, step: int, losses: dict[str, float]) -> TrainingDivergedError:
+        kept = (
+            f"the last good checkpoint in {self.run_dir} was kept"
+            if (self.run_dir / STATE_FILE).exists()
+            else "no checkpoint had been written yet"
+        )
+        return TrainingDivergedError(
+            f"a loss became NaN or infinite at step {step} ({format_values(losses)}); {kept}. "
+            f"{self.divergence_hint}"
+        )
+
+    def loop(self) -> LoopOutcome:
+        """Train from `start_step` to `cfg.steps`, logging, sampling and checkpointing on the
+        way; SIGINT/SIGTERM stop it after a checkpoint."""
+        cfg, main = self.cfg, self.dist.is_main
+        stop, step, busy = StopRequest(), self.start_step, 0.0
+        outcome = LoopOutcome(step, 0.0)
+        bar = tqdm(
+            total=cfg.steps, initial=step, desc=f"train {self.name}", unit="step",
+            disable=not (self.progress and main),
+        )  # fmt: skip
+        with stop.installed():
+            while step < cfg.steps:
+                t0 = time.perf_counter()
+                self.train_mode()
+                outcome.losses = losses = self.train_step(step)
+                busy += time.perf_counter() - t0
+                if self.dist.any_true(not all(math.isfinite(v) for v in losses.values())):
+                    raise self._diverged(step, losses)
+                step += 1
+                bar.update(1)
+                bar.set_postfix_str(format_values(losses), refresh=False)
+                stopping = self.dist.any_true(stop.requested)
+                if main:
+                    if step % cfg.log_every == 0 or step == cfg.steps:
+                        self.csv.write({"step": step - 1, **self.log_row(losses)})
+                        self.tensorboard.write(step - 1, losses)
+                    if step % cfg.sample_every == 0 or step == cfg.steps:
+                        outcome.metrics = self.evaluate(step)
+                    if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
+                        self.save(step)
+                if stopping:
+                    break
+        bar.close()
+        if main:
+            self.tensorboard.close()
+        self.dist.close()
+        outcome.step = step
+        outcome.seconds_per_step = busy / max(step - self.start_step, 1)
+        return outcome
+
+
+def format_values(values: dict[str, float]) -> str:
+    """'name=value ...' with 4 significant digits, for the progress bar and messages."""
+    return " ".join(f"{k}={v:.4g}" for k, v in values.items())

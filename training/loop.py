@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import synthmed
 from synthmed.errors import TrainingDivergedError, UserInputError
-from synthmed.training.checkpoint import STATE_FILE
+from synthmed.training.checkpoint import STATE_FILE, save_generator, save_training_state
 from synthmed.training.distributed import Distributed
-from synthmed.training.run_log import CsvLog, TensorBoardLog
+from synthmed.training.run_log import CsvLog, TensorBoardLog, save_grid
 
 
 def step_seed(*parts: int) -> int:
@@ -133,6 +134,55 @@ class TrainingLoop:
     def save(self, step: int) -> None:
         """Checkpoint (rank 0)."""
         raise NotImplementedError
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        """What the resume state holds: generator, discriminator, EMA."""
+        raise NotImplementedError
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers whose state a resume needs."""
+        raise NotImplementedError
+
+    def record_samples(
+        self, step: int, rows: list[torch.Tensor], metrics: dict[str, float], columns: int = 8
+    ) -> dict[str, float]:
+        """Save a sample grid (rows of [N, C, H, W] in [0, 1]) and log evaluation metrics."""
+        save_grid(self.run_dir / "samples" / f"step_{step:06d}.png", rows, columns=columns)
+        self.eval_csv.write({"step": step, **metrics})
+        self.tensorboard.write(step, metrics)
+        return metrics
+
+    def write_checkpoint(
+        self,
+        step: int,
+        *,
+        generator: torch.nn.Module,
+        role: str,
+        model_name: str,
+        model_config: Any,
+        data: dict[str, Any],
+        precision: str,
+        extra: dict[str, Any],
+    ) -> None:
+        """The resume state, then the EMA generator with config.json describing the run."""
+        metadata = {
+            "train": self.cfg.to_dict(),
+            "data": data,
+            "precision": precision,
+            "synthmed_version": synthmed.__version__,
+        }
+        save_training_state(
+            self.run_dir / STATE_FILE, self._modules(), self._optimizers(), step, extra
+        )
+        save_generator(
+            self.run_dir,
+            generator,
+            role=role,
+            model_name=model_name,
+            model_config=model_config,
+            step=step,
+            metadata=metadata,
+        )
 
     def log_row(self, losses: dict[str, float]) -> dict[str, Any]:
         """The losses.csv row of a step's losses (subclasses may fix the columns)."""

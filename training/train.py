@@ -17,14 +17,11 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-import synthmed
 from synthmed.errors import UserInputError
 from synthmed.training.checkpoint import (
     STATE_FILE,
     load_training_state,
     read_generator_info,
-    save_generator,
-    save_training_state,
 )
 from synthmed.training.config import RESUMABLE_OVERRIDES, TrainConfig
 from synthmed.training.data.dataset import PairedData, load_paired_data
@@ -35,7 +32,6 @@ from synthmed.training.loop import (
     prepare_run_dir,
     step_seed,
 )
-from synthmed.training.run_log import save_grid
 from synthmed.training.tasks import GanTask, d_loss, make_task
 
 
@@ -209,36 +205,24 @@ class Trainer(TrainingLoop):
     def evaluate(self, step: int) -> dict[str, float]:
         """EMA metrics and a sample grid (rank 0)."""
         metrics, rows = self.task.evaluate(self.ema.module.eval(), self.fixed)
-        save_grid(self.run_dir / "samples" / f"step_{step:06d}.png", rows)
-        self.eval_csv.write({"step": step, **metrics})
-        self.tensorboard.write(step, metrics)
-        return metrics
+        return self.record_samples(step, rows, metrics)
 
     def save(self, step: int) -> None:
         """Write the EMA generator and the resume state (rank 0)."""
-        metadata = {
-            "train": self.cfg.to_dict(),
-            "data": {
+        self.write_checkpoint(
+            step,
+            generator=self.ema.module,
+            role=self.task.role,
+            model_name=self.task.generator_name,
+            model_config=self.task.generator_config,
+            data={
                 "path": str(Path(self.cfg.data).resolve()),
                 "fingerprint": self.data.fingerprint,
                 "count": len(self.data),
                 "vessel_fraction": self.data.vessel_fraction(),
             },
-            "precision": self.precision,
-            "synthmed_version": synthmed.__version__,
-        }
-        extra = {"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}
-        save_training_state(
-            self.run_dir / STATE_FILE, self._modules(), self._optimizers(), step, extra
-        )
-        save_generator(
-            self.run_dir,
-            self.ema.module,
-            role=self.task.role,
-            model_name=self.task.generator_name,
-            model_config=self.task.generator_config,
-            step=step,
-            metadata=metadata,
+            precision=self.precision,
+            extra={"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {},
         )
 
     def run(self) -> TrainResult:

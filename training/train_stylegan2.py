@@ -25,22 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-import synthmed
 from synthmed.errors import UserInputError
 from synthmed.training.adaptive_augment import AdaptiveProbability, augment
 from synthmed.training.checkpoint import (
     STATE_FILE,
     load_training_state,
     read_generator_info,
-    save_generator,
-    save_training_state,
 )
 from synthmed.training.class_statistics import class_separability
 from synthmed.training.data.classes import ClassData, load_class_data
 from synthmed.training.distributed import setup
 from synthmed.training.loop import TrainingLoop, ema_avg_fn, prepare_run_dir, step_seed
 from synthmed.training.models import CStyleGAN2Config, create_model
-from synthmed.training.run_log import save_grid
 from synthmed.training.stylegan2_config import RESUMABLE_OVERRIDES, StyleGAN2TrainConfig
 
 ROLE = "cstylegan2"
@@ -296,37 +292,25 @@ class StyleGAN2Trainer(TrainingLoop):
         for k in range(self.model_config.num_classes):
             chosen = out[labels == k]
             rows += [(chosen[:, :c] + 1) / 2, (chosen[:, c:] > 0).float()]
-        save_grid(self.run_dir / "samples" / f"step_{step:06d}.png", rows, columns=GRID_PER_CLASS)
         metrics = class_separability(self.data, out, labels)
-        self.eval_csv.write({"step": step, **metrics})
-        self.tensorboard.write(step, metrics)
-        return metrics
+        return self.record_samples(step, rows, metrics, columns=GRID_PER_CLASS)
 
     def save(self, step: int) -> None:
         """Write the EMA generator and the resume state (rank 0)."""
-        metadata = {
-            "train": self.cfg.to_dict(),
-            "data": {
+        self.write_checkpoint(
+            step,
+            generator=self.ema.module,
+            role=ROLE,
+            model_name=GENERATOR,
+            model_config=self.model_config,
+            data={
                 "path": [c.data for c in self.data.classes],
                 "fingerprint": self._fingerprint(),
                 "count": len(self.data),
                 "classes": [asdict(c) for c in self.data.classes],
             },
-            "precision": "fp32",
-            "synthmed_version": synthmed.__version__,
-        }
-        extra = {"ada": self.ada.state(), "pl_mean": float(self.pl_mean), "lazy": self.lazy}
-        save_training_state(
-            self.run_dir / STATE_FILE, self._modules(), self._optimizers(), step, extra
-        )
-        save_generator(
-            self.run_dir,
-            self.ema.module,
-            role=ROLE,
-            model_name=GENERATOR,
-            model_config=self.model_config,
-            step=step,
-            metadata=metadata,
+            precision="fp32",
+            extra={"ada": self.ada.state(), "pl_mean": float(self.pl_mean), "lazy": self.lazy},
         )
 
     def log_row(self, losses: dict[str, float]) -> dict[str, float | str]:

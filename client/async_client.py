@@ -2,98 +2,137 @@
 
 Built on tritonclient's native asyncio clients (`tritonclient.grpc.aio`, `tritonclient.http.aio`)
 rather than threads: one event loop keeps `max_in_flight` requests per server in flight, and
-results still come back in index order, equal to the synchronous client's.
+results still come back in index order, equal to the synchronous client's. Settings, argument
+checks, the retry policy, error mapping and the contract check are the synchronous client's
+(`synthmed.client.core`, `synthmed.sampling.plan`); only the waiting differs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import numpy as np
 
-from synthmed.client.client import (
-    _OUTPUTS,
-    _exhausted,
-    _raise_unless_transient,
-    _reason,
-    _request,
-    parse_urls,
-)
-from synthmed.client.conditional import batch_inputs, request_settings
-from synthmed.client.contract import Contract, check_contract, is_conditional, to_dict
-from synthmed.client.errors import ModelNotFoundError, ServerUnavailableError
+from synthmed.client import core
+from synthmed.client.contract import config_dict, is_conditional, to_dict
+from synthmed.contract import ENSEMBLE, Contract, Provenance
+from synthmed.sampling import DEFAULT_BATCH_SIZE, Plan, Sample, count_indices, plan
 
 
 class AsyncSynthMedClient:
-    """Use as `async with AsyncSynthMedClient(urls) as client:`; `connect()` checks servers."""
+    """Use as `async with AsyncSynthMedClient(urls) as client:`; `connect()` checks servers.
+    Arguments as for `SynthMedClient`; `sleep` is a coroutine function."""
 
     def __init__(
         self,
         urls: str | Sequence[str],
         *,
         protocol: str = "grpc",
-        model: str = "synthmed",
+        model: str = ENSEMBLE,
         max_in_flight: int = 2,
         retries: int = 4,
         backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        timeout_s: float = 120.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.urls = parse_urls(urls, protocol)
-        self.protocol, self.model = protocol, model
-        self.max_in_flight, self.retries, self.backoff_s = max_in_flight, retries, backoff_s
-        if protocol == "grpc":
-            import tritonclient.grpc.aio as module
-        else:
-            import tritonclient.http.aio as module
-        self._module = module
-        self._clients = [module.InferenceServerClient(url) for url in self.urls]
-        self._slots = [asyncio.Semaphore(max_in_flight) for _ in self.urls]
+        self.settings = core.ClientSettings.create(
+            urls,
+            protocol=protocol,
+            model=model,
+            max_in_flight=max_in_flight,
+            retries=retries,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+            timeout_s=timeout_s,
+        )
+        self._sleep, self._rng = sleep, random.Random()
+        self._clients: dict[int, object] = {}
+        self._slots: list[asyncio.Semaphore] = []  # made by connect(), in the running loop
         self._next = itertools.count()
         self.contract: Contract | None = None
 
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The servers, as tritonclient's host:port."""
+        return self.settings.urls
+
+    @property
+    def model(self) -> str:
+        """The served model this client generates with."""
+        return self.settings.model
+
+    # --- transport -----------------------------------------------------------------------
+    def _client(self, server: int) -> object:
+        if server not in self._clients:
+            self._clients[server] = self.settings.connect(server, aio=True)
+        return self._clients[server]
+
+    async def _drop(self, server: int) -> None:
+        """Forget the connection to `server`, so the next try reconnects."""
+        client = self._clients.pop(server, None)
+        if client is not None:
+            await client.close()
+
+    async def _ask(self, server: int, call: str, *args: object) -> object:
+        return await getattr(self._client(server), call)(*args, **self.settings.call_timeout())
+
     async def connect(self) -> Contract:
-        """Every server is live and serves `model` with synthmed's contract; returns it."""
-        for url, client in zip(self.urls, self._clients, strict=True):
+        """Every server is live and serves the model with synthmed's contract, the same on
+        every server; returns that contract."""
+        self._slots = [asyncio.Semaphore(self.settings.max_in_flight) for _ in self.urls]
+        contracts = []
+        for server, url in enumerate(self.urls):
             try:
-                live = await client.is_server_live()
-                ready = live and await client.is_model_ready(self.model)
+                live = await self._ask(server, "is_server_live")
+                ready = live and await self._ask(server, "is_model_ready", self.model)
+                metadata = None
+                if ready:
+                    metadata = to_dict(await self._ask(server, "get_model_metadata", self.model))
+                config = None
+                if metadata and is_conditional(metadata):
+                    config = config_dict(await self._ask(server, "get_model_config", self.model))
             except Exception as e:  # tritonclient raises several types for a dead server
-                raise ServerUnavailableError(f"server {url} is not reachable ({_reason(e)})") from e
-            if not live:
-                raise ServerUnavailableError(f"server {url} is not live")
-            if not ready:
-                raise ModelNotFoundError(
-                    f"server {url} does not serve a ready model {self.model!r}"
-                )
-            metadata = to_dict(await client.get_model_metadata(self.model))
-            config = {}
-            if is_conditional(metadata):
-                config = to_dict(await client.get_model_config(self.model))
-                config = config.get("config", config)
-            self.contract = check_contract(self.model, metadata, url, config)
+                if not core.is_transient(e):
+                    raise core.refused(e, url, self.model) from e
+                await self._drop(server)
+                raise core.unreachable(url, e) from e
+            contracts.append(
+                core.server_contract(self.settings, server, live, ready, metadata, config)
+            )
+        self.contract = core.same_contract(self.settings, contracts)
         return self.contract
 
     async def _call(
         self, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[str]
     ) -> list[np.ndarray]:
         """One request on the next server with a free slot; transient failures retried."""
-        last_error: Exception | None = None
-        for attempt in range(self.retries + 1):
+        error: BaseException | None = None
+        module = self.settings.module(aio=True)
+        for wait in self.settings.retry.waits(self._rng):
+            if wait:
+                await self._sleep(wait)
             server = next(self._next) % len(self.urls)
             async with self._slots[server]:
-                tensors, requested = _request(self._module, inputs, outputs)
+                tensors, requested = core.request_tensors(module, inputs, outputs)
                 try:
-                    result = await self._clients[server].infer(model, tensors, outputs=requested)
+                    result = await self._client(server).infer(
+                        model, tensors, outputs=requested, **self.settings.call_timeout()
+                    )
                     return [result.as_numpy(o) for o in outputs]
                 except Exception as e:
-                    _raise_unless_transient(e, self.urls[server], model)
-                    last_error = e
-            await asyncio.sleep(self.backoff_s * 2**attempt)
-        raise _exhausted(self.urls, self.retries, last_error) from last_error
+                    if not core.is_transient(e):
+                        raise core.refused(e, self.urls[server], model) from e
+                    error = e
+                    await self._drop(server)
+        raise core.exhausted(self.urls, self.settings.retry.tries, error) from error
 
-    async def generate(
+    # --- the generation interface (async twins of synthmed.sampling.Generator's) -----------
+    def generate(
         self,
         count: int,
         *,
@@ -101,22 +140,47 @@ class AsyncSynthMedClient:
         label: int | str | None = None,
         truncation: float | None = None,
         start: int = 0,
-        batch_size: int = 16,
-        indices: Sequence[int] | None = None,
-    ) -> AsyncIterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield (index, image, mask) in index order, as the synchronous client does (`label`
-        and `truncation` as there: for a class-conditional model only)."""
-        contract = self.contract or await self.connect()
-        settings = request_settings(contract, label, truncation)
-        order = list(indices) if indices is not None else list(range(start, start + count))
-        batches = iter([order[i : i + batch_size] for i in range(0, len(order), batch_size)])
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> AsyncIterator[Sample]:
+        """Samples start .. start + count - 1, in index order, as the synchronous client
+        yields them (`label` and `truncation` for a class-conditional model only)."""
+        indices = count_indices(count, start)
+        return self.generate_indices(
+            indices, seed=seed, label=label, truncation=truncation, batch_size=batch_size
+        )
+
+    def generate_indices(
+        self,
+        indices: Sequence[int],
+        *,
+        seed: int = 0,
+        label: int | str | None = None,
+        truncation: float | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> AsyncIterator[Sample]:
+        """The samples `indices`, in the order given. Arguments are checked against the contract
+        before the first request: now if `connect()` ran, else right after it runs."""
+        request = {"seed": seed, "label": label, "truncation": truncation}
+        if self.contract is None:  # not connected yet: check once the contract is known
+            return self._generate(None, indices, request, batch_size)
+        checked = plan(self.contract, indices, batch_size=batch_size, **request)
+        return self._generate(checked, indices, request, batch_size)
+
+    async def _generate(
+        self, checked: Plan | None, indices: Sequence[int], request: dict, batch_size: int
+    ) -> AsyncIterator[Sample]:
+        if checked is None:
+            contract = await self.connect()
+            checked = plan(contract, indices, batch_size=batch_size, **request)
+        batches = checked.batches()
         window: deque[tuple[list[int], asyncio.Task]] = deque()
 
         def submit(batch: list[int]) -> None:
-            inputs = batch_inputs(seed, batch, contract.nz, *settings)
-            window.append((batch, asyncio.create_task(self._call(self.model, inputs, _OUTPUTS))))
+            inputs = checked.inputs(batch)
+            task = asyncio.create_task(self._call(self.model, inputs, core.OUTPUTS))
+            window.append((batch, task))
 
-        for batch in itertools.islice(batches, 2 * len(self.urls) * self.max_in_flight):
+        for batch in itertools.islice(batches, 2 * len(self.urls) * self.settings.max_in_flight):
             submit(batch)
         try:
             while window:
@@ -131,19 +195,30 @@ class AsyncSynthMedClient:
             for _, task in window:
                 task.cancel()
 
+    async def provenance(self) -> list[Provenance]:
+        """Source runs of the served model, or of each step of an ensemble."""
+        config = config_dict(await self._ask(0, "get_model_config", self.model))
+        steps = core.ensemble_steps(config)
+        configs = [config_dict(await self._ask(0, "get_model_config", m)) for m in steps]
+        return core.provenance_of(configs or [config])
+
     async def translate(self, masks: np.ndarray) -> np.ndarray:
         """Stage II alone: uint8 masks [B,H,W] (>= 128 is vessel) -> images [B,H,W,3]."""
-        masks = np.ascontiguousarray(masks, dtype=np.uint8)
-        (images,) = await self._call("synthmed_stage2", {"mask": masks}, ("image",))
+        model, inputs, outputs = core.translate_inputs(masks)
+        (images,) = await self._call(model, inputs, outputs)
         return images
 
     async def close(self) -> None:
         """Close every connection."""
-        for client in self._clients:
-            await client.close()
+        for server in list(self._clients):
+            await self._drop(server)
 
     async def __aenter__(self) -> AsyncSynthMedClient:
-        await self.connect()
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()  # no connection left open behind a failed check
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -6,129 +6,67 @@ import contextlib
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
 
+from synthmed.contract import CONDITIONAL, ENSEMBLE
 from synthmed.errors import UserInputError
+
+if TYPE_CHECKING:
+    from synthmed.sampling import Generator
 
 BUNDLED_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 Produce = Callable[[Sequence[int]], Iterator[tuple[int, np.ndarray, np.ndarray]]]
-# --model choice -> the Triton model it names (the repository writer's names).
-MODELS = {"dual": "synthmed", "cstylegan2": "synthmed_cstylegan2"}
+# --model choice -> the model it names.
+MODELS = {"dual": ENSEMBLE, "cstylegan2": CONDITIONAL}
 
 
-def _conditional_info(classes: Sequence[str], label: int | None, psi: float | None) -> dict:
-    """What a dataset records of a conditional request: label, class name and psi."""
-    if label is None:
-        return {}
-    return {"label": label, "class_name": classes[label], "truncation": psi}
+def _open_generator(
+    model: str, urls: Sequence[str], protocol: str, concurrency: int, repo: Path
+) -> Generator:
+    """Triton when given servers, else the repository's ONNX graphs in-process: either way a
+    Generator with the same contract and the same samples."""
+    if urls:
+        from synthmed.client.client import SynthMedClient
 
-
-def _through_triton(
-    urls: Sequence[str], protocol: str, model: str, seed: int, batch_size: int,
-    concurrency: int, label: str | None, truncation: float | None,
-):  # fmt: skip
-    from synthmed.client.client import SynthMedClient
-    from synthmed.client.conditional import request_settings
-
-    client = SynthMedClient(urls, protocol=protocol, model=model, max_in_flight=concurrency)
-    label_k, psi = request_settings(client.contract, label, truncation)
-    info = {
-        "model": client.model,
-        "model_version": client.contract.version,
-        "servers": list(client.urls),
-        "sources": client.provenance(),
-        "image_size": client.contract.height,
-        **_conditional_info(client.classes, label_k, psi),
-    }
-
-    def produce(indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        return client.generate(
-            len(indices), seed=seed, label=label_k, truncation=psi, indices=indices,
-            batch_size=batch_size,
-        )  # fmt: skip
-
-    return info, produce
-
-
-def _sources(repo: Path, names: Sequence[str]) -> list[dict]:
-    """Provenance of the repository models `names` (the writer's synthmed_provenance)."""
-    import json
-
-    from synthmed.serving.runtime import model_parameters
-
-    sources = []
-    for name in names:
-        value = model_parameters(repo, name).get("synthmed_provenance", "")
-        sources += json.loads(value) if value else [{"model": name}]
-    return sources
-
-
-def _in_process(
-    repo: Path, model: str, seed: int, batch_size: int, label: str | None,
-    truncation: float | None,
-):  # fmt: skip
-    from synthmed.latents import latents
-
+        return SynthMedClient(urls, protocol=protocol, model=model, max_in_flight=concurrency)
     try:
-        from synthmed.serving.repository import CONDITIONAL, STAGE1, STAGE2
         from synthmed.serving.runtime import ConditionalRuntime, InProcessRuntime
     except ImportError as e:
         raise UserInputError(
             "generating without --url runs the models in-process and needs onnxruntime: "
             "pip install 'synthmed[serve]', or pass --url of a Triton server"
         ) from e
-    if model == CONDITIONAL:
-        return _conditional_in_process(
-            ConditionalRuntime(repo), seed, batch_size, label, truncation
+    return ConditionalRuntime(repo) if model == CONDITIONAL else InProcessRuntime(repo)
+
+
+def _producer(
+    generator: Generator, seed: int, batch_size: int, label: str | None, psi: float | None
+) -> tuple[dict, Produce]:
+    """What the dataset records of the generator, and the call that makes the samples."""
+    contract, sources = generator.contract, generator.provenance()
+    label_k, psi = contract.request(label, psi)  # the one place a label is resolved
+    info = {
+        "model": contract.model,
+        "model_version": contract.version,
+        **generator.location(),
+        "sources": [asdict(p) for p in sources],
+        "image_size": contract.height,
+        "weights_sha256": {p.role: p.weights_sha256 for p in sources if p.role},
+        # A conditional model learns from several datasets (one per class).
+        "trained_on": sorted({d for p in sources for d in p.data_folders()}),
+    }
+    if label_k is not None:
+        info.update(label=label_k, class_name=contract.classes[label_k], truncation=psi)
+
+    def produce(indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        return generator.generate_indices(
+            indices, seed=seed, label=label_k, truncation=psi, batch_size=batch_size
         )
-    runtime = InProcessRuntime(repo)
-    info = {
-        "model": model,
-        "model_version": "in-process",
-        "repository": str(repo.resolve()),
-        "sources": _sources(repo, (STAGE1, STAGE2)),
-        "image_size": runtime.image_size,
-    }
-
-    def produce(indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        for start in range(0, len(indices), batch_size):
-            batch = list(indices[start : start + batch_size])
-            images, masks = runtime.generate(latents(seed, batch, runtime.nz))
-            yield from zip(batch, images, masks, strict=True)
-
-    return info, produce
-
-
-def _conditional_in_process(
-    runtime, seed: int, batch_size: int, label: str | None, truncation: float | None
-):  # noqa: ANN001 (a ConditionalRuntime, imported lazily)
-    from synthmed.client.conditional import batch_inputs, request_settings
-    from synthmed.client.contract import Contract
-
-    size = runtime.image_size
-    contract = Contract(
-        runtime.name, "in-process", runtime.nz, size, size, conditional=True,
-        classes=runtime.classes, default_truncation=runtime.default_truncation,
-    )  # fmt: skip
-    label_k, psi = request_settings(contract, label, truncation)
-    info = {
-        "model": runtime.name,
-        "model_version": "in-process",
-        "repository": str(runtime.repo.resolve()),
-        "sources": _sources(runtime.repo, (runtime.name,)),
-        "image_size": size,
-        **_conditional_info(runtime.classes, label_k, psi),
-    }
-
-    def produce(indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        for start in range(0, len(indices), batch_size):
-            batch = list(indices[start : start + batch_size])
-            inputs = batch_inputs(seed, batch, runtime.nz, label_k, psi)
-            images, masks = runtime.generate(inputs["z"], inputs["class"], inputs["truncation"])
-            yield from zip(batch, images, masks, strict=True)
 
     return info, produce
 
@@ -168,8 +106,8 @@ def _conditional_in_process(
     type=click.Choice(sorted(MODELS)),
     default="dual",
     show_default=True,
-    help="dual: the two-stage GAN ensemble `synthmed`; cstylegan2: the class-conditional "
-    "StyleGAN2 `synthmed_cstylegan2` (needs --label).",
+    help=f"dual: the two-stage GAN ensemble `{ENSEMBLE}`; cstylegan2: the class-conditional "
+    f"StyleGAN2 `{CONDITIONAL}` (needs --label).",
 )
 @click.option(
     "--label",
@@ -211,12 +149,8 @@ def generate(
     with contextlib.ExitStack() as stack:
         if serve:
             urls = (stack.enter_context(_local_server(repo)).url(protocol),)
-        if urls:
-            info, produce = _through_triton(
-                urls, protocol, model, seed, batch_size, concurrency, label, truncation
-            )
-        else:
-            info, produce = _in_process(repo, model, seed, batch_size, label, truncation)
+        generator = _open_generator(model, urls, protocol, concurrency, repo)
+        info, produce = _producer(generator, seed, batch_size, label, truncation)
         _write(out, _run_info(info, seed, count, fmt), produce, resume, force, workers)
     click.echo(f"wrote {count} synthetic image/mask pairs to {out}")
 
@@ -246,11 +180,7 @@ def _run_info(info: dict, seed: int, count: int, fmt: str):
     """The run's identity for the dataset writer: generator, weights, data it learned from."""
     from synthmed.client.dataset import RunInfo
 
-    info["weights_sha256"] = {
-        s["role"]: s.get("weights_sha256") for s in info["sources"] if "role" in s
-    }
-    # A conditional model learns from several datasets (one per class): a list.
-    data = sorted({str(d) for s in info["sources"] if s.get("data") for d in _as_list(s["data"])})
+    data = info.pop("trained_on")
     # The card's reproduce command: the same run, minus how this particular process began it.
     args = [a for a in sys.argv[1:] if a not in ("--resume", "--force")]
     command = shlex.join(["synthmed", *args])
@@ -258,10 +188,6 @@ def _run_info(info: dict, seed: int, count: int, fmt: str):
         seed=seed, count=count, format=fmt, generator=info,
         trained_on="; ".join(data) or "unknown", command=command,
     )  # fmt: skip
-
-
-def _as_list(value: object) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _write(out: Path, run, produce: Produce, resume: bool, force: bool, workers: int) -> None:  # noqa: ANN001

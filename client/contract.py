@@ -1,31 +1,23 @@
-"""The served model's contract, read from Triton's metadata and config and checked.
-
-Both model families share z FP32 [-1, nz] -> image UINT8 [-1, H, W, 3] + mask UINT8
-[-1, H, W]; a class-conditional model (one with a `class` input) adds class INT64 [-1, 1],
-truncation FP32 [-1, 1] and its class names in the `synthmed_classes` config parameter.
-"""
+"""A served model's contract, read from Triton's metadata and config and checked against
+synthmed's (`synthmed.contract`): the client refuses a model it would misread."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from synthmed.client.errors import ContractError
-
-
-@dataclass(frozen=True)
-class Contract:
-    """What the served model takes and returns; `classes` (label k = classes[k]) and the
-    default psi only for a class-conditional model."""
-
-    model: str
-    version: str
-    nz: int
-    height: int
-    width: int
-    conditional: bool = False
-    classes: tuple[str, ...] = ()
-    default_truncation: float | None = None
+from synthmed.contract import (
+    CLASS,
+    DEFAULT_TRUNCATION,
+    IMAGE,
+    MASK,
+    PARAM_CLASSES,
+    PARAM_DEFAULT_TRUNCATION,
+    TRUNCATION,
+    Contract,
+    TensorSpec,
+    Z,
+)
 
 
 def to_dict(message: object) -> dict:
@@ -37,14 +29,9 @@ def to_dict(message: object) -> dict:
     return MessageToDict(message, preserving_proto_field_name=True)
 
 
-def model_metadata(client, model: str) -> dict:  # noqa: ANN001 (a tritonclient client)
-    """The model's metadata (inputs, outputs, versions) as a dict."""
-    return to_dict(client.get_model_metadata(model))
-
-
-def model_config(client, model: str) -> dict:  # noqa: ANN001
-    """The model's config as a dict (gRPC wraps it in a `config` field, HTTP does not)."""
-    config = to_dict(client.get_model_config(model))
+def config_dict(message: object) -> dict:
+    """A model config as a dict (gRPC wraps it in a `config` field, HTTP does not)."""
+    config = to_dict(message)
     return config.get("config", config)
 
 
@@ -55,55 +42,61 @@ def parameter(config: dict, key: str) -> str | None:
 
 def is_conditional(metadata: dict) -> bool:
     """A model with a `class` input is class-conditional."""
-    return any(t["name"] == "class" for t in metadata.get("inputs", []))
+    return any(t["name"] == CLASS.name for t in metadata.get("inputs", []))
 
 
-def _check_conditional(inputs: dict, config: dict) -> tuple[list[str], dict]:
-    """Problems with the class/truncation inputs and the classes parameter; the contract's
-    conditional fields when there are none."""
-    problems = []
-    for name, datatype in (("class", "INT64"), ("truncation", "FP32")):
-        tensor = inputs.get(name)
-        shape = [int(d) for d in tensor["shape"]] if tensor else None
-        if tensor is None or tensor["datatype"] != datatype or shape != [-1, 1]:
-            problems.append(f"input {name} {datatype} [-1, 1] (got {tensor})")
-    try:
-        classes = json.loads(parameter(config, "synthmed_classes") or "null")
-        default = float(parameter(config, "default_truncation") or 1.0)
-    except ValueError:
-        classes, default = None, 1.0
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        problems.append("config parameter synthmed_classes: a JSON list of class names")
-        classes = []
-    return problems, {"conditional": True, "classes": tuple(classes), "default_truncation": default}
+def _problem(spec: TensorSpec, kind: str, tensors: dict) -> str | None:
+    """What is wrong with one tensor of the metadata, None if it matches the spec. Symbolic
+    dims (nz, H, W) take any size; a per-sample scalar travels as [-1, 1]."""
+    found = tensors.get(spec.name)
+    wanted = list(spec.dims) or [1]
+    if found is not None and found["datatype"] == spec.datatype:
+        shape = [int(d) for d in found["shape"]]
+        if len(shape) == 1 + len(wanted) and all(
+            isinstance(w, str) or s == w for s, w in zip(shape[1:], wanted, strict=True)
+        ):
+            return None
+    dims = ", ".join(str(d) for d in wanted)
+    return f"{kind} {spec.name} {spec.datatype} [-1, {dims}] (got {found})"
 
 
 def check_contract(model: str, metadata: dict, url: str, config: dict | None = None) -> Contract:
-    """Check z FP32 [-1, nz] -> image UINT8 [-1, H, W, 3] + mask UINT8 [-1, H, W], and for a
-    conditional model class INT64 [-1, 1], truncation FP32 [-1, 1] and its class names."""
+    """Check z -> image + mask, and for a conditional model class, truncation and its class
+    names; the Contract it serves, or ContractError listing every mismatch."""
     inputs = {t["name"]: t for t in metadata.get("inputs", [])}
     outputs = {t["name"]: t for t in metadata.get("outputs", [])}
-    problems, extra = [], {}
-    z, image, mask = inputs.get("z"), outputs.get("image"), outputs.get("mask")
-    if z is None or z["datatype"] != "FP32" or len(z["shape"]) != 2:
-        problems.append(f"input z FP32 [-1, nz] (got {z})")
-    if is_conditional(metadata):
-        more, extra = _check_conditional(inputs, config or {})
-        problems += more
-    if (
-        image is None
-        or image["datatype"] != "UINT8"
-        or len(image["shape"]) != 4
-        or int(image["shape"][3]) != 3
-    ):
-        problems.append(f"output image UINT8 [-1, H, W, 3] (got {image})")
-    if mask is None or mask["datatype"] != "UINT8" or len(mask["shape"]) != 3:
-        problems.append(f"output mask UINT8 [-1, H, W] (got {mask})")
+    conditional = is_conditional(metadata)
+    specs = [("input", Z), ("output", IMAGE), ("output", MASK)]
+    specs += [("input", CLASS), ("input", TRUNCATION)] if conditional else []
+    problems = [
+        p
+        for kind, spec in specs
+        if (p := _problem(spec, kind, inputs if kind == "input" else outputs))
+    ]
+    classes, default = _classes(config or {}) if conditional else ([], None)
+    if classes is None:
+        problems.append(f"config parameter {PARAM_CLASSES}: a JSON list of class names")
     if problems:
         raise ContractError(
             f"{url}: model {model!r} does not match synthmed's contract: "
             f"expected {'; '.join(problems)}"
         )
     versions = metadata.get("versions") or ["1"]
+    mask = outputs[MASK.name]
     height, width = int(mask["shape"][1]), int(mask["shape"][2])
-    return Contract(model, str(versions[-1]), int(z["shape"][1]), height, width, **extra)
+    nz = int(inputs[Z.name]["shape"][1])
+    return Contract(
+        model, str(versions[-1]), nz, height, width, conditional, tuple(classes or ()), default
+    )
+
+
+def _classes(config: dict) -> tuple[list[str] | None, float]:
+    """The class names and default psi a conditional model's config declares."""
+    try:
+        classes = json.loads(parameter(config, PARAM_CLASSES) or "null")
+        default = float(parameter(config, PARAM_DEFAULT_TRUNCATION) or DEFAULT_TRUNCATION)
+    except ValueError:
+        return None, DEFAULT_TRUNCATION
+    if isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes):
+        return classes, default
+    return None, default

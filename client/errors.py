@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from synthmed.errors import SynthmedError, UserInputError
+from synthmed.errors import InvalidRequestError, SynthmedError, UserInputError
 
 
 class ClientError(SynthmedError):
@@ -25,6 +25,18 @@ class ContractError(ClientError):
     """The served model's inputs or outputs are not synthmed's contract."""
 
 
-class InvalidRequestError(UserInputError, ClientError):
-    """A request the model cannot take: a missing, unknown or out-of-range class label, a label
-    for a model without classes, a truncation that is not a finite number."""
+class InferenceError(ClientError):
+    """The server answered and refused or failed the request (bad shape, an error inside the
+    model): retrying would get the same answer, so it is raised at once."""
+
+
+# Raised by the generation interface shared with the in-process runtimes (synthmed.contract).
+__all__ = [
+    "ClientError",
+    "ContractError",
+    "InferenceError",
+    "InvalidRequestError",
+    "InvalidURLError",
+    "ModelNotFoundError",
+    "ServerUnavailableError",
+]

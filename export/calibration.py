@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from synthmed.contract import STAGE1
 from synthmed.errors import UserInputError
 from synthmed.latents import latents
 
@@ -30,7 +31,7 @@ def calibration_batches(
         for b in range(batches):
             yield {"z": latents(CALIBRATION_SEED, range(b * batch_size, (b + 1) * batch_size), nz)}
         return
-    stage1_path = onnx_path.with_name("synthmed_stage1.onnx")
+    stage1_path = onnx_path.with_name(f"{STAGE1}.onnx")
     if not stage1_path.is_file():
         raise UserInputError(
             f"{onnx_path}: INT8 calibration of stage II needs stage I's masks, "

@@ -1,11 +1,5 @@
-"""The exported graphs: generators wrapped with their pixel conversions and Triton's I/O contract.
-
-    synthmed_stage1   z     FP32  [B, nz]      -> mask   UINT8 [B, H, W]     (0 or 255)
-    synthmed_stage2   mask  UINT8 [B, H, W]    -> image  UINT8 [B, H, W, 3]  (RGB, HWC)
-    synthmed_fused    z     FP32  [B, nz]      -> image, mask                (both stages)
-    synthmed_single   z     FP32  [B, nz]      -> image  UINT8 [B, H, W, 3]  (baseline)
-    synthmed_cstylegan2  z FP32 [B, z_dim], class INT64 [B], truncation FP32 [B]
-                                              -> image UINT8 [B, H, W, 3], mask UINT8 [B, H, W]
+"""The exported graphs: generators wrapped with their pixel conversions and the I/O of
+synthmed's contract (`synthmed.contract`: names, dtypes and shapes of every model's tensors).
 
 The mask is binarised in stage I's graph (tanh output > 0) and read back in stage II's graph
 as vessel where >= 128, so a hand-drawn, antialiased mask can be sent to stage II directly.
@@ -18,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from synthmed.contract import CONDITIONAL, FUSED, MODELS, SINGLE, STAGE1, STAGE2
 from synthmed.training.pixels import (
     binary_mask,
     conditional_to_uint8,
@@ -31,8 +26,8 @@ from synthmed.training.pixels import (
 class Stage1Graph(nn.Module):
     """z -> mask."""
 
-    input_names = ("z",)
-    output_names = ("mask",)
+    input_names = MODELS[STAGE1].input_names
+    output_names = MODELS[STAGE1].output_names
 
     def __init__(self, generator: nn.Module, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
@@ -46,8 +41,8 @@ class Stage1Graph(nn.Module):
 class Stage2Graph(nn.Module):
     """mask -> image."""
 
-    input_names = ("mask",)
-    output_names = ("image",)
+    input_names = MODELS[STAGE2].input_names
+    output_names = MODELS[STAGE2].output_names
 
     def __init__(self, generator: nn.Module, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
@@ -61,8 +56,8 @@ class Stage2Graph(nn.Module):
 class FusedGraph(nn.Module):
     """z -> (image, mask) in one graph, for runtimes without ensembles."""
 
-    input_names = ("z",)
-    output_names = ("image", "mask")
+    input_names = MODELS[FUSED].input_names
+    output_names = MODELS[FUSED].output_names
 
     def __init__(self, stage1: nn.Module, stage2: nn.Module, dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -78,8 +73,8 @@ class FusedGraph(nn.Module):
 class SingleGraph(nn.Module):
     """z -> image (the single-GAN baseline)."""
 
-    input_names = ("z",)
-    output_names = ("image",)
+    input_names = MODELS[SINGLE].input_names
+    output_names = MODELS[SINGLE].output_names
 
     def __init__(self, generator: nn.Module, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
@@ -99,8 +94,8 @@ class ConditionalGraph(nn.Module):
     model serves the same image contract.
     """
 
-    input_names = ("z", "class", "truncation")
-    output_names = ("image", "mask")
+    input_names = MODELS[CONDITIONAL].input_names
+    output_names = MODELS[CONDITIONAL].output_names
 
     def __init__(self, generator: nn.Module, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()

@@ -5,7 +5,7 @@
     OUT/synthmed_fused.onnx    z -> image, mask        (when both stages are given)
     OUT/synthmed_single.onnx   z -> image              (the baseline, with --single)
     OUT/synthmed_cstylegan2.onnx  z, class, truncation -> image, mask  (with --cstylegan2)
-    OUT/export_manifest.json   files, hashes, I/O contract, sources, verification results
+    OUT/export_manifest.json   files, hashes, I/O contract, provenance, verification results
 
 Everything is written into a temporary folder beside OUT and renamed into place after every
 graph passed `onnx.checker`'s full check and the onnxruntime parity check, so a failed or
@@ -19,8 +19,6 @@ import copy
 import io
 import json
 import logging
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,7 +30,17 @@ import torch
 from torch import nn
 
 import synthmed
-from synthmed.atomic import replace_dir
+from synthmed.atomic import staged_folder
+from synthmed.contract import (
+    CONDITIONAL,
+    EXPORT_MANIFEST,
+    FUSED,
+    MODELS,
+    SINGLE,
+    STAGE1,
+    STAGE2,
+    Provenance,
+)
 from synthmed.errors import SynthmedError, UserInputError
 from synthmed.export.graphs import (
     ConditionalGraph,
@@ -41,8 +49,8 @@ from synthmed.export.graphs import (
     Stage1Graph,
     Stage2Graph,
 )
-from synthmed.export.manifest import MANIFEST, sha256_file
 from synthmed.export.verify import TOLERANCES, Check, verify
+from synthmed.hashing import sha256_file
 from synthmed.latents import latents
 from synthmed.training.checkpoint import GeneratorInfo, load_generator
 from synthmed.training.models import CStyleGAN2Config
@@ -51,7 +59,6 @@ OPSETS = range(17, 22)
 DEFAULT_OPSET = 18
 # The largest batch the graphs promise to accept; TensorRT profiles and Triton configs use it.
 MAX_BATCH = 1024
-CONDITIONAL = "synthmed_cstylegan2"
 
 
 class ExportError(SynthmedError):
@@ -150,17 +157,15 @@ def _jobs(runs: dict[str, Path | None], fp16: bool) -> list[_Job]:
 
     jobs = []
     if s1:
-        jobs.append(job("synthmed_stage1", Stage1Graph, [s1], _latent_inputs(s1.nz)))
+        jobs.append(job(STAGE1, Stage1Graph, [s1], _latent_inputs(s1.nz)))
     if s2:
         masks = _mask_inputs(s1.model if s1 else None, s2.info.image_size, s1.nz if s1 else 0)
-        jobs.append(job("synthmed_stage2", Stage2Graph, [s2], masks))
+        jobs.append(job(STAGE2, Stage2Graph, [s2], masks))
     if s1 and s2:
-        jobs.append(job("synthmed_fused", FusedGraph, [s1, s2], _latent_inputs(s1.nz)))
+        jobs.append(job(FUSED, FusedGraph, [s1, s2], _latent_inputs(s1.nz)))
     if "single" in loaded:
         single_run = loaded["single"]
-        jobs.append(
-            job("synthmed_single", SingleGraph, [single_run], _latent_inputs(single_run.nz))
-        )
+        jobs.append(job(SINGLE, SingleGraph, [single_run], _latent_inputs(single_run.nz)))
     if "cstylegan2" in loaded:
         run = loaded["cstylegan2"]
         inputs = _conditional_inputs(run.info.model_config)
@@ -234,8 +239,9 @@ def _annotate(job: _Job, path: Path, precision: str) -> None:
     onnx.save(model, str(path))
 
 
-def _io_contract(path: Path) -> dict[str, dict]:
-    """Names, element types and shapes (-1 for the batch axis) of a graph's inputs/outputs."""
+def _io_contract(name: str, path: Path) -> dict[str, dict]:
+    """Names, element types and shapes (-1 for the batch axis) of a graph's inputs/outputs,
+    checked against synthmed's contract for `name` so a graph that drifted is never published."""
     graph = onnx.load(str(path), load_external_data=False).graph
 
     def describe(values: Sequence[onnx.ValueInfoProto]) -> dict:
@@ -249,7 +255,27 @@ def _io_contract(path: Path) -> dict[str, dict]:
             }
         return out
 
-    return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+    found = {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+    spec = MODELS[name]
+    for kind, tensors in (("inputs", spec.inputs), ("outputs", spec.outputs)):
+        expected = [(t.name, t.numpy_dtype, 1 + len(t.dims)) for t in tensors]
+        got = [(n, v["dtype"], len(v["shape"])) for n, v in found[kind].items()]
+        if got != expected:
+            raise ExportError(
+                f"{name}: graph {kind} are {got}, synthmed's contract says {expected}"
+            )
+    return found
+
+
+def _provenance(info: GeneratorInfo) -> Provenance:
+    """The record that identifies a source run wherever the model goes (see contract)."""
+    return Provenance(
+        role=info.role,
+        step=info.step,
+        weights_sha256=info.metadata.get("weights_sha256"),
+        data_fingerprint=info.metadata.get("data", {}).get("fingerprint"),
+        data=(info.metadata.get("train") or {}).get("data"),
+    )
 
 
 def _check_request(out: Path, opset: int, force: bool, runs: list[Path | None]) -> None:
@@ -292,9 +318,8 @@ def export_onnx(
     tolerance = default_tolerance if tolerance is None else tolerance
     max_fraction = default_fraction if max_fraction is None else max_fraction
     jobs = _jobs(runs, fp16)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    # The folder replaces `out` only once every graph has verified.
+    with staged_folder(out) as staging:
         result = ExportResult(out, {})
         manifest = {
             "synthmed_version": synthmed.__version__,
@@ -309,6 +334,7 @@ def export_onnx(
             report(f"{job.name}: exporting")
             _to_onnx(job, path, opset, job.make_inputs(2))
             _annotate(job, path, precision)
+            tensors = _io_contract(job.name, path)
             checks = verify(
                 job.name,
                 path,
@@ -323,18 +349,14 @@ def export_onnx(
             manifest["models"][job.name] = {
                 "file": path.name,
                 "sha256": sha256_file(path),
-                **_io_contract(path),
-                "sources": [str(info.path.resolve()) for info in job.sources],
+                **tensors,
+                "provenance": [asdict(_provenance(info)) for info in job.sources],
                 "verification": [asdict(c) for c in checks],
                 **_classes(job),
             }
             worst = max(c.max_abs_diff for c in checks)
             report(f"{job.name}: OK at batch sizes {list(batch_sizes)}, max difference {worst}")
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        (staging / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return result
 
 
@@ -344,9 +366,3 @@ def _classes(job: _Job) -> dict[str, list]:
     if not isinstance(config, CStyleGAN2Config):
         return {}
     return {"classes": list(config.classes), "grayscale_classes": list(config.grayscale_classes)}
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Swap the verified folder into place; an old `out` goes only once the new one is ready."""
-    staging.chmod(0o755)  # mkdtemp made it private
-    replace_dir(staging, out)

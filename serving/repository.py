@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +27,26 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from synthmed.atomic import replace_dir, write_text_atomic
+from synthmed.atomic import replace_dir, staged_folder, write_text_atomic
+from synthmed.contract import (
+    CONDITIONAL,
+    ENSEMBLE,
+    EXPORT_MANIFEST,
+    FUSED,
+    MODELS,
+    PARAM_ALLOW_SPINNING,
+    PARAM_CLASSES,
+    PARAM_GRAYSCALE_CLASSES,
+    PARAM_INTRA_OP_THREADS,
+    PARAM_ONNX_FILE,
+    PARAM_PROVENANCE,
+    STAGE1,
+    STAGE2,
+    parse_provenance,
+    provenance_json,
+)
 from synthmed.errors import UserInputError
-from synthmed.export.manifest import MANIFEST
 
-STAGE1, STAGE2, FUSED, ENSEMBLE = "synthmed_stage1", "synthmed_stage2", "synthmed_fused", "synthmed"
-CONDITIONAL = "synthmed_cstylegan2"
 BACKENDS = ("onnxruntime", "tensorrt", "python")
 PYTHON_MODEL = Path(__file__).with_name("python_backend") / "model.py"
 _DTYPES = {
@@ -42,9 +55,6 @@ _DTYPES = {
     "uint8": mc.TYPE_UINT8,
     "int64": mc.TYPE_INT64,
 }
-# Inputs a request may leave out, with the value the python backend fills in (one per sample):
-# psi = 1 is no truncation.
-DEFAULTS = {CONDITIONAL: {"truncation": "1.0"}}
 _MODEL_FILE = {"onnxruntime": "model.onnx", "tensorrt": "model.plan", "python": "model.py"}
 
 
@@ -87,7 +97,7 @@ class RepositoryOptions:
 
 
 @dataclass
-class ModelSpec:
+class ServedModel:
     """One served model: its I/O from the export manifest and where its file comes from."""
 
     name: str
@@ -95,8 +105,8 @@ class ModelSpec:
     outputs: dict[str, dict]
     source: Path
     extra_files: list[Path] = field(default_factory=list)
-    provenance: str = "[]"  # JSON: role, weights hash, step, training data of each source run
-    defaults: dict[str, str] = field(default_factory=dict)  # optional input -> fill value
+    provenance: str = "[]"  # JSON: the contract's Provenance record of each source run
+    defaults: dict[str, tuple[str, str]] = field(default_factory=dict)  # input -> (key, value)
     parameters: dict[str, str] = field(default_factory=dict)  # extra config parameters
 
 
@@ -119,7 +129,7 @@ def _tensors(cls: type, specs: dict[str, dict]) -> list:
     return tensors
 
 
-def model_config(spec: ModelSpec, options: RepositoryOptions) -> mc.ModelConfig:
+def model_config(spec: ServedModel, options: RepositoryOptions) -> mc.ModelConfig:
     """The config of one composing (non-ensemble) model."""
     config = mc.ModelConfig(
         name=spec.name,
@@ -142,19 +152,19 @@ def model_config(spec: ModelSpec, options: RepositoryOptions) -> mc.ModelConfig:
     else:
         config.backend = options.backend
     # Which weights this is, readable by clients through the model config (dataset manifests).
-    config.parameters["synthmed_provenance"].string_value = spec.provenance
+    config.parameters[PARAM_PROVENANCE].string_value = spec.provenance
     for key, value in spec.parameters.items():
         config.parameters[key].string_value = value
-    for name, value in spec.defaults.items():
-        config.parameters[f"default_{name}"].string_value = value
+    for name, (key, value) in spec.defaults.items():
+        config.parameters[key].string_value = value
         # Only our model.py fills an omitted input; ONNX Runtime and TensorRT need every
         # graph input, so on native backends the input stays required.
         if options.backend == "python":
             next(t for t in config.input if t.name == name).optional = True
     if options.backend == "python":
-        config.parameters["onnx_file"].string_value = "model.onnx"
-        config.parameters["intra_op_threads"].string_value = str(options.cpu_threads)
-        config.parameters["allow_spinning"].string_value = str(int(options.cpu_spinning))
+        config.parameters[PARAM_ONNX_FILE].string_value = "model.onnx"
+        config.parameters[PARAM_INTRA_OP_THREADS].string_value = str(options.cpu_threads)
+        config.parameters[PARAM_ALLOW_SPINNING].string_value = str(int(options.cpu_spinning))
     if options.tensorrt_accelerator:
         accelerator = mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(name="tensorrt")
         accelerator.parameters["precision_mode"] = "FP16"
@@ -164,7 +174,7 @@ def model_config(spec: ModelSpec, options: RepositoryOptions) -> mc.ModelConfig:
 
 
 def ensemble_config(
-    stage1: ModelSpec, stage2: ModelSpec, options: RepositoryOptions
+    stage1: ServedModel, stage2: ServedModel, options: RepositoryOptions
 ) -> mc.ModelConfig:
     """`synthmed`: z -> stage I -> stage II; outputs stage II's image and stage I's mask."""
     config = mc.ModelConfig(
@@ -222,10 +232,14 @@ def _served_names(onnx_dir: Path, models: dict, options: RepositoryOptions) -> l
     return names
 
 
-def _specs(onnx_dir: Path, engines_dir: Path | None, options: RepositoryOptions) -> list[ModelSpec]:
-    manifest_path = onnx_dir / MANIFEST
+def _specs(
+    onnx_dir: Path, engines_dir: Path | None, options: RepositoryOptions
+) -> list[ServedModel]:
+    manifest_path = onnx_dir / EXPORT_MANIFEST
     if not manifest_path.is_file():
-        raise UserInputError(f"{onnx_dir}: no {MANIFEST}; is it a `synthmed export onnx` folder?")
+        raise UserInputError(
+            f"{onnx_dir}: no {EXPORT_MANIFEST}; is it a `synthmed export onnx` folder?"
+        )
     models = json.loads(manifest_path.read_text())["models"]
     specs = []
     for name in _served_names(onnx_dir, models, options):
@@ -242,34 +256,27 @@ def _specs(onnx_dir: Path, engines_dir: Path | None, options: RepositoryOptions)
         if not source.is_file():
             raise UserInputError(f"{source}: missing")
         extras = [p for p in extra if p.is_file()]
-        spec = ModelSpec(name, entry["inputs"], entry["outputs"], source, extras)
-        spec.provenance = _provenance(onnx_dir / entry["file"])
-        spec.defaults = {k: v for k, v in DEFAULTS.get(name, {}).items() if k in spec.inputs}
+        spec = ServedModel(name, entry["inputs"], entry["outputs"], source, extras)
+        if "provenance" not in entry:
+            raise UserInputError(
+                f"{manifest_path}: {name} has no provenance (an export from an older "
+                "synthmed); export it again with `synthmed export onnx`"
+            )
+        spec.provenance = provenance_json(parse_provenance(entry["provenance"]))
+        optional = MODELS[name].optional or {}
+        spec.defaults = {
+            k: (key, str(value)) for k, (key, value) in optional.items() if k in spec.inputs
+        }
         if "classes" in entry:
             # Label k is classes[k]; clients read the names from here (JSON).
-            spec.parameters["synthmed_classes"] = json.dumps(entry["classes"])
+            spec.parameters[PARAM_CLASSES] = json.dumps(entry["classes"])
             gray = entry.get("grayscale_classes", [])
-            spec.parameters["synthmed_grayscale_classes"] = json.dumps(gray)
+            spec.parameters[PARAM_GRAYSCALE_CLASSES] = json.dumps(gray)
         specs.append(spec)
     return specs
 
 
-def _provenance(onnx_path: Path) -> str:
-    """The source runs recorded in an exported graph's metadata, trimmed to what identifies them."""
-    import onnx  # the writer runs where the export extra is installed; readers need no onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    sources = json.loads(props.get("synthmed.sources", "[]"))
-    keep = ("role", "step", "weights_sha256", "data_fingerprint")
-    trimmed = [
-        {**{k: source.get(k) for k in keep}, "data": (source.get("train") or {}).get("data")}
-        for source in sources
-    ]
-    return json.dumps(trimmed, sort_keys=True)
-
-
-def _stage_model(spec: ModelSpec, options: RepositoryOptions, staging: Path) -> None:
+def _stage_model(spec: ServedModel, options: RepositoryOptions, staging: Path) -> None:
     version = staging / spec.name / str(options.version)
     version.mkdir(parents=True)
     if options.backend == "python":
@@ -305,8 +312,8 @@ def write_repository(
             "pass --overwrite to replace it or --version N to add another"
         )
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    # Models are moved out of the staging folder one by one, each replacing only itself.
+    with staged_folder(out, publish=False) as staging:
         for spec in specs:
             _stage_model(spec, options, staging)
         names = [s.name for s in specs]
@@ -321,8 +328,6 @@ def write_repository(
             names.append(ENSEMBLE)
         for name in names:
             _install(staging / name, out / name, options.version)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return names
 
 

@@ -3,6 +3,8 @@
 It is what `synthmed generate` uses without a URL, and what laptops without Triton use: the
 same files as the served models (stage I then stage II, exactly as the ensemble chains them;
 or the conditional model alone), so a dataset made in-process equals one made through Triton.
+Both runtimes are `synthmed.sampling.Generator`s, like the Triton client: `.contract`,
+`generate(count)` and `generate_indices(indices)`; `run` takes raw latents.
 """
 
 from __future__ import annotations
@@ -14,8 +16,22 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from synthmed.contract import (
+    CONDITIONAL,
+    DEFAULT_TRUNCATION,
+    ENSEMBLE,
+    PARAM_CLASSES,
+    PARAM_DEFAULT_TRUNCATION,
+    PARAM_PROVENANCE,
+    STAGE1,
+    STAGE2,
+    Contract,
+    Provenance,
+    parse_provenance,
+)
 from synthmed.errors import UserInputError
-from synthmed.serving.repository import CONDITIONAL, STAGE1, STAGE2, parse_pbtxt
+from synthmed.sampling import Generator
+from synthmed.serving.repository import parse_pbtxt
 
 
 def model_parameters(repo: Path | str, name: str) -> dict[str, str]:
@@ -55,53 +71,81 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     return options
 
 
-class InProcessRuntime:
-    """Stage I and stage II sessions over one repository."""
+def _open(repo: Path, name: str, threads: int) -> ort.InferenceSession:
+    return ort.InferenceSession(
+        str(_latest_onnx(repo, name)), session_options(threads), providers=["CPUExecutionProvider"]
+    )
+
+
+def _repository(repo: Path | str) -> Path:
+    repo = Path(repo)
+    if not repo.is_dir():
+        raise UserInputError(f"{repo}: model repository does not exist")
+    return repo
+
+
+class InProcessRuntime(Generator):
+    """Stage I and stage II sessions over one repository: the `synthmed` ensemble, in-process."""
 
     def __init__(self, repo: Path | str, *, threads: int = 0) -> None:
-        self.repo = Path(repo)
-        if not self.repo.is_dir():
-            raise UserInputError(f"{self.repo}: model repository does not exist")
-        options = session_options(threads)
-        self.stage1 = ort.InferenceSession(
-            str(_latest_onnx(self.repo, STAGE1)), options, providers=["CPUExecutionProvider"]
-        )
-        self.stage2 = ort.InferenceSession(
-            str(_latest_onnx(self.repo, STAGE2)), options, providers=["CPUExecutionProvider"]
-        )
+        self.repo = _repository(repo)
+        self.stage1 = _open(self.repo, STAGE1, threads)
+        self.stage2 = _open(self.repo, STAGE2, threads)
         self.nz = int(self.stage1.get_inputs()[0].shape[1])
         self.image_size = int(self.stage2.get_inputs()[0].shape[1])
+        size = self.image_size
+        self.contract = Contract(ENSEMBLE, "in-process", self.nz, size, size)
 
-    def generate(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Latents float32 [B, nz] -> (images uint8 [B, H, W, 3], masks uint8 [B, H, W])."""
         (mask,) = self.stage1.run(["mask"], {"z": np.ascontiguousarray(z, dtype=np.float32)})
         return self.translate(mask), mask
+
+    def run_batch(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One batch of request tensors (as `Plan.inputs` makes them) -> (images, masks)."""
+        return self.run(inputs["z"])
 
     def translate(self, masks: np.ndarray) -> np.ndarray:
         """Stage II alone: uint8 masks [B, H, W] (>= 128 is vessel) -> images [B, H, W, 3]."""
         (image,) = self.stage2.run(["image"], {"mask": np.ascontiguousarray(masks, dtype=np.uint8)})
         return image
 
+    def provenance(self) -> list[Provenance]:
+        """The stage I and stage II runs, as the repository writer recorded them."""
+        return _provenance(self.repo, (STAGE1, STAGE2))
 
-class ConditionalRuntime:
+    def location(self) -> dict:
+        """The repository the graphs were read from."""
+        return {"repository": str(self.repo.resolve())}
+
+
+class ConditionalRuntime(Generator):
     """The class-conditional model of a repository (z, class, truncation -> image, mask)."""
 
     def __init__(self, repo: Path | str, *, threads: int = 0, name: str = CONDITIONAL) -> None:
-        self.repo, self.name = Path(repo), name
-        if not self.repo.is_dir():
-            raise UserInputError(f"{self.repo}: model repository does not exist")
-        self.session = ort.InferenceSession(
-            str(_latest_onnx(self.repo, name)),
-            session_options(threads),
-            providers=["CPUExecutionProvider"],
-        )
+        self.repo, self.name = _repository(repo), name
+        self.session = _open(self.repo, name, threads)
         params = model_parameters(self.repo, name)
-        self.classes: tuple[str, ...] = tuple(json.loads(params.get("synthmed_classes", "[]")))
-        self.default_truncation = float(params.get("default_truncation", "1.0"))
         self.nz = int(self.session.get_inputs()[0].shape[1])
         self.image_size = int(self.session.get_outputs()[0].shape[1])
+        size = self.image_size
+        self.contract = Contract(
+            name,
+            "in-process",
+            self.nz,
+            size,
+            size,
+            conditional=True,
+            classes=tuple(json.loads(params.get(PARAM_CLASSES, "[]"))),
+            default_truncation=float(params.get(PARAM_DEFAULT_TRUNCATION, str(DEFAULT_TRUNCATION))),
+        )
 
-    def generate(
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names: label k is classes[k]."""
+        return self.contract.classes
+
+    def run(
         self, z: np.ndarray, labels: np.ndarray, truncation: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Latents float32 [B, nz], labels int [B], psi float [B] (None: the model's default)
@@ -111,10 +155,10 @@ class ConditionalRuntime:
         if labels.size and not (0 <= labels.min() and labels.max() < len(self.classes)):
             raise UserInputError(
                 f"{self.name}: labels must be in 0..{len(self.classes) - 1} "
-                f"({', '.join(self.classes)}), got {sorted(set(labels.tolist()))}"
+                f"({self.contract.describe_classes()}), got {sorted(set(labels.tolist()))}"
             )
         if truncation is None:
-            truncation = np.full(len(z), self.default_truncation, np.float32)
+            truncation = np.full(len(z), self.contract.default_truncation, np.float32)
         feeds = {
             "z": z,
             "class": np.ascontiguousarray(labels, dtype=np.int64).reshape(len(z)),
@@ -122,3 +166,23 @@ class ConditionalRuntime:
         }
         image, mask = self.session.run(["image", "mask"], feeds)
         return image, mask
+
+    def run_batch(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One batch of request tensors (as `Plan.inputs` makes them) -> (images, masks)."""
+        return self.run(inputs["z"], inputs["class"], inputs["truncation"])
+
+    def provenance(self) -> list[Provenance]:
+        """The training run, as the repository writer recorded it."""
+        return _provenance(self.repo, (self.name,))
+
+    def location(self) -> dict:
+        """The repository the graph was read from."""
+        return {"repository": str(self.repo.resolve())}
+
+
+def _provenance(repo: Path, names: tuple[str, ...]) -> list[Provenance]:
+    return [
+        record
+        for name in names
+        for record in parse_provenance(model_parameters(repo, name).get(PARAM_PROVENANCE))
+    ]

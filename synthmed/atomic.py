@@ -55,6 +55,27 @@ def write_text_atomic(path: Path | str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+@contextlib.contextmanager
+def staged_folder(target: Path | str, *, publish: bool = True) -> Iterator[Path]:
+    """Yield an empty folder beside `target` (same filesystem, so renames are atomic).
+
+    With `publish` (the default) the folder replaces `target` when the block succeeds
+    (`replace_dir`); without, the caller moves what it wants out of it (the repository writer
+    installs one model at a time). Whatever is left, and everything on failure, is removed:
+    an export, a quantisation, a repository or a report is either whole or not there.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    staging.chmod(0o777 & ~_UMASK)  # mkdtemp makes it private; these folders are for sharing
+    try:
+        yield staging
+        if publish:
+            replace_dir(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def replace_dir(staged: Path, target: Path) -> None:
     """Move a fully written folder to `target`; an old `target` is removed only once the new
     one is in place, so readers see the old folder or the new one, never a mix or nothing."""

@@ -19,6 +19,11 @@ class UserInputError(SynthmedError):
     exit_code = 2
 
 
+class InvalidRequestError(UserInputError):
+    """A generation request the model cannot take: a missing, unknown or out-of-range class
+    label, a label for a model without classes, a truncation that is not a finite number."""
+
+
 class DataError(UserInputError):
     """A dataset file or folder that cannot be used (names the file)."""
 

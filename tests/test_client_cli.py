@@ -37,17 +37,3 @@ def test_model_options_are_checked_before_anything_runs(
     result = run_cli("generate", "--count", 2, "--out", tmp_path / "out", *args)
     assert_one_line_error(result, message)
     assert not (tmp_path / "out").exists()
-
-
-def test_labels_resolve_by_name_or_index() -> None:
-    from synthmed.client.conditional import check_truncation, resolve_label
-    from synthmed.client.errors import InvalidRequestError
-
-    classes = ("retina", "cells")
-    assert [resolve_label(x, classes, "m") for x in ("cells", " retina ", "1", 0)] == [1, 0, 1, 0]
-    for bad, message in ((True, "unknown class True"), (1.0, "unknown class 1.0"), ("2", "0..1")):
-        with pytest.raises(InvalidRequestError, match=message):
-            resolve_label(bad, classes, "m")
-    assert check_truncation(None) is None and check_truncation(0) == 0.0
-    with pytest.raises(InvalidRequestError, match="finite"):
-        check_truncation(float("inf"))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from synthmed.serving.repository import ENSEMBLE, FUSED, STAGE1, STAGE2
+from synthmed.contract import ENSEMBLE, FUSED, STAGE1, STAGE2
 from synthmed.serving.server import TritonServer
 
 # The contract with the repository writer and the server launcher: taken from them, so the

@@ -39,7 +39,7 @@ def second_server() -> Iterator[TritonServer]:
 @pytest.fixture(scope="module")
 def reference() -> tuple[np.ndarray, np.ndarray]:
     runtime = InProcessRuntime(REPO_ROOT / "model_repository")
-    return runtime.generate(latents(21, range(COUNT), runtime.nz))
+    return runtime.run(latents(21, range(COUNT), runtime.nz))
 
 
 @pytest.mark.parametrize(

@@ -17,13 +17,10 @@ from PIL import Image
 from tritonclient.grpc import model_config_pb2 as mc
 
 from synthmed.client import InvalidRequestError, SynthMedClient
+from synthmed.contract import CONDITIONAL, ENSEMBLE, PARAM_PROVENANCE, STAGE1, STAGE2
 from synthmed.errors import UserInputError
 from synthmed.latents import latents
 from synthmed.serving.repository import (
-    CONDITIONAL,
-    ENSEMBLE,
-    STAGE1,
-    STAGE2,
     RepositoryOptions,
     parse_pbtxt,
     to_pbtxt,
@@ -60,6 +57,8 @@ def combined_onnx(cstylegan2_onnx: Path, tmp_path_factory: pytest.TempPathFactor
             "file": f"{name}.onnx",
             "inputs": _tensors(config.input),
             "outputs": _tensors(config.output),
+            # The export manifest and the config parameter hold provenance in one shape.
+            "provenance": json.loads(config.parameters[PARAM_PROVENANCE].string_value),
         }
     (out / "export_manifest.json").write_text(json.dumps(manifest))
     return out
@@ -132,7 +131,7 @@ def test_config_for_every_backend(backend: str, cstylegan2_onnx: Path, tmp_path:
     assert json.loads(params["synthmed_classes"]) == list(CLASSES)
     assert json.loads(params["synthmed_grayscale_classes"]) == [1]
     assert float(params["default_truncation"]) == 1.0
-    assert json.loads(params["synthmed_provenance"])[0]["role"] == "cstylegan2"
+    assert json.loads(params[PARAM_PROVENANCE])[0]["role"] == "cstylegan2"
     model_file = {"python": "model.py", "onnxruntime": "model.onnx", "tensorrt": "model.plan"}
     assert (out / CONDITIONAL / "1" / model_file[backend]).is_file()
 
@@ -149,13 +148,13 @@ def test_export_without_a_servable_model_is_refused(cstylegan2_onnx: Path, tmp_p
 
 def test_in_process_runtime_equals_the_exported_graph(repo: Path, session) -> None:
     runtime = ConditionalRuntime(repo, threads=1)
-    assert runtime.classes == CLASSES and runtime.default_truncation == 1.0
+    assert runtime.classes == CLASSES and runtime.contract.default_truncation == 1.0
     z = latents(4, range(5), runtime.nz)
-    images, masks = runtime.generate(z, np.full(5, 1))
+    images, masks = runtime.run(z, np.full(5, 1))
     ref_images, ref_masks = reference(session, 4, range(5), 1)
     assert np.array_equal(images, ref_images) and np.array_equal(masks, ref_masks)
-    with pytest.raises(UserInputError, match=r"0..1 \(retina, cells\), got \[2\]"):
-        runtime.generate(z, np.full(5, 2))
+    with pytest.raises(UserInputError, match=r"0..1 \(0=retina, 1=cells\), got \[2\]"):
+        runtime.run(z, np.full(5, 2))
 
 
 # --- served by the real tritonserver ---------------------------------------------------------
@@ -230,7 +229,7 @@ def test_async_client_and_the_dual_gan_beside_it(server, session) -> None:
         assert not dual.contract.conditional and dual.classes == ()
         images, masks = stacked(list(dual.generate(4, seed=7)))
     runtime = InProcessRuntime(BUNDLED, threads=1)
-    ref_images, ref_masks = runtime.generate(latents(7, range(4), runtime.nz))
+    ref_images, ref_masks = runtime.run(latents(7, range(4), runtime.nz))
     assert np.array_equal(images, ref_images) and np.array_equal(masks, ref_masks)
 
 

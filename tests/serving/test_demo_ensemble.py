@@ -36,7 +36,7 @@ def test_ensemble_equals_the_in_process_runtime(demo_server) -> None:
     images, masks = _infer(_client(demo_server), z)
     assert images.dtype == np.uint8 and images.shape == (6, 64, 64, 3)
     assert masks.dtype == np.uint8 and masks.shape == (6, 64, 64)
-    ref_images, ref_masks = InProcessRuntime(REPO_ROOT / "model_repository").generate(z)
+    ref_images, ref_masks = InProcessRuntime(REPO_ROOT / "model_repository").run(z)
     assert np.array_equal(masks, ref_masks)
     assert np.array_equal(images, ref_images)  # same graphs, same onnxruntime: bit for bit
 

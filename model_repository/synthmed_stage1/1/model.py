@@ -23,6 +23,14 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+# Copies of synthmed.contract's config keys: this file runs inside Triton, where synthmed may not
+# be installed (tests/serving/test_python_backend_contract.py holds them equal).
+PARAM_ONNX_FILE = "onnx_file"
+PARAM_INTRA_OP_THREADS = "intra_op_threads"
+PARAM_ALLOW_SPINNING = "allow_spinning"
+# An optional input `x` a request leaves out is filled from the parameter `default_x`.
+DEFAULT_PREFIX = "default_"
+
 # onnxruntime's type names -> numpy, for inputs filled from a default.
 _NUMPY_TYPES = {
     "tensor(float)": np.float32,
@@ -42,24 +50,24 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         folder = Path(args["model_repository"]) / args["model_version"]
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        options.intra_op_num_threads = int(params.get(PARAM_INTRA_OP_THREADS, "0"))
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Each model instance is its own stub process sharing the same cores: threads that
         # spin-wait after a call steal cycles from the stage running beside them.
-        spinning = params.get("allow_spinning", "0")
+        spinning = params.get(PARAM_ALLOW_SPINNING, "0")
         options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         self.session = ort.InferenceSession(
-            str(folder / params.get("onnx_file", "model.onnx")),
+            str(folder / params.get(PARAM_ONNX_FILE, "model.onnx")),
             sess_options=options,
             providers=["CPUExecutionProvider"],
         )
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
         self.defaults = {
-            i["name"]: params[f"default_{i['name']}"]
+            i["name"]: params[DEFAULT_PREFIX + i["name"]]
             for i in config["input"]
-            if i.get("optional") and f"default_{i['name']}" in params
+            if i.get("optional") and DEFAULT_PREFIX + i["name"] in params
         }
         graph = {i.name: i for i in self.session.get_inputs()}
         # Per-sample shape each graph input wants (-1 where it is dynamic), and its dtype.

@@ -106,6 +106,9 @@ def evaluate(ctx: click.Context, **kw: Any) -> None:
     Writes OUT/report.md, OUT/report.html, OUT/metrics.json and the figures they show.
     """
     try:
+        # Loaded only when the report is written: import it now, so a missing plotting
+        # library is named before the evaluation runs rather than after.
+        import synthmed.evaluation.report  # noqa: F401
         from synthmed.evaluation.evaluate import (
             EvaluateOptions,
             prepare_output,

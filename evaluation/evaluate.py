@@ -11,8 +11,6 @@ Every set is compared with the same yardstick: held-out real images, measured th
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import numpy as np
 import torch
 
 from synthmed import __version__
-from synthmed.atomic import replace_dir
+from synthmed.atomic import staged_folder
 from synthmed.errors import UserInputError
 from synthmed.evaluation.distribution import common_fov, intensity_histograms, intensity_kl
 from synthmed.evaluation.downstream import DownstreamResult, run_downstream
@@ -277,14 +275,8 @@ def write_evaluation(evaluation: Evaluation, out: Path, command: str = "") -> Pa
     from synthmed.evaluation.report import write_report
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; a report is for sharing
-    try:
+    with staged_folder(out) as staging:
         metrics = {**evaluation.metrics(), "command": command}
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         write_report(evaluation, staging, command)
-        replace_dir(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
+from synthmed.contract import FUSED, STAGE1, STAGE2
 from synthmed.errors import UserInputError
 
 _onnx_dir_option = click.option(
@@ -15,6 +18,19 @@ _onnx_dir_option = click.option(
     required=True,
     help="Folder written by `synthmed export onnx`.",
 )
+
+
+@contextlib.contextmanager
+def _needs_export_extra(command: str) -> Iterator[None]:
+    """Turn an ImportError in the block (the command's imports, before any work) into one line
+    naming the extra that installs what is missing, instead of a traceback."""
+    try:
+        yield
+    except ImportError as e:
+        raise UserInputError(
+            f"synthmed export {command} needs the export extra: pip install 'synthmed[export]' "
+            f"({e.name or e} is missing)"
+        ) from e
 
 
 @click.group()
@@ -66,11 +82,11 @@ def export_onnx_cmd(
     Each graph passes onnx.checker's full check and must match PyTorch under onnxruntime
     at batch sizes 1, 3 and 16 before anything is written to --out.
     """
-    from synthmed.training.cli import require_torch
+    with _needs_export_extra("onnx"):
+        import onnxscript  # noqa: F401 (torch.onnx imports it only halfway through an export)
 
-    require_torch()
-    from synthmed.export.torch2onnx import export_onnx
-    from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2
+        from synthmed.export.torch2onnx import export_onnx
+        from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2
 
     if demo:
         stage1, stage2 = stage1 or DEMO_STAGE1, stage2 or DEMO_STAGE2
@@ -148,7 +164,8 @@ def export_int8_cmd(
     outputs. The int8 images are compared with fp32 on held-out masks before anything is
     written; the folder serves with `synthmed export repository` like any export.
     """
-    from synthmed.export.quantize import quantize_stage2
+    with _needs_export_extra("int8"):
+        from synthmed.export.quantize import quantize_stage2
 
     result = quantize_stage2(
         onnx_dir,
@@ -168,7 +185,7 @@ def export_int8_cmd(
     )
     if result.fp32_nodes:
         click.echo(f"kept fp32: {', '.join(result.fp32_nodes)}")
-    click.echo(f"wrote synthmed_stage1.onnx, synthmed_stage2.onnx (int8) to {out}")
+    click.echo(f"wrote {STAGE1}.onnx, {STAGE2}.onnx (int8) to {out}")
 
 
 @export.command("tensorrt")
@@ -215,8 +232,9 @@ def export_tensorrt_cmd(
     build_engines.sh (trtexec) is always written to --out, so engines for an edge GPU such as
     a Jetson can be built there; this command builds engines on this machine's GPU.
     """
-    from synthmed.export.onnx2trt import EngineSpec, build_engine
-    from synthmed.export.trtexec_script import write_build_script
+    with _needs_export_extra("tensorrt"):
+        from synthmed.export.onnx2trt import EngineSpec, build_engine
+        from synthmed.export.trtexec_script import write_build_script
 
     if not onnx_dir.is_dir():
         raise UserInputError(f"{onnx_dir}: ONNX folder does not exist")
@@ -235,7 +253,8 @@ def export_tensorrt_cmd(
     click.echo(f"wrote {script}")
     if script_only:
         return
-    from synthmed.export.calibration import calibration_batches as make_batches
+    with _needs_export_extra("tensorrt"):  # onnxruntime: calibration inputs from stage I
+        from synthmed.export.calibration import calibration_batches as make_batches
 
     for model in sorted(onnx_dir.glob("*.onnx")):
         batches = (
@@ -266,7 +285,7 @@ def export_tensorrt_cmd(
 @click.option("--instances", type=int, default=1, show_default=True, help="Instances per model.")
 @click.option("--version", type=int, default=1, show_default=True, help="Version folder to write.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing version.")
-@click.option("--no-fused", is_flag=True, help="Leave out synthmed_fused.")
+@click.option("--no-fused", is_flag=True, help=f"Leave out {FUSED}.")
 @click.option(
     "--tensorrt-accelerator", is_flag=True, help="onnxruntime backend: TensorRT execution (FP16)."
 )

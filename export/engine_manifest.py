@@ -24,8 +24,8 @@ import synthmed
 from synthmed.atomic import write_text_atomic
 from synthmed.errors import UserInputError
 from synthmed.export import tensorrt_runtime
-from synthmed.export.manifest import sha256_file
 from synthmed.export.tensorrt_ops import onnx_inputs
+from synthmed.hashing import sha256_file
 
 if TYPE_CHECKING:
     from synthmed.export.onnx2trt import EngineSpec

@@ -25,7 +25,6 @@ import io
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +40,16 @@ from onnxruntime.quantization import (
     QuantType,
     quantize_static,
 )
+from skimage.metrics import structural_similarity
 
-from synthmed.atomic import replace_dir
+from synthmed.atomic import staged_folder
+from synthmed.contract import EXPORT_MANIFEST, STAGE1, STAGE2
 from synthmed.errors import SynthmedError, UserInputError
 from synthmed.export.calibration import CALIBRATION_SEED
 from synthmed.export.conv_transpose import conv_transpose_to_conv
-from synthmed.export.manifest import MANIFEST, sha256_file
+from synthmed.hashing import sha256_file
 from synthmed.latents import latents
 
-STAGE1, STAGE2 = "synthmed_stage1", "synthmed_stage2"
 PRECISION = "int8-stage2"
 # Entropy is not offered: quantize_static cannot set its bin counts, and with the defaults
 # (128 bins, 128 quantized bins) it has one candidate range, the MinMax one.
@@ -217,12 +217,6 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-image SSIM of uint8 RGB image stacks."""
-    try:
-        from skimage.metrics import structural_similarity
-    except ImportError as e:
-        raise UserInputError(
-            "the int8 quality check needs scikit-image: pip install 'synthmed[evaluate]'"
-        ) from e
     return np.array(
         [
             structural_similarity(x, y, channel_axis=-1, data_range=255)
@@ -263,9 +257,11 @@ def _read_manifest(onnx_dir: Path) -> dict:
     """The input's manifest, refusing folders that are not an fp32 `synthmed export onnx`."""
     if not onnx_dir.is_dir():
         raise UserInputError(f"{onnx_dir}: ONNX folder does not exist")
-    path = onnx_dir / MANIFEST
+    path = onnx_dir / EXPORT_MANIFEST
     if not path.is_file():
-        raise UserInputError(f"{onnx_dir}: no {MANIFEST}; is it a `synthmed export onnx` folder?")
+        raise UserInputError(
+            f"{onnx_dir}: no {EXPORT_MANIFEST}; is it a `synthmed export onnx` folder?"
+        )
     manifest = json.loads(path.read_text())
     missing = [n for n in (STAGE1, STAGE2) if n not in manifest.get("models", {})]
     if missing:
@@ -355,10 +351,8 @@ def quantize_stage2(
     calibration = _run(
         _session(fp32[STAGE1]), "z", "mask", latents(seed, range(calibration_count), nz)
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    int8 = {name: staging / file for name, file in files.items()}
-    try:
+    with staged_folder(out) as staging:
+        int8 = {name: staging / file for name, file in files.items()}
         rewritten, fp32_nodes = _int8_stage2(
             fp32[STAGE2], int8[STAGE2], calibration, method, report
         )
@@ -384,10 +378,5 @@ def quantize_stage2(
             "onnxruntime_version": ort.__version__,
         }
         manifest = _manifest(source, int8[STAGE2], block)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        staging.chmod(0o755)  # mkdtemp made it private
-        replace_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        (staging / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return QuantizationResult(out, quality, rewritten, fp32_nodes)

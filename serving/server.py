@@ -177,8 +177,7 @@ class TritonServer:
         self.extra_args = tuple(extra_args)
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
-        self._log: collections.deque[str] = collections.deque(maxlen=200)
-        # Error lines kept apart: verbose logs and Triton's tables must not push them out.
+        # Only error lines are kept: verbose logs and Triton's tables must not push them out.
         self._errors: collections.deque[str] = collections.deque(maxlen=200)
 
     def __enter__(self) -> TritonServer:
@@ -197,10 +196,6 @@ class TritonServer:
     def pid(self) -> int | None:
         """The server's process id (also its process group's), once started."""
         return None if self._proc is None else self._proc.pid
-
-    def log_tail(self) -> list[str]:
-        """The last 200 lines tritonserver wrote (stdout and stderr)."""
-        return list(self._log)
 
     def url(self, protocol: Literal["http", "grpc", "metrics"] = "http") -> str:
         """`host:port` to connect to, the form tritonclient's InferenceServerClient(url=) takes.
@@ -235,7 +230,6 @@ class TritonServer:
         cmd.append("--disable-auto-complete-config")
         if binary.backend_directory is not None:
             cmd.append(f"--backend-directory={binary.backend_directory}")
-        self._log.clear()
         self._errors.clear()
         self._proc = subprocess.Popen(
             [*cmd, *self.extra_args],
@@ -339,11 +333,10 @@ class TritonServer:
             self._reader.join(timeout=5)
 
     def _pump_log(self, proc: subprocess.Popen[str]) -> None:
-        """Copy Triton's output to our stderr with a prefix and keep the tail for error messages."""
+        """Copy Triton's output to our stderr with a prefix; keep its error lines for messages."""
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip("\n")
-            self._log.append(line)
             if _is_error(line):
                 self._errors.append(line)
             if self.echo_log:

@@ -12,13 +12,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from synthmed.contract import ENSEMBLE, STAGE1, STAGE2
 from synthmed.export.conv_transpose import conv_transpose_to_conv
 from synthmed.export.torch2onnx import export_onnx
 from synthmed.latents import latents
 from synthmed.serving.repository import (
-    ENSEMBLE,
-    STAGE1,
-    STAGE2,
     RepositoryOptions,
     write_repository,
 )
@@ -210,7 +208,7 @@ def test_repository_and_in_process_runtime_use_it_unchanged(
     assert sorted(names) == sorted([STAGE1, STAGE2, ENSEMBLE])
     runtime = InProcessRuntime(tmp_path / "repo", threads=1)
     z = latents(11, range(4), runtime.nz)
-    images, masks = runtime.generate(z)
+    images, masks = runtime.run(z)
     assert images.shape == (4, 64, 64, 3) and images.dtype == np.uint8
     expected_masks = _masks(demo_onnx, 11, 4)
     np.testing.assert_array_equal(masks, expected_masks)

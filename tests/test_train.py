@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,7 +117,18 @@ def test_existing_run_needs_resume(retina64: Path, tmp_path: Path) -> None:
     )
     assert_one_line_error(changed, "--size 128 differs from the run being resumed (64)")
     wrong_kind = run_cli("train", "stage2", "--out", tmp_path, "--resume")
-    assert_one_line_error(wrong_kind, "is a stage1 run")
+    assert_one_line_error(wrong_kind, "is a stage1 checkpoint, expected stage2")
+
+
+def test_resume_refuses_changed_data(retina64: Path, tmp_path: Path) -> None:
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(retina64, data)
+    args = ["train", "stage1", "--data", data, "--out", run, *TINY]
+    assert run_cli(*args, "--steps", "2").exit_code == 0
+    for folder in ("images", "masks", "fov"):  # one pair fewer: not the data the run started on
+        sorted((data / folder).iterdir())[-1].unlink()
+    result = run_cli(*args, "--steps", "4", "--resume")
+    assert_one_line_error(result, "--data differs from the data the run in", str(run))
 
 
 @pytest.mark.parametrize(

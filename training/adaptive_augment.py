@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from synthmed.training.distributed import Distributed
-
-AUGMENTS = ("xflip", "rotate90", "translate", "colour", "cutout")
+from synthmed.training.stylegan2_config import AUGMENTS
 
 
 def _chosen(n: int, p: float, device: torch.device) -> torch.Tensor:

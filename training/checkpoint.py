@@ -11,7 +11,6 @@ Weights are only ever read from safetensors: a checkpoint from someone else cann
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import nn
 
 from synthmed.atomic import atomic_path, write_text_atomic
 from synthmed.errors import CheckpointError
+from synthmed.hashing import sha256_file
 from synthmed.training.models import create_model
 from synthmed.training.models.registry import config_from_dict
 
@@ -31,7 +31,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
 FORMAT = "synthmed-checkpoint/1"
-ROLES = ("stage1", "stage2", "single", "cstylegan2")
 
 # How each role's tensors map to pixels; export bakes the same conversions into the graph.
 NORMALISATION = {
@@ -72,11 +71,6 @@ class GeneratorInfo:
         return int(self.model_config.size)
 
 
-def weights_sha256(path: Path) -> str:
-    """Hash of the weights file, recorded in config.json and later in ONNX metadata."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
@@ -103,7 +97,7 @@ def save_generator(
         "normalisation": NORMALISATION[role],
         "step": step,
         "weights": WEIGHTS_FILE,
-        "weights_sha256": weights_sha256(weights),
+        "weights_sha256": sha256_file(weights),  # later in ONNX metadata and manifests
         **metadata,
     }
     write_text_atomic(run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -147,7 +141,7 @@ def load_generator(
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
     expected = info.metadata.get("weights_sha256")
-    if expected and weights_sha256(weights) != expected:
+    if expected and sha256_file(weights) != expected:
         raise CheckpointError(
             f"{weights}: sha256 does not match config.json (file changed or corrupted)"
         )

@@ -6,13 +6,25 @@ starts (and `--help` works) on a client-only install.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
 from synthmed.errors import UserInputError
+from synthmed.training.config import (
+    GAN_LOSSES,
+    PRECISIONS,
+    RESUMABLE_OVERRIDES,
+    AugmentConfig,
+    TrainConfig,
+    field_default,
+)
+
+if TYPE_CHECKING:
+    from synthmed.training.loop import TrainResult
 
 TRAIN_EXTRA = "this command needs the training extra: pip install 'synthmed[train]'"
 
@@ -92,6 +104,9 @@ def data_check(folder: Path, size: int, mask_threshold: float | None, split: str
     )
 
 
+# Each option's default is the config's, written once there.
+_default = functools.partial(field_default, TrainConfig)
+
 _TRAIN_OPTIONS = [
     click.option(
         "--data",
@@ -108,89 +123,122 @@ _TRAIN_OPTIONS = [
     click.option(
         "--size",
         type=int,
-        default=64,
+        default=_default("size"),
         show_default=True,
         help="Image side (power of two, 32..1024).",
     ),
     click.option(
-        "--steps", type=int, default=2000, show_default=True, help="Total optimisation steps."
+        "--steps",
+        type=int,
+        default=_default("steps"),
+        show_default=True,
+        help="Total optimisation steps.",
     ),
     click.option(
-        "--batch-size", type=int, default=16, show_default=True, help="Batch size per process."
+        "--batch-size",
+        type=int,
+        default=_default("batch_size"),
+        show_default=True,
+        help="Batch size per process.",
     ),
     click.option(
-        "--lr", type=float, default=2e-4, show_default=True, help="Adam learning rate (G and D)."
+        "--lr",
+        type=float,
+        default=_default("lr"),
+        show_default=True,
+        help="Adam learning rate (G and D).",
     ),
-    click.option("--beta1", type=float, default=0.5, show_default=True, help="Adam beta1."),
+    click.option(
+        "--beta1", type=float, default=_default("beta1"), show_default=True, help="Adam beta1."
+    ),
     click.option(
         "--seed",
         type=int,
-        default=0,
+        default=_default("seed"),
         show_default=True,
         help="Seeds init, batches, augmentation, noise.",
     ),
     click.option(
-        "--nz", type=int, default=100, show_default=True, help="Latent size (stage1, single)."
+        "--nz",
+        type=int,
+        default=_default("nz"),
+        show_default=True,
+        help="Latent size (stage1, single).",
     ),
-    click.option("--ngf", type=int, default=64, show_default=True, help="Generator base width."),
     click.option(
-        "--ndf", type=int, default=64, show_default=True, help="Discriminator base width."
+        "--ngf", type=int, default=_default("ngf"), show_default=True, help="Generator base width."
     ),
     click.option(
-        "--max-channels", type=int, default=512, show_default=True, help="Cap on any layer's width."
+        "--ndf",
+        type=int,
+        default=_default("ndf"),
+        show_default=True,
+        help="Discriminator base width.",
+    ),
+    click.option(
+        "--max-channels",
+        type=int,
+        default=_default("max_channels"),
+        show_default=True,
+        help="Cap on any layer's width.",
     ),
     click.option(
         "--norm",
         type=click.Choice(["batch", "instance", "none"]),
-        default="batch",
+        default=_default("norm"),
         show_default=True,
     ),
     click.option(
         "--l1-lambda",
         type=float,
-        default=100.0,
+        default=_default("l1_lambda"),
         show_default=True,
         help="Weight of stage II's L1 term.",
     ),
     click.option(
         "--gan-loss",
-        type=click.Choice(["bce", "hinge"]),
-        default="bce",
+        type=click.Choice(GAN_LOSSES),
+        default=_default("gan_loss"),
         show_default=True,
         help="Adversarial loss: the original (bce) or hinge.",
     ),
-    click.option("--spectral-norm", is_flag=True, help="Spectrally normalise the discriminator."),
+    click.option(
+        "--spectral-norm",
+        is_flag=True,
+        default=_default("spectral_norm"),
+        help="Spectrally normalise the discriminator.",
+    ),
     click.option(
         "--minibatch-std/--no-minibatch-std",
-        default=True,
+        default=_default("minibatch_std"),
         show_default=True,
         help="Let the DCGAN discriminator see the batch's spread (fights mode collapse).",
     ),
     click.option(
         "--instance-noise",
         type=float,
-        default=0.3,
+        default=_default("instance_noise"),
         show_default=True,
         help="Std of noise on discriminator inputs, annealed linearly to 0.",
     ),
     click.option(
         "--instance-noise-steps",
         type=int,
-        default=2000,
+        default=_default("instance_noise_steps"),
         show_default=True,
         help="Steps over which the instance noise anneals to 0.",
     ),
     click.option(
         "--label-smoothing",
         type=float,
-        default=0.1,
+        default=_default("label_smoothing"),
         show_default=True,
         help="One-sided: real targets of the discriminator become 1 - this.",
     ),
     click.option(
         "--ema-decay",
         type=float,
-        default=0.999,
+        default=_default("ema_decay"),
         show_default=True,
         help="EMA of generator weights.",
     ),
@@ -198,38 +246,40 @@ _TRAIN_OPTIONS = [
     click.option(
         "--mask-threshold",
         type=float,
-        default=None,
+        default=_default("mask_threshold"),
         help="Binarise many-level masks at this fraction.",
     ),
     click.option(
         "--sample-every",
         type=int,
-        default=250,
+        default=_default("sample_every"),
         show_default=True,
         help="Steps between sample grids.",
     ),
     click.option(
         "--checkpoint-every",
         type=int,
-        default=250,
+        default=_default("checkpoint_every"),
         show_default=True,
         help="Steps between checkpoints.",
     ),
     click.option(
         "--log-every",
         type=int,
-        default=10,
+        default=_default("log_every"),
         show_default=True,
         help="Steps between losses.csv rows.",
     ),
     click.option(
         "--precision",
-        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-        default="auto",
+        type=click.Choice(PRECISIONS),
+        default=_default("precision"),
         show_default=True,
         help="auto: bf16 autocast on CUDA, fp32 on CPU.",
     ),
-    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option(
+        "--device", default=_default("device"), show_default=True, help="auto, cpu, cuda or cuda:N."
+    ),
     click.option(
         "--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."
     ),
@@ -277,17 +327,14 @@ def _dual_gan_command(kind: str) -> click.Command:
         **options: Any,
     ) -> None:
         require_torch()
-        from synthmed.training.config import TrainConfig
-        from synthmed.training.data.augment import AugmentConfig
-        from synthmed.training.train import resume_config, train
+        from synthmed.training.loop import resume_config
+        from synthmed.training.train import train
 
         if resume:
             given = given_options(ctx, options)
             if data_dir is not None:
                 given["data"] = str(data_dir)
-            cfg = resume_config(out, given)
-            if cfg.kind != kind:
-                raise UserInputError(f"{out}: is a {cfg.kind} run, not {kind}")
+            cfg = resume_config(out, TrainConfig, given, role=kind, resumable=RESUMABLE_OVERRIDES)
         else:
             if data_dir is None:
                 raise UserInputError("--data is required (the paired dataset folder to train on)")
@@ -312,7 +359,7 @@ def given_options(ctx: click.Context, options: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def report_run(ctx: click.Context, kind: str, out: Path, result: Any, steps: int) -> None:
+def report_run(ctx: click.Context, kind: str, out: Path, result: TrainResult, steps: int) -> None:
     """Print a run's last losses and metrics; exit 130 if it was interrupted."""
     summary = " ".join(
         f"{k}={v:.4g}" for k, v in {**result.last_losses, **result.eval_metrics}.items()

@@ -1,7 +1,8 @@
 """The training run's settings, as one dataclass saved inside every checkpoint.
 
-CLI options map onto these fields; a resume rebuilds the run from the saved copy,
-so a run can always be continued (or reproduced) from its folder alone.
+CLI options map onto these fields and take their defaults from them (`field_default`); a
+resume rebuilds the run from the saved copy, so a run can always be continued (or
+reproduced) from its folder alone. No torch here: the CLI reads this module to draw --help.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synthmed.errors import UserInputError
-from synthmed.training.data.augment import AugmentConfig
 
 KINDS = ("stage1", "stage2", "single")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -39,7 +39,28 @@ RESUMABLE_OVERRIDES = (
     "log_every",
     "device",
     "precision",
+    "data",
 )
+
+
+def field_default(config: type, name: str) -> Any:
+    """The default of a config dataclass's field, for the click option that sets it: each
+    default is written once, in the dataclass, and --help shows that value."""
+    return {f.name: f for f in dataclasses.fields(config)}[name].default
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """What to randomise; the defaults suit fundus photographs and microscopy tiles alike."""
+
+    flips: bool = True
+    rotation_degrees: float = 15.0
+    colour_jitter: float = 0.1
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any transform is on."""
+        return self.flips or self.rotation_degrees > 0 or self.colour_jitter > 0
 
 
 @dataclass(frozen=True)

@@ -82,11 +82,6 @@ class Distributed:
             dist.destroy_process_group()
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    """The plain module inside a DDP wrapper."""
-    return module.module if isinstance(module, DistributedDataParallel) else module
-
-
 @contextlib.contextmanager
 def no_sync(module: nn.Module) -> Iterator[None]:
     """Skip DDP's gradient all-reduce for a backward whose gradients a later one will join."""

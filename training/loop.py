@@ -1,16 +1,18 @@
 """What every GAN training run shares: per-step seeds, the EMA update, Ctrl-C handling, the
-run folder check, and the step loop itself (progress bar, divergence stop, logs, samples,
-checkpoints). `Trainer` (dual GAN) and `StyleGAN2Trainer` differ only in what one step, one
-evaluation and one checkpoint do.
+run folder check, resuming (the saved config, the data check, the saved state), the result,
+and the step loop itself (progress bar, divergence stop, logs, samples, checkpoints).
+`Trainer` (dual GAN) and `StyleGAN2Trainer` differ only in what one step, one evaluation and
+one checkpoint do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -22,7 +24,13 @@ from tqdm import tqdm
 
 import synthmed
 from synthmed.errors import TrainingDivergedError, UserInputError
-from synthmed.training.checkpoint import STATE_FILE, save_generator, save_training_state
+from synthmed.training.checkpoint import (
+    STATE_FILE,
+    load_training_state,
+    read_generator_info,
+    save_generator,
+    save_training_state,
+)
 from synthmed.training.distributed import Distributed
 from synthmed.training.run_log import CsvLog, TensorBoardLog, save_grid
 
@@ -85,25 +93,52 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-@dataclass
-class LoopOutcome:
-    """Where the loop stopped, and the last values it saw."""
+def resume_config(
+    run_dir: Path,
+    config_type: type,
+    overrides: dict[str, Any],
+    *,
+    role: str,
+    resumable: Sequence[str],
+) -> Any:
+    """The run config saved in `run_dir` with `overrides` (options typed on the command line)
+    applied. Only `resumable` settings may change: any other would make the resumed run a
+    different one from the run that was started, so it is refused, naming the option."""
+    info = read_generator_info(run_dir, role=role)
+    saved = config_type.from_dict(info.metadata["train"])
+    for name, value in overrides.items():
+        if name not in resumable and value != getattr(saved, name):
+            raise UserInputError(
+                f"--{name.replace('_', '-')} {value} differs from the run being resumed "
+                f"({getattr(saved, name)}); start a new --out to change it"
+            )
+    return dataclasses.replace(saved, **overrides)
 
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run reports."""
+
+    run_dir: Path
     step: int
+    interrupted: bool
     seconds_per_step: float
-    losses: dict[str, float] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
+    last_losses: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    data_real_fraction: float = 0.0  # share of mask pixels that are foreground in the data
 
 
 class TrainingLoop:
     """The step loop of a training run. A subclass sets `cfg` (with steps, log_every,
-    sample_every, checkpoint_every), `run_dir`, `progress`, `dist` and `start_step`, calls
-    `open_logs` and implements `train_step`, `evaluate`, `save` and `train_mode`."""
+    sample_every, checkpoint_every), `run_dir`, `progress`, `dist`, `data` (with `masks`) and
+    `start_step` (or calls `load_state`), calls `open_logs` and implements `train_step`,
+    `evaluate`, `save` and `train_mode`."""
 
     cfg: Any
     run_dir: Path
     progress: bool
     dist: Distributed
+    data: Any
     start_step: int
     name: str  # shown on the progress bar: "train <name>"
     divergence_hint: str  # what to try after a NaN, e.g. "Lower --lr"
@@ -142,6 +177,21 @@ class TrainingLoop:
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers whose state a resume needs."""
         raise NotImplementedError
+
+    def load_state(self, role: str, data_fingerprint: str) -> dict[str, Any]:
+        """Restore modules and optimizers from the run's resume state, and set `start_step`;
+        returns the trainer's own saved state (`extra` of `write_checkpoint`). Refused when the
+        data differ from the data the run started on: exact resume needs the same examples."""
+        info = read_generator_info(self.run_dir, role=role)
+        if info.metadata["data"]["fingerprint"] != data_fingerprint:
+            raise UserInputError(
+                f"--data differs from the data the run in {self.run_dir} started on "
+                "(a file was added, removed or changed)"
+            )
+        self.start_step, extra = load_training_state(
+            self.run_dir / STATE_FILE, self._modules(), self._optimizers()
+        )
+        return extra
 
     def record_samples(
         self, step: int, rows: list[torch.Tensor], metrics: dict[str, float], columns: int = 8
@@ -199,12 +249,18 @@ class TrainingLoop:
             f"{self.divergence_hint}"
         )
 
-    def loop(self) -> LoopOutcome:
+    def run(self) -> TrainResult:
         """Train from `start_step` to `cfg.steps`, logging, sampling and checkpointing on the
         way; SIGINT/SIGTERM stop it after a checkpoint."""
         cfg, main = self.cfg, self.dist.is_main
         stop, step, busy = StopRequest(), self.start_step, 0.0
-        outcome = LoopOutcome(step, 0.0)
+        result = TrainResult(
+            self.run_dir,
+            step,
+            interrupted=False,
+            seconds_per_step=0.0,
+            data_real_fraction=float(self.data.masks.float().mean()),
+        )
         bar = tqdm(
             total=cfg.steps, initial=step, desc=f"train {self.name}", unit="step",
             disable=not (self.progress and main),
@@ -213,7 +269,7 @@ class TrainingLoop:
             while step < cfg.steps:
                 t0 = time.perf_counter()
                 self.train_mode()
-                outcome.losses = losses = self.train_step(step)
+                result.last_losses = losses = self.train_step(step)
                 busy += time.perf_counter() - t0
                 if self.dist.any_true(not all(math.isfinite(v) for v in losses.values())):
                     raise self._diverged(step, losses)
@@ -226,7 +282,7 @@ class TrainingLoop:
                         self.csv.write({"step": step - 1, **self.log_row(losses)})
                         self.tensorboard.write(step - 1, losses)
                     if step % cfg.sample_every == 0 or step == cfg.steps:
-                        outcome.metrics = self.evaluate(step)
+                        result.eval_metrics = self.evaluate(step)
                     if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
                         self.save(step)
                 if stopping:
@@ -235,9 +291,9 @@ class TrainingLoop:
         if main:
             self.tensorboard.close()
         self.dist.close()
-        outcome.step = step
-        outcome.seconds_per_step = busy / max(step - self.start_step, 1)
-        return outcome
+        result.step, result.interrupted = step, step < cfg.steps
+        result.seconds_per_step = busy / max(step - self.start_step, 1)
+        return result
 
 
 def format_values(values: dict[str, float]) -> str:

@@ -3,7 +3,8 @@
 Defaults follow StyleGAN2-ADA (Adam lr 0.0025, betas (0, 0.99), lazy R1 every 16 steps, path
 length every 4, style mixing 0.9, ADA target 0.6); network widths default to a size that
 trains on a laptop, and `--channel-base` / `--max-channels` scale them up to the paper's
-(32768 / 512 at 1024x1024).
+(32768 / 512 at 1024x1024). No torch here: the CLI reads the defaults and the choices below
+to draw --help.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from synthmed.errors import UserInputError
-from synthmed.training.adaptive_augment import AUGMENTS
-from synthmed.training.models.stylegan2 import ARCHITECTURES
+
+# The generator's architectures (models/stylegan2.py) and the transforms ADA may apply
+# (adaptive_augment.py).
+ARCHITECTURES = ("skip", "resnet")
+AUGMENTS = ("xflip", "rotate90", "translate", "colour", "cutout")
 
 _POSITIVE_INTS = (
     "steps",

@@ -9,59 +9,23 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.optim.swa_utils import AveragedModel
 
 from synthmed.errors import UserInputError
-from synthmed.training.checkpoint import (
-    STATE_FILE,
-    load_training_state,
-    read_generator_info,
-)
-from synthmed.training.config import RESUMABLE_OVERRIDES, TrainConfig
+from synthmed.training.config import TrainConfig
 from synthmed.training.data.dataset import PairedData, load_paired_data
 from synthmed.training.distributed import Distributed, no_sync, setup
 from synthmed.training.loop import (
     TrainingLoop,
+    TrainResult,
     ema_avg_fn,
     prepare_run_dir,
     step_seed,
 )
 from synthmed.training.tasks import GanTask, d_loss, make_task
-
-
-@dataclass
-class TrainResult:
-    """What a finished (or interrupted) run reports."""
-
-    run_dir: Path
-    step: int
-    interrupted: bool
-    seconds_per_step: float
-    last_losses: dict[str, float] = field(default_factory=dict)
-    eval_metrics: dict[str, float] = field(default_factory=dict)
-    data_real_fraction: float = 0.0
-
-
-def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
-    """The saved run config with `overrides` applied; changing what is trained is refused."""
-    info = read_generator_info(run_dir)
-    saved = TrainConfig.from_dict(info.metadata["train"])
-    changes = {}
-    for name, value in overrides.items():
-        if name in RESUMABLE_OVERRIDES or name == "data":
-            changes[name] = value
-        elif value != getattr(saved, name):
-            raise UserInputError(
-                f"--{name.replace('_', '-')} {value} differs from the run being resumed "
-                f"({getattr(saved, name)}); start a new --out to change it"
-            )
-    return dataclasses.replace(saved, **changes)
 
 
 def _precision(cfg: TrainConfig, device: torch.device) -> str:
@@ -138,15 +102,7 @@ class Trainer(TrainingLoop):
         return {"generator": self.opt_g, "discriminator": self.opt_d}
 
     def _load_state(self) -> None:
-        info = read_generator_info(self.run_dir)
-        saved_fingerprint = info.metadata["data"]["fingerprint"]
-        if saved_fingerprint != self.data.fingerprint:
-            raise UserInputError(
-                f"{self.cfg.data}: data differs from the data the run in {self.run_dir} started on"
-            )
-        self.start_step, extra = load_training_state(
-            self.run_dir / STATE_FILE, self._modules(), self._optimizers()
-        )
+        extra = self.load_state(self.task.role, self.data.fingerprint)
         if "scaler" in extra:
             self.scaler.load_state_dict(extra["scaler"])
 
@@ -223,19 +179,6 @@ class Trainer(TrainingLoop):
             },
             precision=self.precision,
             extra={"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {},
-        )
-
-    def run(self) -> TrainResult:
-        """Train from `start_step` to `cfg.steps`, checkpointing and sampling on the way."""
-        outcome = self.loop()
-        return TrainResult(
-            self.run_dir,
-            outcome.step,
-            interrupted=outcome.step < self.cfg.steps,
-            seconds_per_step=outcome.seconds_per_step,
-            last_losses=outcome.losses,
-            eval_metrics=outcome.metrics,
-            data_real_fraction=float(self.data.masks.float().mean()),
         )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,36 +25,24 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from synthmed.errors import UserInputError
 from synthmed.training.adaptive_augment import AdaptiveProbability, augment
-from synthmed.training.checkpoint import (
-    STATE_FILE,
-    load_training_state,
-    read_generator_info,
-)
 from synthmed.training.class_statistics import class_separability
 from synthmed.training.data.classes import ClassData, load_class_data
 from synthmed.training.distributed import setup
-from synthmed.training.loop import TrainingLoop, ema_avg_fn, prepare_run_dir, step_seed
+from synthmed.training.loop import (
+    TrainingLoop,
+    TrainResult,
+    ema_avg_fn,
+    prepare_run_dir,
+    step_seed,
+)
 from synthmed.training.models import CStyleGAN2Config, create_model
-from synthmed.training.stylegan2_config import RESUMABLE_OVERRIDES, StyleGAN2TrainConfig
+from synthmed.training.stylegan2_config import StyleGAN2TrainConfig
 
 ROLE = "cstylegan2"
 GENERATOR = "cstylegan2_generator"
 DISCRIMINATOR = "cstylegan2_discriminator"
 GRID_PER_CLASS = 8
-
-
-@dataclass
-class StyleGAN2Result:
-    """What a finished (or interrupted) run reports."""
-
-    run_dir: Path
-    step: int
-    interrupted: bool
-    seconds_per_step: float
-    last_losses: dict[str, float] = field(default_factory=dict)
-    eval_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def model_config(cfg: StyleGAN2TrainConfig, data: ClassData) -> CStyleGAN2Config:
@@ -70,19 +58,6 @@ def model_config(cfg: StyleGAN2TrainConfig, data: ClassData) -> CStyleGAN2Config
         max_channels=cfg.max_channels,
         architecture=cfg.architecture,
     )
-
-
-def resume_stylegan2_config(run_dir: Path, overrides: dict[str, Any]) -> StyleGAN2TrainConfig:
-    """The saved run config with `overrides` applied; changing what is trained is refused."""
-    info = read_generator_info(run_dir, role=ROLE)
-    saved = StyleGAN2TrainConfig.from_dict(info.metadata["train"])
-    for name, value in overrides.items():
-        if name not in RESUMABLE_OVERRIDES and value != getattr(saved, name):
-            raise UserInputError(
-                f"--{name.replace('_', '-')} {value} differs from the run being resumed "
-                f"({getattr(saved, name)}); start a new --out to change it"
-            )
-    return replace(saved, **overrides)
 
 
 def _lazy_adam(params: Any, cfg: StyleGAN2TrainConfig, interval: int) -> torch.optim.Adam:
@@ -150,14 +125,7 @@ class StyleGAN2Trainer(TrainingLoop):
         ).hexdigest()
 
     def _load_state(self) -> None:
-        info = read_generator_info(self.run_dir, role=ROLE)
-        if info.metadata["data"]["fingerprint"] != self._fingerprint():
-            raise UserInputError(
-                f"--data differs from the data the run in {self.run_dir} started on"
-            )
-        self.start_step, extra = load_training_state(
-            self.run_dir / STATE_FILE, self._modules(), self._optimizers()
-        )
+        extra = self.load_state(ROLE, self._fingerprint())
         self.ada.load(extra["ada"])
         self.pl_mean.fill_(extra["pl_mean"])
         self.lazy = dict(extra["lazy"])
@@ -317,24 +285,12 @@ class StyleGAN2Trainer(TrainingLoop):
         """Fixed CSV columns (R1 and path length hold their last value; blank before the first)."""
         return {name: losses.get(name, "") for name in _COLUMNS}
 
-    def run(self) -> StyleGAN2Result:
-        """Train from `start_step` to `cfg.steps`, checkpointing and sampling on the way."""
-        outcome = self.loop()
-        return StyleGAN2Result(
-            self.run_dir,
-            outcome.step,
-            outcome.step < self.cfg.steps,
-            outcome.seconds_per_step,
-            outcome.losses,
-            outcome.metrics,
-        )
-
 
 _COLUMNS = ("loss_g", "loss_d", "d_real", "d_fake", "r1", "path_length", "ada_p", "ada_rt")
 
 
 def train_stylegan2(
     cfg: StyleGAN2TrainConfig, run_dir: Path | str, *, resume: bool = False, progress: bool = True
-) -> StyleGAN2Result:
+) -> TrainResult:
     """Train one conditional StyleGAN2 run into `run_dir` (or continue it with `resume`)."""
     return StyleGAN2Trainer(cfg, Path(run_dir), resume=resume, progress=progress).run()

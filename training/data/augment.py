@@ -8,24 +8,11 @@ draw comes from the generator passed in, which the training loop seeds from (see
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """What to randomise; the defaults suit fundus photographs and microscopy tiles alike."""
-
-    flips: bool = True
-    rotation_degrees: float = 15.0
-    colour_jitter: float = 0.1
-
-    @property
-    def enabled(self) -> bool:
-        """Whether any transform is on."""
-        return self.flips or self.rotation_degrees > 0 or self.colour_jitter > 0
+from synthmed.training.config import AugmentConfig
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from synthmed.errors import DataError
+from synthmed.hashing import sha256_file
 from synthmed.training.data.image_files import read_fov, read_image, read_mask
 from synthmed.training.data.layouts import PairedFile, find_pairs
 
@@ -105,7 +106,7 @@ def fingerprint(pairs: list[PairedFile]) -> str:
         for path in (pair.image, pair.mask, pair.fov):
             if path is not None:
                 digest.update(path.name.encode())
-                digest.update(hashlib.sha256(path.read_bytes()).digest())
+                digest.update(bytes.fromhex(sha256_file(path)))
     return digest.hexdigest()
 
 

@@ -32,8 +32,7 @@ from synthmed.training.models.stylegan2_layers import (
     normalize_2nd_moment,
     upsample2x,
 )
-
-ARCHITECTURES = ("skip", "resnet")
+from synthmed.training.stylegan2_config import ARCHITECTURES
 
 
 @dataclass(frozen=True)

@@ -11,60 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 
 from synthmed.client import core
 from synthmed.client.contract import config_dict, is_conditional, to_dict
-from synthmed.contract import ENSEMBLE, Contract, Provenance
-from synthmed.sampling import DEFAULT_BATCH_SIZE, Plan, Sample, count_indices, plan
+from synthmed.contract import Contract, Provenance
+from synthmed.sampling import Plan, Request, Sample, Sampler
 
 
-class AsyncSynthMedClient:
+class AsyncSynthMedClient(core.ClientBase, Sampler):
     """Use as `async with AsyncSynthMedClient(urls) as client:`; `connect()` checks servers.
-    Arguments as for `SynthMedClient`; `sleep` is a coroutine function."""
+    Settings as for `SynthMedClient` (`core.ClientBase`); `sleep` is a coroutine function."""
 
-    def __init__(
-        self,
-        urls: str | Sequence[str],
-        *,
-        protocol: str = "grpc",
-        model: str = ENSEMBLE,
-        max_in_flight: int = 2,
-        retries: int = 4,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 8.0,
-        timeout_s: float = 120.0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.settings = core.ClientSettings.create(
-            urls,
-            protocol=protocol,
-            model=model,
-            max_in_flight=max_in_flight,
-            retries=retries,
-            backoff_s=backoff_s,
-            max_backoff_s=max_backoff_s,
-            timeout_s=timeout_s,
-        )
-        self._sleep, self._rng = sleep, random.Random()
+    default_sleep = staticmethod(asyncio.sleep)
+
+    def __init__(self, urls: str | Sequence[str], **settings: object) -> None:
+        super().__init__(urls, **settings)
         self._clients: dict[int, object] = {}
         self._slots: list[asyncio.Semaphore] = []  # made by connect(), in the running loop
-        self._next = itertools.count()
         self.contract: Contract | None = None
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        """The servers, as tritonclient's host:port."""
-        return self.settings.urls
-
-    @property
-    def model(self) -> str:
-        """The served model this client generates with."""
-        return self.settings.model
 
     # --- transport -----------------------------------------------------------------------
     def _client(self, server: int) -> object:
@@ -116,7 +84,7 @@ class AsyncSynthMedClient:
         for wait in self.settings.retry.waits(self._rng):
             if wait:
                 await self._sleep(wait)
-            server = next(self._next) % len(self.urls)
+            server = self._next_server()
             async with self._slots[server]:
                 tensors, requested = core.request_tensors(module, inputs, outputs)
                 try:
@@ -131,47 +99,16 @@ class AsyncSynthMedClient:
                     await self._drop(server)
         raise core.exhausted(self.urls, self.settings.retry.tries, error) from error
 
-    # --- the generation interface (async twins of synthmed.sampling.Generator's) -----------
-    def generate(
-        self,
-        count: int,
-        *,
-        seed: int = 0,
-        label: int | str | None = None,
-        truncation: float | None = None,
-        start: int = 0,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> AsyncIterator[Sample]:
-        """Samples start .. start + count - 1, in index order, as the synchronous client
-        yields them (`label` and `truncation` for a class-conditional model only)."""
-        indices = count_indices(count, start)
-        return self.generate_indices(
-            indices, seed=seed, label=label, truncation=truncation, batch_size=batch_size
-        )
+    # --- the generation interface (synthmed.sampling.Sampler's generate/generate_indices) ---
+    def _start(self, request: Request) -> AsyncIterator[Sample]:
+        """Check the request now if `connect()` ran, else right after it runs: either way
+        before the first inference request."""
+        checked = request.plan(self.contract) if self.contract is not None else None
+        return self._generate(checked, request)
 
-    def generate_indices(
-        self,
-        indices: Sequence[int],
-        *,
-        seed: int = 0,
-        label: int | str | None = None,
-        truncation: float | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> AsyncIterator[Sample]:
-        """The samples `indices`, in the order given. Arguments are checked against the contract
-        before the first request: now if `connect()` ran, else right after it runs."""
-        request = {"seed": seed, "label": label, "truncation": truncation}
-        if self.contract is None:  # not connected yet: check once the contract is known
-            return self._generate(None, indices, request, batch_size)
-        checked = plan(self.contract, indices, batch_size=batch_size, **request)
-        return self._generate(checked, indices, request, batch_size)
-
-    async def _generate(
-        self, checked: Plan | None, indices: Sequence[int], request: dict, batch_size: int
-    ) -> AsyncIterator[Sample]:
+    async def _generate(self, checked: Plan | None, request: Request) -> AsyncIterator[Sample]:
         if checked is None:
-            contract = await self.connect()
-            checked = plan(contract, indices, batch_size=batch_size, **request)
+            checked = request.plan(await self.connect())
         batches = checked.batches()
         window: deque[tuple[list[int], asyncio.Task]] = deque()
 

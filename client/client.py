@@ -13,72 +13,32 @@ client). Needs numpy and tritonclient only.
 from __future__ import annotations
 
 import itertools
-import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
 from synthmed.client import core
 from synthmed.client.contract import config_dict, is_conditional, to_dict
-from synthmed.contract import ENSEMBLE, Contract, Provenance
+from synthmed.contract import Contract, Provenance
 from synthmed.sampling import Generator, Plan, Sample
 
 
-class SynthMedClient(Generator):
+class SynthMedClient(core.ClientBase, Generator):
     """Synchronous client over one or more Triton servers serving the `synthmed` ensemble or a
-    class-conditional model (`model="synthmed_cstylegan2"`).
+    class-conditional model (`model="synthmed_cstylegan2"`); settings in `core.ClientBase`.
+    The servers are checked on construction."""
 
-    `retries` more tries follow a transient failure (server down, restarting, busy, timed
-    out after `timeout_s`); `sleep` is how it waits between them (injectable for tests).
-    """
+    default_sleep = staticmethod(time.sleep)
 
-    def __init__(
-        self,
-        urls: str | Sequence[str],
-        *,
-        protocol: str = "grpc",
-        model: str = ENSEMBLE,
-        max_in_flight: int = 2,
-        retries: int = 4,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 8.0,
-        timeout_s: float = 120.0,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.settings = core.ClientSettings.create(
-            urls,
-            protocol=protocol,
-            model=model,
-            max_in_flight=max_in_flight,
-            retries=retries,
-            backoff_s=backoff_s,
-            max_backoff_s=max_backoff_s,
-            timeout_s=timeout_s,
-        )
-        self._sleep, self._rng = sleep, random.Random()
+    def __init__(self, urls: str | Sequence[str], **settings: object) -> None:
+        super().__init__(urls, **settings)
         self._local = threading.local()
-        self._slots = [threading.Semaphore(max_in_flight) for _ in self.settings.urls]
-        self._next = itertools.count()
+        self._slots = [threading.Semaphore(self.settings.max_in_flight) for _ in self.urls]
         self.contract = self.check()
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        """The servers, as tritonclient's host:port."""
-        return self.settings.urls
-
-    @property
-    def model(self) -> str:
-        """The served model this client generates with."""
-        return self.settings.model
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        """Class names of a conditional model (label k is classes[k]); empty otherwise."""
-        return self.contract.classes
 
     # --- transport -----------------------------------------------------------------------
     def _client(self, server: int) -> object:
@@ -132,7 +92,7 @@ class SynthMedClient(Generator):
         for wait in self.settings.retry.waits(self._rng):
             if wait:
                 self._sleep(wait)
-            server = next(self._next) % len(self.urls)
+            server = self._next_server()
             with self._slots[server]:
                 tensors, requested = core.request_tensors(
                     self.settings.module(aio=False), inputs, outputs

@@ -10,9 +10,10 @@ refuses ends at once in `InferenceError` rather than after every retry.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ from synthmed.client.errors import (
     ServerUnavailableError,
 )
 from synthmed.contract import (
+    ENSEMBLE,
     IMAGE,
     MASK,
     PARAM_PROVENANCE,
@@ -167,6 +169,60 @@ class ClientSettings:
     def call_timeout(self) -> dict:
         """Keyword arguments that bound one gRPC call by `timeout_s` (HTTP: set on the client)."""
         return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
+
+class ClientBase:
+    """Construction and the read-only views both clients share. `retries` more tries follow a
+    transient failure (server down, restarting, busy, timed out after `timeout_s`); `sleep`
+    is how the client waits between them (the subclass's clock unless one is injected)."""
+
+    default_sleep: Callable = staticmethod(lambda seconds: None)
+    contract: Contract | None
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        *,
+        protocol: str = "grpc",
+        model: str = ENSEMBLE,
+        max_in_flight: int = 2,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        timeout_s: float = 120.0,
+        sleep: Callable | None = None,
+    ) -> None:
+        self.settings = ClientSettings.create(
+            urls,
+            protocol=protocol,
+            model=model,
+            max_in_flight=max_in_flight,
+            retries=retries,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+            timeout_s=timeout_s,
+        )
+        self._sleep = sleep or self.default_sleep
+        self._rng = random.Random()  # backoff jitter only; samples never depend on it
+        self._next = itertools.count()  # round robin over the servers
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The servers, as tritonclient's host:port."""
+        return self.settings.urls
+
+    @property
+    def model(self) -> str:
+        """The served model this client generates with."""
+        return self.settings.model
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names of a conditional model (label k is classes[k]); empty otherwise."""
+        return self.contract.classes if self.contract else ()
+
+    def _next_server(self) -> int:
+        return next(self._next) % len(self.urls)
 
 
 def _check_number(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import numbers
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,24 +57,26 @@ class Plan:
         }
 
 
-def plan(
-    contract: Contract,
-    indices: Sequence[int],
-    *,
-    seed: int,
-    label: int | str | None,
-    truncation: float | None,
-    batch_size: int,
-) -> Plan:
-    """Check a request against the generator's contract (InvalidRequestError or
-    UserInputError naming the argument) and fix its batches."""
-    _check_int("seed", seed, 0)
-    _check_int("batch_size", batch_size, 1)
-    order = tuple(indices)
-    for index in order:
-        _check_int("sample index", index, 0)
-    label_k, psi = contract.request(label, truncation)
-    return Plan(seed, tuple(int(i) for i in order), batch_size, label_k, psi, contract.nz)
+@dataclass(frozen=True)
+class Request:
+    """What a caller asked for, before it is checked against a contract."""
+
+    indices: tuple[int, ...]
+    seed: int
+    label: int | str | None
+    truncation: float | None
+    batch_size: int
+
+    def plan(self, contract: Contract) -> Plan:
+        """Check the request against a generator's contract (InvalidRequestError or
+        UserInputError naming the argument) and fix its batches."""
+        _check_int("seed", self.seed, 0)
+        _check_int("batch_size", self.batch_size, 1)
+        for index in self.indices:
+            _check_int("sample index", index, 0)
+        label, psi = contract.request(self.label, self.truncation)
+        indices = tuple(int(i) for i in self.indices)
+        return Plan(self.seed, indices, self.batch_size, label, psi, contract.nz)
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -89,12 +91,11 @@ def count_indices(count: int, start: int) -> range:
     return range(start, start + count)
 
 
-class Generator(abc.ABC):
-    """The shared half of every generator: argument checks, counts vs indices, and batching.
-    A subclass sets `contract` and implements `run_batch` (or overrides `_generate` to run
-    batches concurrently, as the Triton client does)."""
+class Sampler(abc.ABC):
+    """The calls every generator offers, synchronous or asyncio: counts and explicit indices,
+    the same arguments and defaults. A subclass decides how a request runs (`_start`)."""
 
-    contract: Contract
+    contract: Contract | None
 
     def generate(
         self,
@@ -105,16 +106,13 @@ class Generator(abc.ABC):
         truncation: float | None = None,
         start: int = 0,
         batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> Iterator[Sample]:
+    ) -> Iterator[Sample] | AsyncIterator[Sample]:
         """Samples start .. start + count - 1 of seed `seed`, in index order. A conditional
         model needs `label` (index or class name) and takes `truncation` (psi; None: the
         model's default); the dual GAN takes neither."""
+        indices = count_indices(count, start)
         return self.generate_indices(
-            count_indices(count, start),
-            seed=seed,
-            label=label,
-            truncation=truncation,
-            batch_size=batch_size,
+            indices, seed=seed, label=label, truncation=truncation, batch_size=batch_size
         )
 
     def generate_indices(
@@ -125,17 +123,24 @@ class Generator(abc.ABC):
         label: int | str | None = None,
         truncation: float | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> Iterator[Sample]:
+    ) -> Iterator[Sample] | AsyncIterator[Sample]:
         """The samples `indices` of seed `seed`, in the order given (see `generate`)."""
-        checked = plan(
-            self.contract,
-            indices,
-            seed=seed,
-            label=label,
-            truncation=truncation,
-            batch_size=batch_size,
-        )
-        return self._generate(checked)
+        return self._start(Request(tuple(indices), seed, label, truncation, batch_size))
+
+    @abc.abstractmethod
+    def _start(self, request: Request) -> Iterator[Sample] | AsyncIterator[Sample]:
+        """Check `request` and return the iterator of its samples."""
+
+
+class Generator(Sampler):
+    """A synchronous generator: arguments are checked on the call, before the first batch
+    runs. A subclass sets `contract` and implements `run_batch` (or overrides `_generate` to
+    run batches concurrently, as the Triton client does)."""
+
+    contract: Contract
+
+    def _start(self, request: Request) -> Iterator[Sample]:
+        return self._generate(request.plan(self.contract))
 
     def _generate(self, plan: Plan) -> Iterator[Sample]:
         for batch in plan.batches():

@@ -20,6 +20,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from synthmed.contract import ENSEMBLE
+
 KINDS = {nn.Conv2d: "Conv", nn.ConvTranspose2d: "ConvTranspose"}
 
 
@@ -190,8 +192,8 @@ def server_table(times: dict[str, dict[str, float]], in_process_ms_per_image: fl
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for model, t in sorted(times.items()):
-        if model == "synthmed":  # the ensemble itself runs nothing; its steps are listed
-            lines.append(f"| synthmed (ensemble) | {t['requests']:.0f} | - "
+        if model == ENSEMBLE:  # the ensemble itself runs nothing; its steps are listed
+            lines.append(f"| {ENSEMBLE} (ensemble) | {t['requests']:.0f} | - "
                          f"| {t['request_ms']:.1f} | - | - | - |")  # fmt: skip
             continue
         lines.append(

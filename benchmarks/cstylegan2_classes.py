@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from _machine import header, machine
+
 from synthmed.errors import SynthmedError
 from synthmed.training.checkpoint import read_generator_info
 
@@ -91,9 +93,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def combine(out: Path, reports: list[Path]) -> None:
     rows = [class_row(r) for r in reports]
     table = markdown(rows)
-    print(table)
+    recorded = machine()
+    print(f"{header(recorded)}\n\n{table}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"classes": rows, "markdown": table}, indent=2) + "\n")
+    result = {"machine": recorded, "classes": rows, "markdown": table}
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out}", file=sys.stderr)
 
 

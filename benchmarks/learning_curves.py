@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import header, machine
+
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.phantom import write_phantom_dataset
 from synthmed.training.train import Trainer
@@ -58,9 +60,9 @@ def main() -> None:
         write_phantom_dataset("retina", data, args.count, args.size, 0)
         rows = [run(kind, data, args.size, args.steps) for kind in ("stage2", "stage1")]
     s2, s1 = rows
-    print(
-        f"\nretina phantoms {args.size}x{args.size}, {args.count} images, {args.steps} steps each"
-    )
+    recorded = machine()
+    print(f"\n{header(recorded)}")
+    print(f"retina phantoms {args.size}x{args.size}, {args.count} images, {args.steps} steps each")
     print(f"{'metric':44s} {'start':>8s} {'end':>8s}")
     print(
         f"{'stage II L1 to target (EMA, eval)':44s} {s2['before']['eval_l1']:8.4f} "
@@ -82,7 +84,10 @@ def main() -> None:
     print(f"{'data vessel fraction (whole image)':44s} {s1['data_vessel_fraction']:8.4f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"size": args.size, "count": args.count, "rows": rows}, indent=2) + "\n"
+        json.dumps(
+            {"size": args.size, "count": args.count, "machine": recorded, "rows": rows}, indent=2
+        )
+        + "\n"
     )
     print(f"wrote {args.out}")
 

@@ -13,7 +13,8 @@ a load test of 32 concurrent clients. Every rate is set against in-process onnxr
 measured in the same run, and against the compute limit: the machine's fp32 GEMM rate
 (measured here) divided by the pipeline's FLOPs per image.
 
-Prints a table and writes benchmarks/results/pipeline_throughput.json.
+Prints a table, headed by the CPU model and its vector extensions (AVX2, AVX-512, VNNI: they
+set the compute limit), and writes benchmarks/results/pipeline_throughput.json (`machine`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from _machine import header, machine
 from _measure import Measurement, measure, report, triton_request
 from _pipeline_models import CONFIGS, BenchModels, flops_per_image, gemm_rate, prepare
 from _pipeline_models import pytorch_pipeline as build_pytorch
@@ -38,8 +39,9 @@ from click.testing import CliRunner
 
 from synthmed.cli import cli
 from synthmed.client import SynthMedClient
+from synthmed.contract import ENSEMBLE, FUSED
 from synthmed.latents import latents
-from synthmed.serving.repository import FUSED, RepositoryOptions, write_repository
+from synthmed.serving.repository import RepositoryOptions, write_repository
 from synthmed.serving.runtime import InProcessRuntime, session_options
 from synthmed.serving.server import TritonServer, free_ports
 
@@ -116,12 +118,12 @@ def in_process_paths(models: BenchModels, repos: dict[str, Path]) -> tuple[dict,
     fused = _fused_session(repos["fp32"])
     paths: dict[str, Callable] = {
         **_pytorch_calls(models, runtime.nz),
-        TWO_SESSIONS: runtime.generate,
+        TWO_SESSIONS: runtime.run,
         "onnxruntime fused": lambda z: fused.run(None, {"z": z}),
         "onnxruntime fused, I/O binding": _io_bound(fused, runtime.image_size),
     }
     if "int8" in repos:
-        paths["onnxruntime int8 stage II"] = InProcessRuntime(repos["int8"], threads=CORES).generate
+        paths["onnxruntime int8 stage II"] = InProcessRuntime(repos["int8"], threads=CORES).run
     return paths, runtime.nz
 
 
@@ -137,7 +139,7 @@ def _measure_in_process(name: str, paths: dict, nz: int, args) -> list[Measureme
 
 def _measure_served(name: str, url: str, args) -> list[Measurement]:
     rows = []
-    for model, path in (("synthmed", "triton ensemble"), (FUSED, "triton fused")):
+    for model, path in ((ENSEMBLE, "triton ensemble"), (FUSED, "triton fused")):
         for batch in args.served_batch_sizes:
             for concurrency in args.concurrency:
                 request = triton_request(url, model, batch)
@@ -210,7 +212,7 @@ def measure_all(models: BenchModels, repos: dict[str, Path], args, *, load_test:
         out["server_times"] = server_times(server.url("metrics"))
         if load_test:
             print(f"  load test: {args.load_clients} clients for {args.load_seconds:.0f} s")
-            request = triton_request(url, "synthmed", 1)
+            request = triton_request(url, ENSEMBLE, 1)
             out["load_test"] = report(measure(
                 models.name, "triton ensemble, load test", request, 1,
                 concurrency=args.load_clients, seconds=args.load_seconds, min_calls=1,
@@ -344,35 +346,26 @@ SERVING = RepositoryOptions()
 def main() -> None:
     args = _options()
     torch.set_num_threads(CORES)
+    recorded = machine(torch_threads=torch.get_num_threads())
+    print(header(recorded), flush=True)
     gemm = gemm_rate(CORES)
     print(f"fp32 GEMM: onnxruntime {gemm['onnxruntime_matmul']:.0f} GFLOP/s, "
           f"torch {gemm['torch_mm']:.0f} GFLOP/s", flush=True)  # fmt: skip
     results = {
-        "machine": {"cpu": _cpu_name(), "cores": CORES, "python": platform.python_version(),
-                    "onnxruntime": ort.__version__, "torch": torch.__version__},
+        "machine": recorded,
         "command": "python benchmarks/pipeline_throughput.py", "gemm": gemm, "configs": {},
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="synthmed-bench-") as work:
         for i, name in enumerate(args.configs):
             config = run_config(name, Path(work), args, gemm, load_test=i == 0)
             results["configs"][name] = config
-    print()
+    print(f"\n{header(recorded)}\n")
     for config in results["configs"].values():
         server = server_table(config["server_times"], config["in_process_ms_per_image"])
         print("\n\n".join([_table(config), profile_table(config["profile"]), server]) + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

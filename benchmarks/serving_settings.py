@@ -7,7 +7,8 @@ instances per model, dynamic-batching queue delay), writes a python-backend repo
 tritonserver and measures the `synthmed` ensemble through the gRPC client at a few
 (batch, concurrency) points, next to in-process onnxruntime measured in the same run. The
 winner becomes `RepositoryOptions`' default; the rest is the record of what did not help.
-Prints a table and writes benchmarks/results/serving_settings.json.
+Prints a table headed by the CPU and its vector extensions, and writes
+benchmarks/results/serving_settings.json.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from _machine import header, machine
 from _measure import measure, report, triton_request
 from _pipeline_models import CONFIGS, prepare
 
+from synthmed.contract import ENSEMBLE
 from synthmed.latents import latents
 from synthmed.serving.repository import RepositoryOptions, write_repository
 from synthmed.serving.runtime import InProcessRuntime
@@ -46,7 +49,7 @@ def _in_process(name: str, repo: Path, seconds: float) -> list[dict]:
     rows = []
     for batch in sorted({b for b, _ in POINTS}):
         z = latents(0, range(batch), runtime.nz)
-        call = lambda z=z: lambda i: runtime.generate(z)  # noqa: E731
+        call = lambda z=z: lambda i: runtime.run(z)  # noqa: E731
         m = report(measure(name, "in-process onnxruntime", call, batch, seconds=seconds))
         rows.append({"variant": "in-process onnxruntime", **m.summary()})
     return rows
@@ -56,7 +59,7 @@ def _served(name: str, url: str, variant: str, options: RepositoryOptions, secon
     """The ensemble at every (batch, concurrency) point on a server with these options."""
     rows = []
     for batch, concurrency in POINTS:
-        request = triton_request(url, "synthmed", batch)
+        request = triton_request(url, ENSEMBLE, batch)
         m = report(measure(name, "triton ensemble", request, batch, concurrency=concurrency,
                            seconds=seconds))  # fmt: skip
         rows.append({"variant": variant, "options": dataclasses.asdict(options), **m.summary()})
@@ -104,11 +107,14 @@ def main() -> None:
     default_out = Path(__file__).parent / "results" / "serving_settings.json"
     parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args()
-    results: dict = {"cores": CORES, "points": POINTS, "rounds": args.rounds, "configs": {}}
+    recorded = machine()
+    print(header(recorded), flush=True)
+    results: dict = {"machine": recorded, "points": POINTS, "rounds": args.rounds, "configs": {}}
     with tempfile.TemporaryDirectory(prefix="synthmed-settings-") as tmp:
         for name in args.configs:
             results["configs"][name] = _sweep(name, Path(tmp) / name, args.seconds, args.rounds)
-    print(f"\n{'variant':40s} {'batch':>5s} {'conc':>4s} {'images/s':>9s} {'p99 ms':>8s}")
+    print(f"\n{header(recorded)}")
+    print(f"{'variant':40s} {'batch':>5s} {'conc':>4s} {'images/s':>9s} {'p99 ms':>8s}")
     for name, rows in results["configs"].items():
         print(f"[{name}]")
         for r in rows:

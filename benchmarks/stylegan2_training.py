@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import header, machine
 
 from synthmed.latents import latents
 from synthmed.training.checkpoint import load_generator
@@ -95,6 +96,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     windows = loss_windows(args.run, args.window)
+    recorded = machine()
+    print(f"{header(recorded)}\n")
     print("| steps | " + " | ".join(COLUMNS) + " |")
     print("|---|" + "---:|" * len(COLUMNS))
     for w in windows:
@@ -120,7 +123,11 @@ def main() -> None:
         )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
-        json.dumps({"run": str(args.run), "losses": windows, "classes": check}, indent=2) + "\n"
+        json.dumps(
+            {"run": str(args.run), "machine": recorded, "losses": windows, "classes": check},
+            indent=2,
+        )
+        + "\n"
     )
     print(f"\nwrote {args.json}")
 

@@ -146,7 +146,9 @@ def _from_arrays(images: np.ndarray, masks: np.ndarray, source: str) -> PairedDa
 def _sample_in_batches(
     sample: Callable[[range], tuple[np.ndarray, np.ndarray]], count: int, progress: bool
 ) -> PairedData:
-    """Samples 0..count-1 in batches of 64 (samples do not depend on the batching)."""
+    """Samples 0..count-1 in batches of 64. Each sample's latent depends on its index alone;
+    PyTorch may round a few pixels differently in another batch (docs/stylegan2.md,
+    "Reproducibility")."""
     images, masks = [], []
     with tqdm(total=count, desc="synthesize", unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, count, 64):

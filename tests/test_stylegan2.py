@@ -73,7 +73,8 @@ def test_the_class_changes_the_sample_and_z_alone_decides_it() -> None:
         out = generator(z, torch.tensor([0, 1, 0]))
         again = generator(z, torch.tensor([0, 1, 0]))
     assert torch.equal(out, again)  # const noise: deterministic
-    assert torch.equal(out[0], out[2])
+    # Rows 0 and 2 share z and class; CPU kernels may round a row by its batch position.
+    assert torch.allclose(out[0], out[2], rtol=1e-5, atol=1e-6)
     assert not torch.allclose(out[0], out[1])
     with torch.no_grad():
         noisy = generator(z, torch.tensor([0, 1, 0]), noise_mode="random")

@@ -15,6 +15,7 @@ from synthmed.export.verify import ExportVerificationError
 from synthmed.latents import latents
 from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
 from tests.conftest import TINY_TRAIN, assert_one_line_error, run_cli
+from tests.tolerance import assert_same_samples
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +79,8 @@ def test_one_file_serves_batch_sizes_1_3_16_and_matches_pytorch_sampling(demo_on
         image, mask = fused.run(["image", "mask"], {"z": z})
         ref_image, ref_mask = pipeline(z)
         assert image.shape == (batch, 64, 64, 3) and mask.shape == (batch, 64, 64)
-        assert np.array_equal(mask, ref_mask)
-        assert np.abs(image.astype(int) - ref_image).max() <= 1
+        # Another runtime's kernels: equal up to rounding (see tests/tolerance.py).
+        assert_same_samples((image, mask), (ref_image, ref_mask), image_follows_mask=True)
         # The two-model path (as the Triton ensemble runs it) gives the same result.
         (mask2,) = stage1.run(["mask"], {"z": z})
         (image2,) = stage2.run(["image"], {"mask": mask2})

@@ -61,9 +61,11 @@ class TwoStagePipeline:
 class ConditionalSampler:
     """A conditional StyleGAN2 run loaded once, sampled one class at a time.
 
-    Pixels come out exactly as the exported graph (`ConditionalGraph`) makes them: per-layer
-    noise is the stored constant, truncation is a per-sample tensor (so psi = 1 takes the same
-    arithmetic path as the graph), and a one-channel image is repeated to RGB.
+    The arithmetic is the exported graph's (`ConditionalGraph`): per-layer noise is the stored
+    constant, truncation is a per-sample tensor (so psi = 1 takes the same path as the graph),
+    and a one-channel image is repeated to RGB. At the same batch shape the pixels are the
+    graph's; at another batch size or on another CPU PyTorch may round a few of them
+    differently (docs/stylegan2.md, "Reproducibility").
     """
 
     def __init__(self, run: Path | str, device: str = "cpu") -> None:

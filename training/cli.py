@@ -7,6 +7,7 @@ starts (and `--help` works) on a client-only install.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +106,16 @@ def data_check(folder: Path, size: int, mask_threshold: float | None, split: str
 
 
 # Each option's default is the config's, written once there.
-_default = functools.partial(field_default, TrainConfig)
+def config_option(config: type, flag: str, **kwargs: Any) -> Callable:
+    """A click option for the config field named like the flag (--r1-interval: r1_interval),
+    with the dataclass's default (written once, there) shown in --help; a --x/--no-x switch
+    sets field x."""
+    kwargs.setdefault("show_default", True)
+    field = flag.split("/")[0].lstrip("-").replace("-", "_")
+    return click.option(flag, default=field_default(config, field), **kwargs)
+
+
+_option = functools.partial(config_option, TrainConfig)
 
 _TRAIN_OPTIONS = [
     click.option(
@@ -120,166 +130,63 @@ _TRAIN_OPTIONS = [
         required=True,
         help="Run folder: checkpoints, logs, samples.",
     ),
-    click.option(
-        "--size",
-        type=int,
-        default=_default("size"),
-        show_default=True,
-        help="Image side (power of two, 32..1024).",
-    ),
-    click.option(
-        "--steps",
-        type=int,
-        default=_default("steps"),
-        show_default=True,
-        help="Total optimisation steps.",
-    ),
-    click.option(
-        "--batch-size",
-        type=int,
-        default=_default("batch_size"),
-        show_default=True,
-        help="Batch size per process.",
-    ),
-    click.option(
-        "--lr",
-        type=float,
-        default=_default("lr"),
-        show_default=True,
-        help="Adam learning rate (G and D).",
-    ),
-    click.option(
-        "--beta1", type=float, default=_default("beta1"), show_default=True, help="Adam beta1."
-    ),
-    click.option(
-        "--seed",
-        type=int,
-        default=_default("seed"),
-        show_default=True,
-        help="Seeds init, batches, augmentation, noise.",
-    ),
-    click.option(
-        "--nz",
-        type=int,
-        default=_default("nz"),
-        show_default=True,
-        help="Latent size (stage1, single).",
-    ),
-    click.option(
-        "--ngf", type=int, default=_default("ngf"), show_default=True, help="Generator base width."
-    ),
-    click.option(
-        "--ndf",
-        type=int,
-        default=_default("ndf"),
-        show_default=True,
-        help="Discriminator base width.",
-    ),
-    click.option(
-        "--max-channels",
-        type=int,
-        default=_default("max_channels"),
-        show_default=True,
-        help="Cap on any layer's width.",
-    ),
-    click.option(
-        "--norm",
-        type=click.Choice(["batch", "instance", "none"]),
-        default=_default("norm"),
-        show_default=True,
-    ),
-    click.option(
-        "--l1-lambda",
-        type=float,
-        default=_default("l1_lambda"),
-        show_default=True,
-        help="Weight of stage II's L1 term.",
-    ),
-    click.option(
+    _option("--size", type=int, help="Image side (power of two, 32..1024)."),
+    _option("--steps", type=int, help="Total optimisation steps."),
+    _option("--batch-size", type=int, help="Batch size per process."),
+    _option("--lr", type=float, help="Adam learning rate (G and D)."),
+    _option("--beta1", type=float, help="Adam beta1."),
+    _option("--seed", type=int, help="Seeds init, batches, augmentation, noise."),
+    _option("--nz", type=int, help="Latent size (stage1, single)."),
+    _option("--ngf", type=int, help="Generator base width."),
+    _option("--ndf", type=int, help="Discriminator base width."),
+    _option("--max-channels", type=int, help="Cap on any layer's width."),
+    _option("--norm", type=click.Choice(["batch", "instance", "none"])),
+    _option("--l1-lambda", type=float, help="Weight of stage II's L1 term."),
+    _option(
         "--gan-loss",
         type=click.Choice(GAN_LOSSES),
-        default=_default("gan_loss"),
-        show_default=True,
         help="Adversarial loss: the original (bce) or hinge.",
     ),
-    click.option(
+    _option(
         "--spectral-norm",
         is_flag=True,
-        default=_default("spectral_norm"),
         help="Spectrally normalise the discriminator.",
+        show_default=False,
     ),
-    click.option(
+    _option(
         "--minibatch-std/--no-minibatch-std",
-        default=_default("minibatch_std"),
-        show_default=True,
         help="Let the DCGAN discriminator see the batch's spread (fights mode collapse).",
     ),
-    click.option(
+    _option(
         "--instance-noise",
         type=float,
-        default=_default("instance_noise"),
-        show_default=True,
         help="Std of noise on discriminator inputs, annealed linearly to 0.",
     ),
-    click.option(
-        "--instance-noise-steps",
-        type=int,
-        default=_default("instance_noise_steps"),
-        show_default=True,
-        help="Steps over which the instance noise anneals to 0.",
+    _option(
+        "--instance-noise-steps", type=int, help="Steps over which the instance noise anneals to 0."
     ),
-    click.option(
+    _option(
         "--label-smoothing",
         type=float,
-        default=_default("label_smoothing"),
-        show_default=True,
         help="One-sided: real targets of the discriminator become 1 - this.",
     ),
-    click.option(
-        "--ema-decay",
-        type=float,
-        default=_default("ema_decay"),
-        show_default=True,
-        help="EMA of generator weights.",
-    ),
+    _option("--ema-decay", type=float, help="EMA of generator weights."),
     click.option("--no-augment", is_flag=True, help="Turn off flips, rotation and colour jitter."),
-    click.option(
+    _option(
         "--mask-threshold",
         type=float,
-        default=_default("mask_threshold"),
         help="Binarise many-level masks at this fraction.",
+        show_default=False,
     ),
-    click.option(
-        "--sample-every",
-        type=int,
-        default=_default("sample_every"),
-        show_default=True,
-        help="Steps between sample grids.",
-    ),
-    click.option(
-        "--checkpoint-every",
-        type=int,
-        default=_default("checkpoint_every"),
-        show_default=True,
-        help="Steps between checkpoints.",
-    ),
-    click.option(
-        "--log-every",
-        type=int,
-        default=_default("log_every"),
-        show_default=True,
-        help="Steps between losses.csv rows.",
-    ),
-    click.option(
+    _option("--sample-every", type=int, help="Steps between sample grids."),
+    _option("--checkpoint-every", type=int, help="Steps between checkpoints."),
+    _option("--log-every", type=int, help="Steps between losses.csv rows."),
+    _option(
         "--precision",
         type=click.Choice(PRECISIONS),
-        default=_default("precision"),
-        show_default=True,
         help="auto: bf16 autocast on CUDA, fp32 on CPU.",
     ),
-    click.option(
-        "--device", default=_default("device"), show_default=True, help="auto, cpu, cuda or cuda:N."
-    ),
+    _option("--device", help="auto, cpu, cuda or cuda:N."),
     click.option(
         "--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."
     ),

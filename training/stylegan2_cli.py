@@ -9,8 +9,7 @@ from typing import Any
 import click
 
 from synthmed.errors import UserInputError
-from synthmed.training.cli import given_options, report_run, require_torch
-from synthmed.training.config import field_default
+from synthmed.training.cli import config_option, given_options, report_run, require_torch
 from synthmed.training.stylegan2_config import (
     ARCHITECTURES,
     AUGMENTS,
@@ -19,7 +18,7 @@ from synthmed.training.stylegan2_config import (
 )
 
 # Each option's default is the config's, written once there.
-_default = functools.partial(field_default, StyleGAN2TrainConfig)
+_option = functools.partial(config_option, StyleGAN2TrainConfig)
 
 
 @click.command("stylegan2")
@@ -37,92 +36,42 @@ _default = functools.partial(field_default, StyleGAN2TrainConfig)
     help="Name of each class, in --data order (default: the folders' names).",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
-@click.option(
-    "--size", type=int, default=_default("size"), show_default=True, help="Image side, 64..1024."
-)
-@click.option("--steps", type=int, default=_default("steps"), show_default=True)
-@click.option(
-    "--batch-size", type=int, default=_default("batch_size"), show_default=True, help="Per process."
-)
-@click.option(
-    "--lr", type=float, default=_default("lr"), show_default=True, help="Adam lr (G and D)."
-)
-@click.option("--seed", type=int, default=_default("seed"), show_default=True)
-@click.option(
-    "--z-dim", type=int, default=_default("z_dim"), show_default=True, help="Latent size."
-)
-@click.option(
-    "--w-dim", type=int, default=_default("w_dim"), show_default=True, help="Style (W) size."
-)
-@click.option("--mapping-layers", type=int, default=_default("mapping_layers"), show_default=True)
-@click.option(
+@_option("--size", type=int, help="Image side, 64..1024.")
+@_option("--steps", type=int)
+@_option("--batch-size", type=int, help="Per process.")
+@_option("--lr", type=float, help="Adam lr (G and D).")
+@_option("--seed", type=int)
+@_option("--z-dim", type=int, help="Latent size.")
+@_option("--w-dim", type=int, help="Style (W) size.")
+@_option("--mapping-layers", type=int)
+@_option(
     "--channel-base",
     type=int,
-    default=_default("channel_base"),
-    show_default=True,
     help="Widths are channel_base / resolution (StyleGAN2 at 1024: 32768).",
 )
-@click.option(
-    "--max-channels",
-    type=int,
-    default=_default("max_channels"),
-    show_default=True,
-    help="Width cap.",
-)
-@click.option(
+@_option("--max-channels", type=int, help="Width cap.")
+@_option(
     "--architecture",
     type=click.Choice(ARCHITECTURES),
-    default=_default("architecture"),
-    show_default=True,
     help="Generator: summed toRGB outputs (skip) or residual blocks.",
 )
-@click.option(
+@_option(
     "--r1-gamma",
     type=float,
-    default=_default("r1_gamma"),
     help="R1 weight (default: 0.0002 * size^2 / batch).",
+    show_default=False,
 )
-@click.option(
-    "--r1-interval",
-    type=int,
-    default=_default("r1_interval"),
-    show_default=True,
-    help="Lazy R1 period.",
-)
-@click.option(
-    "--pl-weight",
-    type=float,
-    default=_default("pl_weight"),
-    show_default=True,
-    help="Path length; 0 turns it off.",
-)
-@click.option("--pl-interval", type=int, default=_default("pl_interval"), show_default=True)
-@click.option(
-    "--style-mixing",
-    type=float,
-    default=_default("style_mixing"),
-    show_default=True,
-    help="Probability per batch.",
-)
-@click.option("--ema-decay", type=float, default=_default("ema_decay"), show_default=True)
-@click.option(
-    "--ada-target",
-    type=float,
-    default=_default("ada_target"),
-    show_default=True,
-    help="ADA: raise augmentation while E[sign D(real)] is above this.",
+@_option("--r1-interval", type=int, help="Lazy R1 period.")
+@_option("--pl-weight", type=float, help="Path length; 0 turns it off.")
+@_option("--pl-interval", type=int)
+@_option("--style-mixing", type=float, help="Probability per batch.")
+@_option("--ema-decay", type=float)
+@_option(
+    "--ada-target", type=float, help="ADA: raise augmentation while E[sign D(real)] is above this."
 )
 @click.option("--no-ada", is_flag=True, help="Keep the augmentation probability at --ada-p.")
-@click.option(
-    "--ada-p", type=float, default=_default("ada_p"), show_default=True, help="Initial probability."
-)
-@click.option(
-    "--ada-kimg",
-    type=float,
-    default=_default("ada_kimg"),
-    show_default=True,
-    help="Thousands of real images for p to go from 0 to 1.",
-)
+@_option("--ada-p", type=float, help="Initial probability.")
+@_option("--ada-kimg", type=float, help="Thousands of real images for p to go from 0 to 1.")
 @click.option(
     "--augment",
     "augments",
@@ -130,20 +79,11 @@ _default = functools.partial(field_default, StyleGAN2TrainConfig)
     type=click.Choice(AUGMENTS),
     help="Transforms ADA may apply (default: all of them).",
 )
-@click.option(
-    "--mask-threshold",
-    type=float,
-    default=_default("mask_threshold"),
-    help="Binarise many-level masks.",
-)
-@click.option("--sample-every", type=int, default=_default("sample_every"), show_default=True)
-@click.option(
-    "--checkpoint-every", type=int, default=_default("checkpoint_every"), show_default=True
-)
-@click.option("--log-every", type=int, default=_default("log_every"), show_default=True)
-@click.option(
-    "--device", default=_default("device"), show_default=True, help="auto, cpu, cuda or cuda:N."
-)
+@_option("--mask-threshold", type=float, help="Binarise many-level masks.", show_default=False)
+@_option("--sample-every", type=int)
+@_option("--checkpoint-every", type=int)
+@_option("--log-every", type=int)
+@_option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context

@@ -33,6 +33,8 @@ from synthmed.contract import (
     ENSEMBLE,
     EXPORT_MANIFEST,
     FUSED,
+    IMAGE,
+    MASK,
     MODELS,
     PARAM_ALLOW_SPINNING,
     PARAM_CLASSES,
@@ -42,6 +44,7 @@ from synthmed.contract import (
     PARAM_PROVENANCE,
     STAGE1,
     STAGE2,
+    Z,
     parse_provenance,
     provenance_json,
 )
@@ -187,15 +190,18 @@ def ensemble_config(
     # input_map: composing model's tensor -> ensemble tensor; output_map likewise.
     config.ensemble_scheduling.step.append(
         mc.ModelEnsembling.Step(
-            model_name=STAGE1, model_version=-1, input_map={"z": "z"}, output_map={"mask": "mask"}
+            model_name=STAGE1,
+            model_version=-1,
+            input_map={Z.name: Z.name},
+            output_map={MASK.name: MASK.name},
         )
     )
     config.ensemble_scheduling.step.append(
         mc.ModelEnsembling.Step(
             model_name=STAGE2,
             model_version=-1,
-            input_map={"mask": "mask"},
-            output_map={"image": "image"},
+            input_map={MASK.name: MASK.name},
+            output_map={IMAGE.name: IMAGE.name},
         )
     )
     if options.max_inflight_requests:

@@ -17,16 +17,21 @@ import numpy as np
 import onnxruntime as ort
 
 from synthmed.contract import (
+    CLASS,
     CONDITIONAL,
     DEFAULT_TRUNCATION,
     ENSEMBLE,
+    IMAGE,
+    MASK,
     PARAM_CLASSES,
     PARAM_DEFAULT_TRUNCATION,
     PARAM_PROVENANCE,
     STAGE1,
     STAGE2,
+    TRUNCATION,
     Contract,
     Provenance,
+    Z,
     parse_provenance,
 )
 from synthmed.errors import UserInputError
@@ -98,16 +103,18 @@ class InProcessRuntime(Generator):
 
     def run(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Latents float32 [B, nz] -> (images uint8 [B, H, W, 3], masks uint8 [B, H, W])."""
-        (mask,) = self.stage1.run(["mask"], {"z": np.ascontiguousarray(z, dtype=np.float32)})
+        feeds = {Z.name: np.ascontiguousarray(z, dtype=np.float32)}
+        (mask,) = self.stage1.run([MASK.name], feeds)
         return self.translate(mask), mask
 
     def run_batch(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """One batch of request tensors (as `Plan.inputs` makes them) -> (images, masks)."""
-        return self.run(inputs["z"])
+        return self.run(inputs[Z.name])
 
     def translate(self, masks: np.ndarray) -> np.ndarray:
         """Stage II alone: uint8 masks [B, H, W] (>= 128 is vessel) -> images [B, H, W, 3]."""
-        (image,) = self.stage2.run(["image"], {"mask": np.ascontiguousarray(masks, dtype=np.uint8)})
+        feeds = {MASK.name: np.ascontiguousarray(masks, dtype=np.uint8)}
+        (image,) = self.stage2.run([IMAGE.name], feeds)
         return image
 
     def provenance(self) -> list[Provenance]:
@@ -160,16 +167,16 @@ class ConditionalRuntime(Generator):
         if truncation is None:
             truncation = np.full(len(z), self.contract.default_truncation, np.float32)
         feeds = {
-            "z": z,
-            "class": np.ascontiguousarray(labels, dtype=np.int64).reshape(len(z)),
-            "truncation": np.ascontiguousarray(truncation, dtype=np.float32).reshape(len(z)),
+            Z.name: z,
+            CLASS.name: np.ascontiguousarray(labels, dtype=np.int64).reshape(len(z)),
+            TRUNCATION.name: np.ascontiguousarray(truncation, dtype=np.float32).reshape(len(z)),
         }
-        image, mask = self.session.run(["image", "mask"], feeds)
+        image, mask = self.session.run([IMAGE.name, MASK.name], feeds)
         return image, mask
 
     def run_batch(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """One batch of request tensors (as `Plan.inputs` makes them) -> (images, masks)."""
-        return self.run(inputs["z"], inputs["class"], inputs["truncation"])
+        return self.run(inputs[Z.name], inputs[CLASS.name], inputs[TRUNCATION.name])
 
     def provenance(self) -> list[Provenance]:
         """The training run, as the repository writer recorded it."""

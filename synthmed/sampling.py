@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthmed.contract import Contract, Provenance
+from synthmed.contract import CLASS, TRUNCATION, Contract, Provenance, Z
 from synthmed.errors import UserInputError
 from synthmed.latents import latents
 
@@ -48,12 +48,12 @@ class Plan:
         model every sample's label and psi as [B, 1] (Triton's shape for per-sample scalars)."""
         z = latents(self.seed, batch, self.nz)
         if self.label is None:
-            return {"z": z}
+            return {Z.name: z}
         n = len(batch)
         return {
-            "z": z,
-            "class": np.full((n, 1), self.label, np.int64),
-            "truncation": np.full((n, 1), self.psi, np.float32),
+            Z.name: z,
+            CLASS.name: np.full((n, 1), self.label, np.int64),
+            TRUNCATION.name: np.full((n, 1), self.psi, np.float32),
         }
 
 

@@ -115,7 +115,7 @@ def evaluate(ctx: click.Context, **kw: Any) -> None:
             run_evaluation,
             write_evaluation,
         )
-        from synthmed.evaluation.segmenter import SegmenterBudget
+        from synthmed.training.segmenter import SegmenterBudget
     except ImportError as e:
         raise UserInputError(f"{EVALUATE_EXTRA} ({e.name} is missing)") from e
 

@@ -17,9 +17,9 @@ import numpy as np
 from synthmed.errors import UserInputError
 from synthmed.evaluation.inputs import EvaluationData, subset
 from synthmed.evaluation.segmentation_metrics import best_threshold, score_segmentation
-from synthmed.evaluation.segmenter import SegmenterBudget, predict, train_segmenter
 from synthmed.training.data.dataset import PairedData
 from synthmed.training.models.segmentation import SegmentationUNet
+from synthmed.training.segmenter import SegmenterBudget, predict, train_segmenter
 
 ARMS = ("real", "synthetic", "real+synthetic")
 

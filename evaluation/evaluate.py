@@ -37,7 +37,7 @@ from synthmed.evaluation.privacy import (
     audit_space,
     pixel_vectors,
 )
-from synthmed.evaluation.segmenter import SegmenterBudget, embed
+from synthmed.training.segmenter import SegmenterBudget, embed
 
 # The set labels live beside the data (inputs.py) and are re-exported here with the rest.
 __all__ = [

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from synthmed.evaluation.evaluate import DUAL, HELD_OUT, EvaluateOptions, run_evaluation
-from synthmed.evaluation.segmenter import SegmenterBudget
 from synthmed.training.data.phantom import write_phantom_dataset
+from synthmed.training.segmenter import SegmenterBudget
 from tests.conftest import TINY_TRAIN, assert_one_line_error, run_cli
 from tests.test_fid import _export, _tiny_net
 

@@ -13,11 +13,11 @@ import torch
 from synthmed.errors import UserInputError
 from synthmed.evaluation.downstream import ARMS
 from synthmed.evaluation.evaluate import HELD_OUT, EvaluateOptions, run_evaluation
-from synthmed.evaluation.segmenter import SegmenterBudget
 from synthmed.export.graphs import ConditionalGraph
 from synthmed.latents import latents
 from synthmed.training.data.phantom import write_phantom_dataset
 from synthmed.training.sample import DEMO_STAGE1, ConditionalSampler, sample_class
+from synthmed.training.segmenter import SegmenterBudget
 from tests.conftest import assert_one_line_error, run_cli
 from tests.tolerance import assert_same_samples
 

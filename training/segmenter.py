@@ -1,4 +1,8 @@
-"""Train the downstream segmentation U-Net on a fixed budget, predict with it, embed with it.
+"""Train a segmentation U-Net on a fixed budget, predict with it, embed with it.
+
+Two users: evaluation trains one per downstream arm (train on synthetic, test on real), and
+stage II training with a segmentation-consistency loss trains one on the real pairs and keeps
+it frozen, so the generator must draw every vessel of its mask where a segmenter can find it.
 
 Every arm of the downstream experiment (real, synthetic, real + synthetic) gets the same
 budget: the same initial weights, steps, batch size and augmentation, so the only thing that

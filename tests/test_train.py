@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from synthmed.training.checkpoint import STATE_FILE, load_generator
+from synthmed.training.tasks import CONSISTENCY_SEGMENTER
 from tests.conftest import TINY_TRAIN, assert_one_line_error, run_cli
 
 TINY = [*TINY_TRAIN, "--log-every", "1"]
@@ -26,19 +27,22 @@ def _losses(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("kind", ["stage1", "stage2", "single"])
+# Stage II with the segmentation-consistency loss: its frozen segmenter is kept in the run.
+SEG = ["--seg-lambda", "2", "--seg-steps", "3"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [("stage1", []), ("stage2", []), ("single", []), ("stage2", SEG)],
+    ids=["stage1", "stage2", "single", "stage2-consistency"],
+)
 def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
-    kind: str, retina64: Path, tmp_path: Path
+    kind: str, extra: list[str], retina64: Path, tmp_path: Path
 ) -> None:
     whole, split = tmp_path / "whole", tmp_path / "split"
-    assert (
-        run_cli("train", kind, "--data", retina64, "--out", whole, "--steps", "8", *TINY).exit_code
-        == 0
-    )
-    assert (
-        run_cli("train", kind, "--data", retina64, "--out", split, "--steps", "4", *TINY).exit_code
-        == 0
-    )
+    args = ["train", kind, "--data", retina64, *TINY, *extra]
+    assert run_cli(*args, "--out", whole, "--steps", "8").exit_code == 0
+    assert run_cli(*args, "--out", split, "--steps", "4").exit_code == 0
     resumed = run_cli("train", kind, "--out", split, "--steps", "8", "--resume", "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert _losses(split) == _losses(whole)
@@ -49,6 +53,24 @@ def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
     )
     assert resumed_weights.keys() == whole_weights.keys()
     assert all(torch.equal(resumed_weights[k], whole_weights[k]) for k in whole_weights)
+    if extra:
+        assert all(row["seg"] for row in _losses(split))
+        assert (split / CONSISTENCY_SEGMENTER).is_file()
+
+
+def test_consistency_loss_teaches_stage2_what_the_segmenter_finds(
+    retina64: Path, tmp_path: Path
+) -> None:
+    """With L1 off, the frozen segmenter's loss on the generated images falls as stage II
+    learns to draw vessels where the mask has them."""
+    args = ["--size", "32", "--ngf", "16", "--ndf", "16", "--batch-size", "8", "--lr", "1e-3"]
+    args += ["--l1-lambda", "0", "--seg-lambda", "10", "--seg-steps", "60", "--log-every", "1"]
+    result = run_cli(
+        "train", "stage2", "--data", retina64, "--out", tmp_path, "--steps", "40", *args, "--quiet"
+    )
+    assert result.exit_code == 0, result.output
+    seg = [float(row["seg"]) for row in _losses(tmp_path)]
+    assert sum(seg[-5:]) / 5 < 0.8 * sum(seg[:5]) / 5, seg
 
 
 def test_stage2_learns_the_mapping(retina64: Path, tmp_path: Path) -> None:
@@ -137,6 +159,9 @@ def test_resume_refuses_changed_data(retina64: Path, tmp_path: Path) -> None:
         (["--steps", "0"], "--steps must be >= 1"),
         (["--size", "48"], "--size must be a power of two"),
         (["--precision", "bf16", "--device", "cpu"], "--precision bf16 needs a CUDA device"),
+        (["--seg-lambda", "-1"], "--seg-lambda must be >= 0, got -1.0"),
+        (["--dropout", "1"], "--dropout must be in [0, 1.0), got 1.0"),
+        (["--seg-steps", "0"], "--seg-steps must be >= 1, got 0"),
     ],
 )
 def test_bad_options(args: list[str], message: str, retina64: Path, tmp_path: Path) -> None:

@@ -143,6 +143,18 @@ _TRAIN_OPTIONS = [
     _option("--norm", type=click.Choice(["batch", "instance", "none"])),
     _option("--l1-lambda", type=float, help="Weight of stage II's L1 term."),
     _option(
+        "--dropout",
+        type=float,
+        help="Stage II U-Net dropout while training (exported generators run without it).",
+    ),
+    _option(
+        "--seg-lambda",
+        type=float,
+        help="Stage II: weight of the segmentation-consistency loss (a segmenter trained on "
+        "the real pairs, frozen, must recover the mask from the generated image); 0: off.",
+    ),
+    _option("--seg-steps", type=int, help="Steps of that frozen segmenter's training."),
+    _option(
         "--gan-loss",
         type=click.Choice(GAN_LOSSES),
         help="Adversarial loss: the original (bce) or hinge.",

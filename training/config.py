@@ -8,7 +8,7 @@ reproduced) from its folder alone. No torch here: the CLI reads this module to d
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 GAN_LOSSES = ("bce", "hinge")
 _POSITIVE_INTS = (
     "steps",
+    "seg_steps",
     "batch_size",
     "nz",
     "ngf",
@@ -83,6 +84,10 @@ class TrainConfig:
     norm: str = "batch"
     dropout: float = 0.5
     l1_lambda: float = 100.0
+    # Stage II: weight of the segmentation-consistency term (0: off) and the steps of the
+    # frozen segmenter it uses, trained on the real pairs before the GAN starts.
+    seg_lambda: float = 0.0
+    seg_steps: int = 400
     gan_loss: str = "bce"
     spectral_norm: bool = False
     minibatch_std: bool = True
@@ -122,13 +127,18 @@ class TrainConfig:
                 yield f"{option(name)} must be >= 1, got {getattr(self, name)}"
         if not self.lr > 0:
             yield f"--lr must be > 0, got {self.lr}"
-        if self.instance_noise < 0:
-            yield f"--instance-noise must be >= 0, got {self.instance_noise}"
-        for name, high in (("ema_decay", 1.0), ("label_smoothing", 0.5)):
-            if not 0 <= getattr(self, name) < high:
-                yield f"{option(name)} must be in [0, {high}), got {getattr(self, name)}"
+        yield from self._range_problems(option)
         if self.mask_threshold is not None and not 0 < self.mask_threshold < 1:
             yield f"--mask-threshold must be in (0, 1), got {self.mask_threshold}"
+
+    def _range_problems(self, option: Callable[[str], str]) -> Iterator[str]:
+        """Weights that must not be negative, and fractions that must stay below a bound."""
+        for name in ("instance_noise", "seg_lambda"):
+            if getattr(self, name) < 0:
+                yield f"{option(name)} must be >= 0, got {getattr(self, name)}"
+        for name, high in (("ema_decay", 1.0), ("label_smoothing", 0.5), ("dropout", 1.0)):
+            if not 0 <= getattr(self, name) < high:
+                yield f"{option(name)} must be in [0, {high}), got {getattr(self, name)}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (the augment settings nested)."""

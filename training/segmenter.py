@@ -51,6 +51,10 @@ class SegmenterBudget:
         """For metrics.json."""
         return asdict(self)
 
+    def model_config(self) -> SegmentationUNetConfig:
+        """The U-Net these settings train."""
+        return SegmentationUNetConfig(base_channels=self.base_channels, depth=self.depth)
+
 
 def _to_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N,3,H,W] -> float in [-1, 1], the scale the generators use too."""
@@ -77,7 +81,7 @@ def _draw(
     return x, y
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy plus soft Dice: BCE alone under-segments thin, rare vessels."""
     bce = F.binary_cross_entropy_with_logits(logits, target)
     probs = torch.sigmoid(logits)
@@ -97,14 +101,13 @@ def train_segmenter(
     if not sources or any(len(s) == 0 for s in sources):
         raise UserInputError(f"{desc}: no training images")
     torch.manual_seed(seed)
-    config = SegmentationUNetConfig(base_channels=budget.base_channels, depth=budget.depth)
-    model = create_model("segmentation_unet", config)
+    model = create_model("segmentation_unet", budget.model_config())
     optimizer = torch.optim.Adam(model.parameters(), lr=budget.lr)
     rng = torch.Generator().manual_seed(seed)
     model.train()
     for _ in tqdm(range(budget.steps), desc=desc, unit="step", disable=not progress, leave=False):
         x, y = _draw(sources, budget.batch_size, rng)
-        loss = _loss(model(x), y)
+        loss = segmentation_loss(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

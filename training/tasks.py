@@ -2,18 +2,23 @@
 
 The training loop (train.py) is the same for all three kinds; a task supplies the parts that
 differ. Stage I and the single-GAN baseline are unconditional DCGANs (noise -> mask, noise ->
-RGB image); stage II is pix2pix (mask -> image, adversarial loss + lambda * L1).
+RGB image); stage II is pix2pix (mask -> image, adversarial loss + lambda * L1), optionally
+with a segmentation-consistency term: a U-Net trained on the real pairs, then frozen, must find
+the input mask in the generated image, which L1 and the discriminator only ask for on average.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from synthmed.atomic import atomic_path
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.augment import augment
 from synthmed.training.data.dataset import PairedData
@@ -23,6 +28,11 @@ from synthmed.training.models import (
     UNetGeneratorConfig,
     create_model,
 )
+from synthmed.training.models.segmentation import SegmentationUNet
+from synthmed.training.segmenter import SegmenterBudget, segmentation_loss, train_segmenter
+
+# The frozen segmenter of the consistency loss, kept in the run so a resume does not retrain it.
+CONSISTENCY_SEGMENTER = "consistency_segmenter.safetensors"
 
 
 @dataclass
@@ -191,6 +201,29 @@ class Pix2PixTask(GanTask):
             ),
         )
 
+    segmenter: SegmentationUNet | None = None
+
+    def prepare(
+        self, data: PairedData, run_dir: Path, device: torch.device, *, save: bool, progress: bool
+    ) -> None:
+        """With --seg-lambda: read the run's frozen segmenter, or train it on the real pairs
+        (seeded, so every rank of a distributed run trains the same one) and keep it."""
+        if self.cfg.seg_lambda <= 0:
+            return
+        budget = SegmenterBudget(steps=self.cfg.seg_steps)
+        path = run_dir / CONSISTENCY_SEGMENTER
+        if path.is_file():
+            model = create_model("segmentation_unet", budget.model_config())
+            model.load_state_dict(load_file(str(path)))
+        else:
+            model = train_segmenter(
+                [data], budget, seed=self.cfg.seed, desc="segmenter", progress=progress
+            )
+            if save:
+                with atomic_path(path) as tmp:
+                    save_file(model.state_dict(), str(tmp))
+        self.segmenter = model.eval().requires_grad_(False).to(device)
+
     def generate(self, generator: nn.Module, batch: Batch) -> torch.Tensor:
         """The photograph for each mask of the batch."""
         return generator(batch.masks)
@@ -205,12 +238,17 @@ class Pix2PixTask(GanTask):
     def g_loss(
         self, discriminator: nn.Module, batch: Batch, fake: torch.Tensor
     ) -> tuple[torch.Tensor, dict]:
-        """Adversarial term + lambda * L1; `l1` is reported in [0, 1] pixel units."""
+        """Adversarial term + lambda * L1 (+ seg_lambda * the frozen segmenter's loss on the
+        generated image against the input mask); `l1` is reported in [0, 1] pixel units."""
         l1 = (fake.float() - batch.images).abs().mean()
         adversarial = g_adversarial_loss(
             discriminator(torch.cat([batch.masks, fake], 1)), self.cfg.gan_loss
         )
-        return adversarial + self.cfg.l1_lambda * l1, {"l1": l1.item() / 2}
+        loss, stats = adversarial + self.cfg.l1_lambda * l1, {"l1": l1.item() / 2}
+        if self.segmenter is not None:
+            seg = segmentation_loss(self.segmenter(fake.float()), (batch.masks > 0).float())
+            loss, stats["seg"] = loss + self.cfg.seg_lambda * seg, seg.item()
+        return loss, stats
 
     @torch.no_grad()
     def evaluate(

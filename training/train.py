@@ -25,7 +25,7 @@ from synthmed.training.loop import (
     prepare_run_dir,
     step_seed,
 )
-from synthmed.training.tasks import GanTask, d_loss, make_task
+from synthmed.training.tasks import GanTask, Pix2PixTask, d_loss, make_task
 
 
 def _precision(cfg: TrainConfig, device: torch.device) -> str:
@@ -70,6 +70,11 @@ class Trainer(TrainingLoop):
             progress=progress and self.dist.is_main,
         )
         self.task: GanTask = make_task(cfg)
+        if isinstance(self.task, Pix2PixTask):
+            main = self.dist.is_main
+            self.task.prepare(
+                self.data, run_dir, self.dist.device, save=main, progress=progress and main
+            )
         torch.manual_seed(cfg.seed)
         generator, discriminator = self.task.build()
         device = self.dist.device

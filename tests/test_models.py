@@ -111,3 +111,17 @@ def test_bad_configs_are_refused() -> None:
         create_model("stylegan9", {})
     with pytest.raises(CheckpointError, match="unknown config fields"):
         config_from_dict("unet_generator", {"size": 32, "wings": 2})
+
+
+def test_multiscale_patch_discriminator_judges_every_scale() -> None:
+    from synthmed.training.models import PatchDiscriminatorConfig
+
+    pair = torch.randn(2, 4, 64, 64)
+    one = create_model("patch_discriminator", PatchDiscriminatorConfig(ndf=8))
+    two = create_model("patch_discriminator", PatchDiscriminatorConfig(ndf=8, scales=2))
+    assert one(pair).shape == (2, 1, 6, 6)
+    # 6x6 + 2x2 patches: the second scale sees the pair at 32x32
+    assert two(pair).shape == (2, 36 + 4)
+    assert len(two.features(pair)) == 2 * len(one.features(pair)) == 8
+    with pytest.raises(ValueError, match="scales must be >= 1"):
+        PatchDiscriminatorConfig(scales=0)

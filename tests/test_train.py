@@ -29,12 +29,14 @@ def _losses(run: Path) -> list[dict[str, str]]:
 
 # Stage II with the segmentation-consistency loss: its frozen segmenter is kept in the run.
 SEG = ["--seg-lambda", "2", "--seg-steps", "3"]
+# pix2pixHD's recipe: two discriminator scales and feature matching.
+HD = ["--d-scales", "2", "--fm-lambda", "10"]
 
 
 @pytest.mark.parametrize(
     ("kind", "extra"),
-    [("stage1", []), ("stage2", []), ("single", []), ("stage2", SEG)],
-    ids=["stage1", "stage2", "single", "stage2-consistency"],
+    [("stage1", []), ("stage2", []), ("single", []), ("stage2", SEG), ("stage2", HD)],
+    ids=["stage1", "stage2", "single", "stage2-consistency", "stage2-pix2pixhd"],
 )
 def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
     kind: str, extra: list[str], retina64: Path, tmp_path: Path
@@ -53,9 +55,11 @@ def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
     )
     assert resumed_weights.keys() == whole_weights.keys()
     assert all(torch.equal(resumed_weights[k], whole_weights[k]) for k in whole_weights)
-    if extra:
+    if extra == SEG:
         assert all(row["seg"] for row in _losses(split))
         assert (split / CONSISTENCY_SEGMENTER).is_file()
+    if extra == HD:
+        assert all(float(row["fm"]) > 0 for row in _losses(split))
 
 
 def test_consistency_loss_teaches_stage2_what_the_segmenter_finds(
@@ -162,6 +166,7 @@ def test_resume_refuses_changed_data(retina64: Path, tmp_path: Path) -> None:
         (["--seg-lambda", "-1"], "--seg-lambda must be >= 0, got -1.0"),
         (["--dropout", "1"], "--dropout must be in [0, 1.0), got 1.0"),
         (["--seg-steps", "0"], "--seg-steps must be >= 1, got 0"),
+        (["--d-scales", "3"], "--d-scales 3 at --size 64: the coarsest scale would be 16 px"),
     ],
 )
 def test_bad_options(args: list[str], message: str, retina64: Path, tmp_path: Path) -> None:

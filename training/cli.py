@@ -155,6 +155,17 @@ _TRAIN_OPTIONS = [
     ),
     _option("--seg-steps", type=int, help="Steps of that frozen segmenter's training."),
     _option(
+        "--d-scales",
+        type=int,
+        help="Stage II: PatchGAN discriminators at this many resolutions, each half the "
+        "previous; the coarsest must be at least 32 px (pix2pixHD: 3).",
+    ),
+    _option(
+        "--fm-lambda",
+        type=float,
+        help="Stage II: weight of discriminator feature matching (pix2pixHD: 10); 0: off.",
+    ),
+    _option(
         "--gan-loss",
         type=click.Choice(GAN_LOSSES),
         help="Adversarial loss: the original (bce) or hinge.",

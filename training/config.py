@@ -21,6 +21,7 @@ GAN_LOSSES = ("bce", "hinge")
 _POSITIVE_INTS = (
     "steps",
     "seg_steps",
+    "d_scales",
     "batch_size",
     "nz",
     "ngf",
@@ -88,6 +89,9 @@ class TrainConfig:
     # frozen segmenter it uses, trained on the real pairs before the GAN starts.
     seg_lambda: float = 0.0
     seg_steps: int = 400
+    # Stage II: pix2pixHD's discriminator scales and feature-matching weight (0: off).
+    d_scales: int = 1
+    fm_lambda: float = 0.0
     gan_loss: str = "bce"
     spectral_norm: bool = False
     minibatch_std: bool = True
@@ -132,8 +136,15 @@ class TrainConfig:
             yield f"--mask-threshold must be in (0, 1), got {self.mask_threshold}"
 
     def _range_problems(self, option: Callable[[str], str]) -> Iterator[str]:
-        """Weights that must not be negative, and fractions that must stay below a bound."""
-        for name in ("instance_noise", "seg_lambda"):
+        """Weights that must not be negative, fractions that must stay below a bound, and
+        discriminator scales that the image size can hold."""
+        if self.size >> (self.d_scales - 1) < 32:
+            most = max(1, (self.size // 32).bit_length())
+            yield (
+                f"--d-scales {self.d_scales} at --size {self.size}: the coarsest scale would "
+                f"be {self.size >> (self.d_scales - 1)} px (at least 32); at most {most} here"
+            )
+        for name in ("instance_noise", "seg_lambda", "fm_lambda"):
             if getattr(self, name) < 0:
                 yield f"{option(name)} must be >= 0, got {getattr(self, name)}"
         for name, high in (("ema_decay", 1.0), ("label_smoothing", 0.5), ("dropout", 1.0)):

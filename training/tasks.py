@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,26 @@ def g_adversarial_loss(logits: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "hinge":
         return -logits.mean()
     return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+
+
+class Judge(Protocol):
+    """The discriminator as a generator loss uses it (the trainer adds instance noise)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Real/fake logits."""
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Hidden activations, for feature matching."""
+
+
+def feature_matching(discriminator: Judge, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """pix2pixHD's feature matching: the mean L1 between the discriminator's hidden
+    activations on the real and on the generated pair, layer by layer (real side fixed)."""
+    with torch.no_grad():
+        targets = discriminator.features(real)
+    pairs = zip(discriminator.features(fake), targets, strict=True)
+    terms = [(f.float() - t.float()).abs().mean() for f, t in pairs]
+    return torch.stack(terms).mean()
 
 
 class GanTask:
@@ -148,7 +168,7 @@ class UnconditionalTask(GanTask):
         return [(self.real(batch), True), (fake, False)]
 
     def g_loss(
-        self, discriminator: nn.Module, batch: Batch, fake: torch.Tensor
+        self, discriminator: Judge, batch: Batch, fake: torch.Tensor
     ) -> tuple[torch.Tensor, dict]:
         """Non-saturating generator loss, plus the mask's foreground fraction for stage I."""
         stats = {}
@@ -197,7 +217,11 @@ class Pix2PixTask(GanTask):
                 dropout=cfg.dropout,
             ),
             PatchDiscriminatorConfig(
-                in_channels=4, ndf=cfg.ndf, norm=cfg.norm, spectral_norm=cfg.spectral_norm
+                in_channels=4,
+                ndf=cfg.ndf,
+                norm=cfg.norm,
+                spectral_norm=cfg.spectral_norm,
+                scales=cfg.d_scales,
             ),
         )
 
@@ -236,7 +260,7 @@ class Pix2PixTask(GanTask):
         ]
 
     def g_loss(
-        self, discriminator: nn.Module, batch: Batch, fake: torch.Tensor
+        self, discriminator: Judge, batch: Batch, fake: torch.Tensor
     ) -> tuple[torch.Tensor, dict]:
         """Adversarial term + lambda * L1 (+ seg_lambda * the frozen segmenter's loss on the
         generated image against the input mask); `l1` is reported in [0, 1] pixel units."""
@@ -245,6 +269,10 @@ class Pix2PixTask(GanTask):
             discriminator(torch.cat([batch.masks, fake], 1)), self.cfg.gan_loss
         )
         loss, stats = adversarial + self.cfg.l1_lambda * l1, {"l1": l1.item() / 2}
+        if self.cfg.fm_lambda > 0:
+            fm = feature_matching(discriminator, torch.cat([batch.masks, batch.images], 1),
+                                  torch.cat([batch.masks, fake], 1))  # fmt: skip
+            loss, stats["fm"] = loss + self.cfg.fm_lambda * fm, fm.item()
         if self.segmenter is not None:
             seg = segmentation_loss(self.segmenter(fake.float()), (batch.masks > 0).float())
             loss, stats["seg"] = loss + self.cfg.seg_lambda * seg, seg.item()

@@ -9,6 +9,7 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,6 +51,21 @@ def _batch_index(cfg: TrainConfig, n: int, step: int, dist: Distributed) -> torc
         else torch.randint(n, (total,), generator=generator)
     )
     return index[dist.rank :: dist.world_size]
+
+
+class _WithInstanceNoise:
+    """The discriminator as the generator's loss sees it: the same instance noise on every
+    input, for its logits and for its hidden features (feature matching)."""
+
+    def __init__(self, discriminator: torch.nn.Module, noisy: Callable) -> None:
+        self.discriminator, self.noisy = discriminator, noisy
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(self.noisy(x))
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Hidden activations (stage II's PatchGAN only)."""
+        return self.discriminator.features(self.noisy(x))
 
 
 class Trainer(TrainingLoop):
@@ -155,7 +171,8 @@ class Trainer(TrainingLoop):
         self.discriminator.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
         with self._autocast():
-            loss_g, stats = self.task.g_loss(lambda x: self.discriminator(noisy(x)), batch, fake)
+            judge = _WithInstanceNoise(self.discriminator, noisy)
+            loss_g, stats = self.task.g_loss(judge, batch, fake)
         self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_g)
         self.scaler.update()

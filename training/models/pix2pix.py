@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from synthmed.training.models.layers import (
@@ -108,46 +109,77 @@ class UNetGenerator(nn.Module):
 
 @dataclass(frozen=True)
 class PatchDiscriminatorConfig:
-    """A PatchGAN over (mask, image) pairs; 3 layers give pix2pix's 70x70 receptive field."""
+    """A PatchGAN over (mask, image) pairs; 3 layers give pix2pix's 70x70 receptive field.
+    `scales` > 1 adds pix2pixHD's coarser copies, each seeing the pair at half the previous
+    resolution: the finest judges texture, the coarser ones layout (disc, field of view)."""
 
     in_channels: int = 4
     ndf: int = 64
     n_layers: int = 3
     norm: str = "batch"
     spectral_norm: bool = False  # replaces the norm layers
+    scales: int = 1
 
     def __post_init__(self) -> None:
         if self.n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {self.n_layers}")
+        if self.scales < 1:
+            raise ValueError(f"scales must be >= 1, got {self.scales}")
         norm_layer(self.norm, 1)
+
+
+def _patch_net(config: PatchDiscriminatorConfig) -> nn.Sequential:
+    """One PatchGAN: strided convolutions to a map of logits."""
+    ndf, sn = config.ndf, config.spectral_norm
+    norm = "none" if sn else config.norm
+    layers: list[nn.Module] = [
+        discriminator_conv(nn.Conv2d(config.in_channels, ndf, 4, 2, 1), sn),
+        nn.LeakyReLU(0.2, True),
+    ]
+    c_in = ndf
+    for i in range(1, config.n_layers + 1):
+        c_out = ndf * min(2**i, 8)
+        stride = 2 if i < config.n_layers else 1
+        layers += [
+            discriminator_conv(nn.Conv2d(c_in, c_out, 4, stride, 1, bias=sn), sn),
+            norm_layer(norm, c_out),
+            nn.LeakyReLU(0.2, True),
+        ]
+        c_in = c_out
+    layers.append(discriminator_conv(nn.Conv2d(c_in, 1, 4, 1, 1), sn))
+    return nn.Sequential(*layers)
 
 
 @register_model("patch_discriminator", PatchDiscriminatorConfig)
 class PatchDiscriminator(nn.Module):
-    """(mask, image) concatenated [N, in, S, S] -> a map of real/fake logits per patch."""
+    """(mask, image) concatenated [N, in, S, S] -> real/fake logits per patch (and scale)."""
 
     def __init__(self, config: PatchDiscriminatorConfig) -> None:
         super().__init__()
-        ndf, sn = config.ndf, config.spectral_norm
-        norm = "none" if sn else config.norm
-        layers: list[nn.Module] = [
-            discriminator_conv(nn.Conv2d(config.in_channels, ndf, 4, 2, 1), sn),
-            nn.LeakyReLU(0.2, True),
-        ]
-        c_in = ndf
-        for i in range(1, config.n_layers + 1):
-            c_out = ndf * min(2**i, 8)
-            stride = 2 if i < config.n_layers else 1
-            layers += [
-                discriminator_conv(nn.Conv2d(c_in, c_out, 4, stride, 1, bias=sn), sn),
-                norm_layer(norm, c_out),
-                nn.LeakyReLU(0.2, True),
-            ]
-            c_in = c_out
-        layers.append(discriminator_conv(nn.Conv2d(c_in, 1, 4, 1, 1), sn))
-        self.net = nn.Sequential(*layers)
+        self.net = _patch_net(config)
+        self.coarser = nn.ModuleList([_patch_net(config) for _ in range(config.scales - 1)])
         init_gan_weights(self)
 
+    def _pyramid(self, pair: torch.Tensor) -> list[tuple[nn.Sequential, torch.Tensor]]:
+        """Each scale's network and its input, finest first."""
+        inputs = [(self.net, pair)]
+        for net in self.coarser:
+            pair = F.avg_pool2d(pair, 3, stride=2, padding=1, count_include_pad=False)
+            inputs.append((net, pair))
+        return inputs
+
     def forward(self, pair: torch.Tensor) -> torch.Tensor:
-        """Patch logits [N, 1, h, w]."""
-        return self.net(pair)
+        """Patch logits [N, 1, h, w]; with several scales, every scale's logits flattened and
+        concatenated [N, patches] (the losses average over whatever shape they get)."""
+        logits = [net(x) for net, x in self._pyramid(pair)]
+        return logits[0] if len(logits) == 1 else torch.cat([x.flatten(1) for x in logits], 1)
+
+    def features(self, pair: torch.Tensor) -> list[torch.Tensor]:
+        """Every hidden activation of every scale: what feature matching compares."""
+        out = []
+        for net, x in self._pyramid(pair):
+            for layer in net[:-1]:
+                x = layer(x)
+                if isinstance(layer, nn.LeakyReLU):
+                    out.append(x)
+        return out

@@ -17,7 +17,8 @@
 #                    $TEST_SEED written to WORK/real/CLASS/test (retina colour, cells grayscale).
 # The held-out seed must differ from the seed of the phantoms RUN was trained on.
 # Settings (environment): COUNT synthetic pairs per class (500), SMALL_DATA (5,10,20; empty for
-# none), TRUNCATION (1), PHANTOMS (500), TEST_PHANTOMS (100), TRAIN_SEED (2026), TEST_SEED (7),
+# none), REPEATS (3: training runs per segmenter arm, reported as mean ± std), TRUNCATION (1),
+# PHANTOMS (500), TEST_PHANTOMS (100), TRAIN_SEED (2026), TEST_SEED (7),
 # RESULTS (benchmarks/results/evaluation-cstylegan2.json), EVALUATE_ARGS (more `synthmed
 # evaluate` options, e.g. "--seg-steps 50 --quiet"). Set SYNTHMED to the synthmed executable and
 # PYTHON to the matching python if they are not on PATH (e.g. .venv/bin/synthmed, .venv/bin/python).
@@ -76,7 +77,7 @@ while IFS=$'\t' read -r -u 3 index name size gray recorded; do
         phantoms "$name" "$size" "$gray" "${TEST_PHANTOMS:-100}" "${TEST_SEED:-7}" "$test"
     fi
     echo "== class $index ($name): real $train, held-out $test"
-    options=(--count "${COUNT:-500}")
+    options=(--count "${COUNT:-500}" --repeats "${REPEATS:-3}")
     [[ -n $small_data ]] && options+=(--small-data "$small_data")
     [[ -n ${TRUNCATION:-} ]] && options+=(--truncation "$TRUNCATION")
     "$synthmed" evaluate --cstylegan2 "$run" --label "$name" --real "$train" --real-test "$test" \

@@ -7,6 +7,9 @@
 # is 100 phantoms of another seed. At 64x64 the bundled demo models are the dual GAN; at any
 # other size stage I and stage II are trained here with the demo's settings. The single-GAN
 # baseline always gets stage I's settings and budget. Finished steps are skipped on a rerun.
+# Every segmenter arm is trained REPEATS times (default 3) and reported as mean ± std, so a
+# change is judged against the seed-to-seed noise; the dual GAN also gets the oracle arm
+# (stage II on the real masks).
 # Set SYNTHMED to the synthmed executable if it is not on PATH (e.g. .venv/bin/synthmed).
 set -euo pipefail
 
@@ -38,4 +41,5 @@ step "$work/single/model.safetensors" "$synthmed" train single --data "$work/rea
     --out "$work/single" --steps 4000 --max-channels 256 "${gan[@]}"
 
 "$synthmed" evaluate --real "$work/real-train" --real-test "$work/real-test" "${dual[@]}" \
-    --single "$work/single" --count 500 --small-data 5,10,20 --out "$work/report" --force
+    --single "$work/single" --count 500 --small-data 5,10,20 --repeats "${REPEATS:-3}" \
+    --out "$work/report" --force

@@ -68,6 +68,19 @@ def _sizes(value: str) -> tuple[int, ...]:
     "--seed", type=int, default=0, show_default=True, help="Samples, splits and U-Net weights."
 )
 @click.option(
+    "--repeats",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Train every U-Net arm this many times (seeds SEED, SEED+1, ...; small-data subsets "
+    "reshuffled each time) and report mean ± std.",
+)
+@click.option(
+    "--no-oracle",
+    is_flag=True,
+    help="Leave out the oracle arm (stage II on the real training masks; dual GAN only).",
+)
+@click.option(
     "--validation-fraction",
     type=float,
     default=0.2,
@@ -135,6 +148,8 @@ def evaluate(ctx: click.Context, **kw: Any) -> None:
         size=kw["size"],
         validation_fraction=kw["validation_fraction"],
         seed=kw["seed"],
+        repeats=kw["repeats"],
+        oracle=not kw["no_oracle"],
         budget=SegmenterBudget(
             steps=kw["seg_steps"],
             batch_size=kw["seg_batch_size"],
@@ -165,13 +180,27 @@ def _reproduce(ctx: click.Context) -> str:
 
 def _summary(metrics: dict, out: Path) -> None:
     """The headline numbers on the terminal; the rest is in the report."""
+
+    def score(row: dict, key: str) -> str:
+        spread = f" ± {row[key + '_std']:.4f}" if metrics["repeats"] > 1 else ""
+        return f"{row[key]:.4f}{spread}"
+
+    repeats = f", mean ± std of {metrics['repeats']} repeats" if metrics["repeats"] > 1 else ""
     for row in metrics["downstream"]:
         click.echo(
-            f"U-Net trained on {row['arm']:<15} test F1 {row['f1_at_threshold']:.4f} "
-            f"(at 0.5: {row['f1_at_half']:.4f})  AUC {row['auc_roc']:.4f}"
+            f"U-Net trained on {row['arm']:<15} test F1 {score(row, 'f1_at_threshold')} "
+            f"(at 0.5: {score(row, 'f1_at_half')})  AUC {score(row, 'auc_roc')}  "
+            f"F1/real {score(row, 'f1_ratio_to_real')}{repeats}"
         )
+    diversity = metrics["mask_diversity"]
+    click.echo(
+        f"masks: mean pairwise IoU {diversity['pairwise_iou_ratio']:.2f}x real "
+        f"(target <= {diversity['pairwise_iou_ratio_target']:g}x), "
+        f"coverage {diversity['coverage']:.4f}, precision {diversity['precision']:.4f} "
+        f"(real: {diversity['nearest_reference']:.4f})"
+    )
     for label, kl in metrics["intensity_kl"].items():
-        click.echo(f"intensity KL, real vs {label:<16} {kl['mean']:.4f}")
+        click.echo(f"intensity KL, real vs {label:<22} {kl['mean']:.4f}")
     for label, audit in metrics["privacy"].items():
         click.echo(f"privacy: {audit['flagged']} {label} samples flagged as near-copies")
     click.echo(f"report: {out / 'report.html'}")

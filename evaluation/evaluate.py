@@ -1,9 +1,11 @@
 """`synthmed evaluate` from top to bottom: load, measure, then write the report atomically.
 
 The measurements, in the order the report shows them:
-1. downstream segmentation (downstream.py): real vs synthetic vs both, and small-data;
+1. downstream segmentation (downstream.py): real vs synthetic vs both vs the oracle (stage II
+   on the real masks), and small-data, each trained `repeats` times;
 2. distribution distances: intensity KL (distribution.py), stage I mask statistics
-   (mask_statistics.py), FID/KID when a local Inception ONNX file is given (fid.py);
+   (mask_statistics.py) and mask diversity, coverage and precision (mask_diversity.py),
+   FID/KID when a local Inception ONNX file is given (fid.py);
 3. the privacy audit (privacy.py).
 Every set is compared with the same yardstick: held-out real images, measured the same way.
 """
@@ -22,14 +24,17 @@ from synthmed import __version__
 from synthmed.atomic import staged_folder
 from synthmed.errors import UserInputError
 from synthmed.evaluation.distribution import common_fov, intensity_histograms, intensity_kl
-from synthmed.evaluation.downstream import DownstreamResult, run_downstream
+from synthmed.evaluation.downstream import DownstreamResult, check_repeats, run_downstream
 from synthmed.evaluation.inputs import (
     DUAL,
     HELD_OUT,
+    ORACLE,
+    REAL_TRAIN,
     SINGLE,
     EvaluationData,
     load_evaluation_data,
 )
+from synthmed.evaluation.mask_diversity import MaskDiversity, mask_diversity
 from synthmed.evaluation.mask_statistics import MaskStatistics, mask_statistics
 from synthmed.evaluation.privacy import (
     DEFAULT_COPY_FACTOR,
@@ -43,6 +48,8 @@ from synthmed.training.segmenter import SegmenterBudget, embed
 __all__ = [
     "DUAL",
     "HELD_OUT",
+    "ORACLE",
+    "REAL_TRAIN",
     "SINGLE",
     "EvaluateOptions",
     "Evaluation",
@@ -59,7 +66,8 @@ class EvaluateOptions:
     """Everything `synthmed evaluate` takes; see its --help for each option's meaning.
 
     The synthetic set: `synthetic`, else class `label` of `cstylegan2`, else the dual GAN
-    `stage1` + `stage2` (None: the bundled demo models).
+    `stage1` + `stage2` (None: the bundled demo models); `oracle` adds stage II on the real
+    masks for a dual GAN. Every segmenter arm is trained `repeats` times.
     """
 
     real: Path
@@ -75,6 +83,8 @@ class EvaluateOptions:
     size: int | None = None
     validation_fraction: float = 0.2
     seed: int = 0
+    repeats: int = 1
+    oracle: bool = True
     budget: SegmenterBudget = field(default_factory=SegmenterBudget)
     small_data: tuple[int, ...] = ()
     inception: Path | None = None
@@ -92,6 +102,7 @@ class Evaluation:
     kl: dict[str, dict[str, float]]
     histograms: dict[str, np.ndarray]
     masks: dict[str, MaskStatistics]
+    diversity: MaskDiversity
     downstream: DownstreamResult
     privacy: dict[str, PrivacyAudit]
     fid: dict[str, dict[str, float]] | None
@@ -103,6 +114,7 @@ class Evaluation:
             "synthmed_version": __version__,
             "size": d.size,
             "seed": o.seed,
+            "repeats": o.repeats,
             "inputs": {
                 "real_train": {"path": str(o.real), "images": len(d.real_train)},
                 "validation": {"images": len(d.validation)},
@@ -113,6 +125,7 @@ class Evaluation:
                     "images": len(d.synthetic),
                 },
                 "cstylegan2": d.conditional.as_dict() if d.conditional is not None else None,
+                "oracle": _oracle_inputs(d),
                 "single_gan": d.single_source,
                 "common_fov_pixels": int(self.region.sum()),
             },
@@ -121,6 +134,7 @@ class Evaluation:
             "small_data": [r.row() for r in self.downstream.small_data],
             "intensity_kl": self.kl,
             "mask_statistics": {k: v.summary() for k, v in self.masks.items()},
+            "mask_diversity": self.diversity.summary(),
             "fid": self.fid,
             "privacy": {
                 label: {
@@ -132,14 +146,23 @@ class Evaluation:
         }
 
 
+def _oracle_inputs(data: EvaluationData) -> dict[str, object]:
+    """The oracle set in metrics.json: what made it, or why there is none."""
+    if data.oracle is None:
+        return {"label": ORACLE, "images": 0, "absent": data.oracle_note}
+    return {"label": ORACLE, "images": len(data.oracle), "source": data.oracle_note}
+
+
 def compared_sets(data: EvaluationData) -> dict[str, torch.Tensor]:
     """The image sets measured against the real training images, by label: held-out real
-    (the floor), the synthetic set (dual GAN or conditional class), and the single-GAN
-    baseline's when given."""
+    (the floor), the synthetic set (dual GAN or conditional class), the oracle set (stage II
+    on the real training masks) and the single-GAN baseline's, when there are."""
     sets = {
         HELD_OUT: torch.cat([data.validation.images, data.test.images]),
         data.synthetic_label: data.synthetic.images,
     }
+    if data.oracle is not None:
+        sets[ORACLE] = data.oracle.images
     if data.single is not None:
         sets[SINGLE] = data.single
     return sets
@@ -201,6 +224,31 @@ def check_options(options: EvaluateOptions) -> None:
         raise UserInputError(f"--inception {options.inception}: file does not exist")
     if options.copy_factor <= 0:
         raise UserInputError(f"--copy-factor must be > 0, got {options.copy_factor}")
+    check_repeats(options.repeats)
+
+
+def _mask_measures(
+    data: EvaluationData, region: np.ndarray, seed: int
+) -> tuple[dict[str, MaskStatistics], MaskDiversity]:
+    """Stage I's masks against the real ones: statistics per set, then diversity, coverage
+    and precision. The oracle's masks are the real training masks, so it has no row here."""
+    real_train = data.real_train.masks[:, 0].numpy()
+    synthetic = data.synthetic.masks[:, 0].numpy()
+    held_out = torch.cat([data.validation.masks, data.test.masks])[:, 0].numpy()
+    masks = {
+        REAL_TRAIN: mask_statistics(real_train, region),
+        data.synthetic_label: mask_statistics(synthetic, region),
+    }
+    diversity = mask_diversity(
+        synthetic,
+        real_train,
+        held_out,
+        region,
+        real_statistics=masks[REAL_TRAIN],
+        synthetic_statistics=masks[data.synthetic_label],
+        seed=seed,
+    )
+    return masks, diversity
 
 
 def run_evaluation(options: EvaluateOptions, *, progress: bool = True) -> Evaluation:
@@ -220,6 +268,7 @@ def run_evaluation(options: EvaluateOptions, *, progress: bool = True) -> Evalua
         cstylegan2=options.cstylegan2,
         label=options.label,
         truncation=options.truncation,
+        oracle=options.oracle,
         progress=progress,
     )
     options.budget.check(data.size)
@@ -230,17 +279,15 @@ def run_evaluation(options: EvaluateOptions, *, progress: bool = True) -> Evalua
         label: intensity_kl(data.real_train.images, images, region)
         for label, images in sets.items()
     }
-    histograms = {"real (train)": intensity_histograms(data.real_train.images, region)}
+    histograms = {REAL_TRAIN: intensity_histograms(data.real_train.images, region)}
     histograms |= {label: intensity_histograms(images, region) for label, images in sets.items()}
-    masks = {
-        "real (train)": mask_statistics(data.real_train.masks[:, 0].numpy(), region),
-        data.synthetic_label: mask_statistics(data.synthetic.masks[:, 0].numpy(), region),
-    }
+    masks, diversity = _mask_measures(data, region, options.seed)
     downstream = run_downstream(
         data,
         options.budget,
         small_data=list(options.small_data),
         seed=options.seed,
+        repeats=options.repeats,
         progress=progress,
     )
     model = downstream.real_model
@@ -259,7 +306,9 @@ def run_evaluation(options: EvaluateOptions, *, progress: bool = True) -> Evalua
             options.copy_factor,
         )
     fid = _feature_distances(options, data)
-    return Evaluation(options, data, region, kl, histograms, masks, downstream, privacy, fid)
+    return Evaluation(
+        options, data, region, kl, histograms, masks, diversity, downstream, privacy, fid
+    )
 
 
 def prepare_output(out: Path, force: bool) -> None:

@@ -109,13 +109,25 @@ def plot_nearest_distances(path: Path, audits: dict[str, PrivacyAudit]) -> None:
     plt.close(fig)
 
 
-def plot_small_data(path: Path, rows: list[dict[str, object]], synthetic_f1: float) -> None:
-    """F1 on the real test set against the number of real training images."""
+def plot_small_data(
+    path: Path, rows: list[dict[str, object]], references: dict[str, tuple[float, float]]
+) -> None:
+    """Test F1 against the number of real training images, with error bars of one standard
+    deviation over repeats; `references` are arms that use no real image (label -> F1 mean,
+    std), drawn as horizontal lines with a band."""
     fig, axis = plt.subplots(figsize=(6, 3.4))
     for arm, marker in (("real", "o"), ("real+synthetic", "s")):
-        points = sorted((r["real_images"], r["f1_at_threshold"]) for r in rows if r["arm"] == arm)
-        axis.plot(*zip(*points, strict=True), marker=marker, label=arm)
-    axis.axhline(synthetic_f1, color="grey", linestyle="--", label="synthetic only")
+        points = sorted(
+            (r["real_images"], r["f1_at_threshold"], r["f1_at_threshold_std"])
+            for r in rows
+            if r["arm"] == arm
+        )
+        x, y, std = zip(*points, strict=True)
+        axis.errorbar(x, y, yerr=std, marker=marker, capsize=3, label=arm)
+    for (label, (mean, std)), style in zip(references.items(), ("--", ":"), strict=False):
+        line = axis.axhline(mean, color="grey", linestyle=style, label=label)
+        if std > 0:
+            axis.axhspan(mean - std, mean + std, color=line.get_color(), alpha=0.15)
     axis.set_xlabel("real training images")
     axis.set_ylabel("test F1 (validation threshold)")
     axis.legend()

@@ -7,7 +7,9 @@ which come in every size, are fitted to it by the training loader. A synthetic f
 mixed sizes is refused rather than silently resampled.
 
 The synthetic set is a folder, the dual GAN's samples, or one class of a conditional StyleGAN2
-(`--cstylegan2 RUN --label K`); the real sets are then that class's real data.
+(`--cstylegan2 RUN --label K`); the real sets are then that class's real data. For a dual GAN
+the oracle set is stage II applied to the real training masks: real geometry, generated
+appearance, which judges stage II apart from stage I.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from synthmed.latents import latents
 from synthmed.training.checkpoint import load_generator, read_generator_info
 from synthmed.training.data.dataset import PairedData, load_paired_data
 from synthmed.training.data.layouts import find_pairs, resolve_root
-from synthmed.training.pixels import tanh_to_uint8
+from synthmed.training.pixels import mask_to_input, tanh_to_uint8
 from synthmed.training.sample import (
     DEMO_STAGE1,
     DEMO_STAGE2,
@@ -35,7 +37,8 @@ from synthmed.training.sample import (
 )
 
 # Labels of the compared sets, as the report and metrics.json name them.
-HELD_OUT, DUAL, SINGLE = "real (held-out)", "dual GAN", "single GAN"
+REAL_TRAIN, HELD_OUT = "real (train)", "real (held-out)"
+DUAL, SINGLE, ORACLE = "dual GAN", "single GAN", "stage II on real masks"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class EvaluationData:
     single: torch.Tensor | None = None
     single_source: str | None = None
     conditional: ConditionalClass | None = None
+    oracle: PairedData | None = None
+    oracle_note: str = ""  # what made the oracle set, or why there is none
 
     @property
     def synthetic_label(self) -> str:
@@ -160,11 +165,30 @@ def _sample_in_batches(
 
 
 def sample_two_stage(
-    stage1: Path, stage2: Path, count: int, seed: int, *, progress: bool = True
+    pipeline: TwoStagePipeline, count: int, seed: int, *, progress: bool = True
 ) -> PairedData:
     """Synthesize `count` pairs in-process: the same samples `synthmed generate` would write."""
-    pipeline = TwoStagePipeline(stage1, stage2)
     return _sample_in_batches(lambda indices: pipeline.sample(seed, indices), count, progress)
+
+
+@torch.no_grad()
+def stage2_on_masks(
+    pipeline: TwoStagePipeline, real: PairedData, *, progress: bool = True
+) -> PairedData:
+    """The oracle set: stage II's image for every real mask, paired with that mask.
+
+    Its masks are real, so whatever separates it from the real pairs is stage II's doing;
+    whatever separates the dual GAN's samples from it is stage I's.
+    """
+    images = []
+    bar = tqdm(total=len(real), desc=ORACLE, unit="img", disable=not progress, leave=False)
+    with bar:
+        for start in range(0, len(real), 64):
+            masks = real.masks[start : start + 64].to(pipeline.device, torch.float32)
+            images.append(tanh_to_uint8(pipeline.stage2(mask_to_input(masks))).cpu())
+            bar.update(len(masks))
+    generated = torch.cat(images).permute(0, 3, 1, 2).contiguous()
+    return PairedData(real.names, generated, real.masks, real.fov, "in-process")
 
 
 def sample_conditional(
@@ -251,6 +275,20 @@ def _synthetic_size(
     return _checked_size(size, read_generator_info(stage1, "stage1").image_size, str(stage1))
 
 
+def _dual_gan_sources(
+    stage1: Path, stage2: Path, count: int, seed: int, real_masks: int
+) -> tuple[str, str]:
+    """How the report names the dual GAN's samples and the oracle set."""
+    if stage1 == DEMO_STAGE1 and stage2 == DEMO_STAGE2:
+        models, stage2_name = "the bundled demo models", "the bundled demo stage II"
+    else:
+        models, stage2_name = f"stage I {stage1}, stage II {stage2}", f"stage II {stage2}"
+    return (
+        f"{models}, {count} samples, seed {seed}",
+        f"{stage2_name} on the {real_masks} real training masks",
+    )
+
+
 def load_evaluation_data(
     *,
     real: Path,
@@ -266,12 +304,14 @@ def load_evaluation_data(
     cstylegan2: Path | None = None,
     label: str | int | None = None,
     truncation: float | None = None,
+    oracle: bool = True,
     progress: bool = True,
 ) -> EvaluationData:
     """Load and check every input; the first problem found is a one-line error.
 
     The synthetic set is `synthetic` (a folder), else one class of `cstylegan2`, else the
-    dual GAN `stage1` + `stage2` (the bundled demo models when not given).
+    dual GAN `stage1` + `stage2` (the bundled demo models when not given). The oracle set
+    (stage II on the real training masks) is made for a dual GAN unless `oracle` is False.
     """
     if count < 1:
         raise UserInputError(f"--count must be >= 1, got {count}")
@@ -285,22 +325,36 @@ def load_evaluation_data(
     real_train = load_paired_data(real, size, progress=progress)
     held_out = load_paired_data(held_out_root, size, split=held_out_split, progress=progress)
     validation, test = split_held_out(held_out, validation_fraction, seed)
+    oracle_data = None
     if synthetic is not None:
         synthetic_data = load_paired_data(synthetic, size, progress=progress)
         source = str(synthetic)
+        oracle_note = "the synthetic set is a folder, so no stage II model is known"
     elif sampler is not None and chosen is not None:
         synthetic_data = sample_conditional(sampler, chosen, count, seed, progress=progress)
         source = (
             f"class {chosen.index} ({chosen.name}) of the conditional StyleGAN2 {chosen.run}, "
             f"truncation {chosen.truncation:g}, {count} samples, seed {seed}"
         )
+        oracle_note = "a conditional StyleGAN2 draws image and mask together: it has no stage II"
     else:
-        synthetic_data = sample_two_stage(stage1, stage2, count, seed, progress=progress)
-        demo = stage1 == DEMO_STAGE1 and stage2 == DEMO_STAGE2
-        models = "the bundled demo models" if demo else f"stage I {stage1}, stage II {stage2}"
-        source = f"{models}, {count} samples, seed {seed}"
+        pipeline = TwoStagePipeline(stage1, stage2)
+        synthetic_data = sample_two_stage(pipeline, count, seed, progress=progress)
+        source, oracle_note = _dual_gan_sources(stage1, stage2, count, seed, len(real_train))
+        if oracle:
+            oracle_data = stage2_on_masks(pipeline, real_train, progress=progress)
+    if not oracle:
+        oracle_note = "left out (--no-oracle)"
     data = EvaluationData(
-        size, real_train, validation, test, synthetic_data, source, conditional=chosen
+        size,
+        real_train,
+        validation,
+        test,
+        synthetic_data,
+        source,
+        conditional=chosen,
+        oracle=oracle_data,
+        oracle_note=oracle_note,
     )
     if single is not None:
         data.single = sample_single(single, len(synthetic_data), seed, size)

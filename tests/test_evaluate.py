@@ -1,5 +1,5 @@
 """`synthmed evaluate` end to end on phantoms and the bundled demo models, its sanity checks
-(real vs itself, noise vs the generator) and its one-line errors."""
+(real vs itself, noise vs the generator), the oracle arm, repeats, and its one-line errors."""
 
 from __future__ import annotations
 
@@ -9,10 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib.axes import Axes
 from PIL import Image
 
-from synthmed.evaluation.evaluate import DUAL, HELD_OUT, EvaluateOptions, run_evaluation
+from synthmed.evaluation import downstream
+from synthmed.evaluation.downstream import ARMS, ORACLE_ARM
+from synthmed.evaluation.evaluate import (
+    DUAL,
+    HELD_OUT,
+    ORACLE,
+    SINGLE,
+    EvaluateOptions,
+    run_evaluation,
+)
+from synthmed.evaluation.inputs import load_evaluation_data
+from synthmed.training.data.dataset import load_paired_data
 from synthmed.training.data.phantom import write_phantom_dataset
+from synthmed.training.pixels import mask_to_input, tanh_to_uint8
+from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
 from synthmed.training.segmenter import SegmenterBudget
 from tests.conftest import TINY_TRAIN, assert_one_line_error, run_cli
 from tests.test_fid import _export, _tiny_net
@@ -65,7 +79,14 @@ def test_evaluate_end_to_end_with_baseline_fid_and_small_data(
     assert "U-Net trained on synthetic" in result.output and "report.html" in result.output
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [r["arm"] for r in metrics["downstream"]] == ["real", "synthetic", "real+synthetic"]
+    # The oracle arm: stage II's images of the 24 real training masks, no real image.
+    assert [r["arm"] for r in metrics["downstream"]] == [*ARMS, ORACLE_ARM]
+    assert metrics["downstream"][-1]["real_images"] == 0
+    assert metrics["downstream"][-1]["synthetic_images"] == 24
+    assert metrics["inputs"]["oracle"] == {
+        "label": ORACLE, "images": 24,
+        "source": "the bundled demo stage II on the 24 real training masks",
+    }  # fmt: skip
     assert [(r["arm"], r["real_images"]) for r in metrics["small_data"]] == [
         ("real", 5),
         ("real+synthetic", 5),
@@ -74,10 +95,17 @@ def test_evaluate_end_to_end_with_baseline_fid_and_small_data(
         for key in ("f1_at_half", "f1_at_threshold", "auc_roc", "accuracy"):
             assert 0.0 <= row[key] <= 1.0, (key, row)
     assert metrics["inputs"]["validation"]["images"] + metrics["inputs"]["test"]["images"] == 12
-    assert set(metrics["intensity_kl"]) == {HELD_OUT, DUAL, "single GAN"}
-    assert set(metrics["fid"]) == {HELD_OUT, DUAL, "single GAN"}
-    assert set(metrics["privacy"]) == {DUAL, "single GAN"}
+    assert set(metrics["intensity_kl"]) == {HELD_OUT, DUAL, ORACLE, SINGLE}
+    assert set(metrics["fid"]) == {HELD_OUT, DUAL, ORACLE, SINGLE}
+    assert set(metrics["privacy"]) == {DUAL, ORACLE, SINGLE}
     assert metrics["mask_statistics"]["real (train)"]["masks"] == 24
+    diversity = metrics["mask_diversity"]
+    assert diversity["masks"] == {"synthetic": 24, "real_train": 24, "held_out": 12}
+    assert diversity["pairwise_iou_ratio"] == pytest.approx(
+        diversity["pairwise_iou"]["synthetic"] / diversity["pairwise_iou"]["real_train"]
+    )
+    for key in ("coverage", "precision", "nearest_reference"):
+        assert 0.0 < diversity[key] <= 1.0, (key, diversity)
     assert metrics["command"].startswith("synthmed evaluate --real")
     assert (
         "--small-data 5 --inception" in metrics["command"] and "--quiet" not in metrics["command"]
@@ -88,6 +116,8 @@ def test_evaluate_end_to_end_with_baseline_fid_and_small_data(
     for heading in ("Train on synthetic, test on real", "Small-data mode", "Privacy audit"):
         assert f"## {heading}" in markdown and f"<h2>{heading}</h2>" in html
     assert "FID" in markdown and "<table>" in html
+    assert f"oracle set ({ORACLE})" in markdown and "mean pairwise IoU" in markdown
+    assert "Each arm was trained once" in markdown
     for figure in ("samples.png", "predictions.png", "small_data.png", "privacy_distances.png"):
         assert f"]({figure})" in markdown and f'src="{figure}"' in html
         assert Image.open(out / figure).size[0] > 100
@@ -108,6 +138,21 @@ def test_real_data_against_itself_is_at_distance_zero_and_flags_only_identity(
     assert audit.flagged.tolist() == list(range(24))
     assert audit.pixel.synthetic.index.tolist() == list(range(24))
     assert (audit.pixel.synthetic.second_distance > audit.pixel.threshold).all()
+    # A folder has no stage II to apply to the real masks: no oracle set, arm or audit.
+    assert evaluation.data.oracle is None
+    assert [r.arm for r in evaluation.downstream.full] == list(ARMS)
+    assert ORACLE not in evaluation.kl and ORACLE not in evaluation.privacy
+    metrics = evaluation.metrics()
+    assert "is a folder" in metrics["inputs"]["oracle"]["absent"]
+    # One repeat: the mean is that repeat's value, the spread 0.
+    for row in metrics["downstream"]:
+        assert row["repeats"] == 1 and len(row["per_repeat"]) == 1
+        assert row["f1_at_threshold"] == row["per_repeat"][0]["f1_at_threshold"]
+        assert row["f1_at_threshold_std"] == row["auc_roc_std"] == 0.0
+    # The same masks as the real training set: as diverse, and each one's nearest is itself.
+    assert evaluation.diversity.pairwise_ratio == pytest.approx(1.0)
+    assert evaluation.diversity.precision == pytest.approx(1.0)
+    assert evaluation.diversity.coverage == pytest.approx(evaluation.diversity.nearest_reference)
 
 
 def test_noise_scores_clearly_worse_than_the_generator(
@@ -116,14 +161,107 @@ def test_noise_scores_clearly_worse_than_the_generator(
     generator = run_evaluation(_options(real), progress=False)
     noisy = run_evaluation(_options(real, synthetic=noise), progress=False)
     f1 = {
-        name: next(r for r in ev.downstream.full if r.arm == "synthetic").scores["f1_at_threshold"]
-        for name, ev in (("generator", generator), ("noise", noisy))
+        name: next(r for r in ev.downstream.full if r.arm == arm).mean("f1_at_threshold")
+        for name, ev, arm in (
+            ("generator", generator, "synthetic"),
+            ("noise", noisy, "synthetic"),
+            ("oracle", generator, ORACLE_ARM),
+        )
     }
     assert f1["noise"] < f1["generator"] - 0.1, f1
+    assert f1["noise"] < f1["oracle"] - 0.1, f1
     assert noisy.kl[DUAL]["mean"] > 4 * generator.kl[DUAL]["mean"]
     assert generator.kl[HELD_OUT]["mean"] < generator.kl[DUAL]["mean"]
     # The demo generator copies no training patient of this (unseen) real set.
     assert len(generator.privacy[DUAL].flagged) == 0
+
+
+def test_the_oracle_set_is_stage2_on_the_real_training_masks(real: tuple[Path, Path]) -> None:
+    inputs = {
+        "real": real[0], "real_test": real[1], "synthetic": None, "stage1": None,
+        "stage2": None, "count": 4, "single": None, "size": None,
+        "validation_fraction": 0.2, "seed": 0, "progress": False,
+    }  # fmt: skip
+    data = load_evaluation_data(**inputs)
+    assert data.oracle is not None
+    assert data.oracle.names == data.real_train.names
+    assert torch.equal(data.oracle.masks, data.real_train.masks)
+    # The images are stage II's for those masks (one batch of 24 here and there: exact).
+    stage2 = TwoStagePipeline(DEMO_STAGE1, DEMO_STAGE2).stage2
+    with torch.no_grad():
+        expected = tanh_to_uint8(stage2(mask_to_input(data.real_train.masks.float())))
+    assert torch.equal(data.oracle.images, expected.permute(0, 3, 1, 2))
+    left_out = load_evaluation_data(**inputs, oracle=False)
+    assert left_out.oracle is None and "--no-oracle" in left_out.oracle_note
+
+
+def test_repeats_give_mean_and_std_of_reseeded_runs_on_reshuffled_subsets(
+    real: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trained = []  # (desc, seed, names of the first source) of every U-Net trained
+    train_segmenter = downstream.train_segmenter
+
+    def recording(sources: list, budget: SegmenterBudget, **kw: object) -> object:
+        trained.append((kw["desc"], kw["seed"], sources[0].names))
+        return train_segmenter(sources, budget, **kw)
+
+    bars = []  # (x, y, yerr) of every error bar drawn
+    errorbar = Axes.errorbar
+
+    def recording_errorbar(self: Axes, x: object, y: object, **kw: object) -> object:
+        bars.append((list(x), list(y), list(kw["yerr"])))
+        return errorbar(self, x, y, **kw)
+
+    monkeypatch.setattr(downstream, "train_segmenter", recording)
+    monkeypatch.setattr(Axes, "errorbar", recording_errorbar)
+    out = tmp_path / "report"
+    result = run_cli(
+        "evaluate", "--real", real[0], "--real-test", real[1], "--count", "8", "--seg-steps",
+        "3", "--seg-width", "4", "--seg-batch-size", "4", "--repeats", "2", "--small-data", "5",
+        "--no-oracle", "--quiet", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "± " in result.output and "mean ± std of 2 repeats" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["repeats"] == 2
+    assert "--repeats 2" in metrics["command"] and "--no-oracle" in metrics["command"]
+    assert [r["arm"] for r in metrics["downstream"]] == list(ARMS)
+    assert metrics["inputs"]["oracle"]["absent"] == "left out (--no-oracle)"
+
+    # Every score: the mean and sample std of the per-repeat values; F1 / real F1 per repeat.
+    full = {r["arm"]: r for r in metrics["downstream"]}
+    small = {r["arm"]: r for r in metrics["small_data"]}
+    keys = ["f1_at_half", "threshold", "f1_at_threshold", "auc_roc", "accuracy"]
+    for row in metrics["downstream"] + metrics["small_data"]:
+        assert row["repeats"] == 2 and len(row["per_repeat"]) == 2
+        for key in [*keys, "f1_ratio_to_real"]:
+            values = [run[key] for run in row["per_repeat"]]
+            assert row[key] == pytest.approx(np.mean(values)), key
+            assert row[f"{key}_std"] == pytest.approx(np.std(values, ddof=1)), key
+        reference = (full if row in metrics["downstream"] else small)["real"]
+        for run, real_run in zip(row["per_repeat"], reference["per_repeat"], strict=True):
+            expected = run["f1_at_threshold"] / real_run["f1_at_threshold"]
+            assert run["f1_ratio_to_real"] == pytest.approx(expected)
+    assert full["real"]["f1_ratio_to_real"] == 1.0 and full["real"]["f1_ratio_to_real_std"] == 0.0
+
+    # Repeat r: segmenter seed r; small-data subsets from the shuffle seeded r, the first the
+    # same as without repeats, each shared by the real and real+synthetic arms of its repeat.
+    assert [seed for desc, seed, _ in trained if "(5 real" not in desc] == [0, 1] * 3
+    names = load_paired_data(real[0], 64).names
+    subsets = [(seed, first) for desc, seed, first in trained if "(5 real" in desc]
+    expected = [[names[i] for i in np.random.default_rng(r).permutation(24)[:5]] for r in (0, 1)]
+    assert subsets == [(0, expected[0]), (1, expected[1])] * 2
+    assert expected[0] != expected[1]
+
+    # The small-data figure has error bars of one std, one per arm with real images.
+    assert bars == [
+        ([5], [small[arm]["f1_at_threshold"]], [small[arm]["f1_at_threshold_std"]])
+        for arm in ("real", "real+synthetic")
+    ]
+    markdown = (out / "report.md").read_text()
+    assert "Each arm was trained 2 times" in markdown and " ± " in markdown
+    assert "No oracle arm: left out (--no-oracle)" in markdown
+    assert "bars and bands" in markdown
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +294,7 @@ def test_bad_input_is_one_line(real: tuple[Path, Path], mixed_sizes: Path, tmp_p
         (["--seg-depth", "7"], ["--seg-depth 7", "divisible"]),
         (["--single", train], [str(train), "config.json"]),
         (["--count", "0"], ["--count must be >= 1"]),
+        (["--repeats", "0"], ["--repeats must be >= 1, got 0"]),
     ]
     for extra, fragments in cases:
         assert_one_line_error(run_cli(*base, *extra), *fragments)

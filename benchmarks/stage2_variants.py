@@ -1,0 +1,100 @@
+"""Stage II variants judged by the oracle arm: how well a segmenter learns from stage II's
+images of the real training masks, with stage I taken out.
+
+    python benchmarks/stage2_variants.py --real REAL --real-test HELD_OUT \
+        --run demo=training/demo_models/stage2 --run seg10=runs/seg10 [--repeats 3]
+
+For each run: stage II (EMA generator, eval mode, as exported) renders every real training
+mask; a segmentation U-Net is trained on those pairs with `synthmed evaluate`'s budget and
+split, `--repeats` times (segmenter seeds 0, 1, ...), and scored on the held-out real test
+images. The real arm (the real pairs themselves) is trained with the same seeds, so each
+repeat's F1 ratio cancels part of the seed noise. Also the intensity KL to the real training
+images (held-out real: the floor). Prints a table, writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from _machine import header, machine
+
+from synthmed.evaluation.distribution import common_fov, intensity_kl
+from synthmed.evaluation.inputs import split_held_out
+from synthmed.evaluation.segmentation_metrics import best_threshold, score_segmentation
+from synthmed.training.checkpoint import load_generator
+from synthmed.training.data.dataset import PairedData, load_paired_data
+from synthmed.training.pixels import tanh_to_uint8
+from synthmed.training.segmenter import SegmenterBudget, predict, train_segmenter
+
+
+def f1(sources: list[PairedData], val: PairedData, test: PairedData, seed: int) -> float:
+    """F1 on the test images at the threshold chosen on the validation images."""
+    model = train_segmenter(sources, SegmenterBudget(), seed=seed, progress=False)
+    fov = val.fov[:, 0].numpy()
+    threshold = best_threshold(predict(model, val.images), val.masks[:, 0].numpy(), fov)
+    probs = predict(model, test.images)
+    scores = score_segmentation(probs, test.masks[:, 0].numpy(), test.fov[:, 0].numpy(), threshold)
+    return scores.f1_at_threshold
+
+
+@torch.no_grad()
+def oracle_pairs(run: Path, real: PairedData) -> PairedData:
+    """Stage II's images of the real masks, paired with those masks."""
+    generator, _ = load_generator(run, role="stage2")
+    masks = real.masks.float() * 2 - 1
+    images = [tanh_to_uint8(generator(masks[i : i + 64])) for i in range(0, len(masks), 64)]
+    images_t = torch.cat(images).permute(0, 3, 1, 2).contiguous()
+    return PairedData(real.names, images_t, real.masks, real.fov, f"stage II {run}")
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, float)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--real", type=Path, required=True)
+    parser.add_argument("--real-test", type=Path, required=True)
+    parser.add_argument("--run", action="append", required=True, help="NAME=STAGE2_RUN")
+    parser.add_argument("--size", type=int, default=64, help="The runs' image size.")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stage2_variants.json"))
+    args = parser.parse_args()
+    print(header())
+    size = args.size
+    real = load_paired_data(args.real, size, progress=False)
+    held = load_paired_data(args.real_test, size, progress=False)
+    val, test = split_held_out(held, 0.2, args.seed)
+    region = common_fov(real.fov)
+    seeds = [args.seed + r for r in range(args.repeats)]
+    real_f1 = [f1([real], val, test, s) for s in seeds]
+    floor = intensity_kl(real.images, torch.cat([val.images, test.images]), region)["mean"]
+    rows = [{"variant": "real", "f1": real_f1, "ratio": [1.0] * len(seeds), "kl": floor}]
+    for spec in args.run:
+        name, path = spec.split("=", 1)
+        pairs = oracle_pairs(Path(path), real)
+        scores = [f1([pairs], val, test, s) for s in seeds]
+        kl = intensity_kl(real.images, pairs.images, region)["mean"]
+        ratios = [a / b for a, b in zip(scores, real_f1, strict=True)]
+        rows.append({"variant": name, "run": path, "f1": scores, "ratio": ratios, "kl": kl})
+    print(
+        f"\nsize {size}, {len(real)} real training pairs, {args.repeats} repeats; "
+        "real row: KL of the held-out real images (the floor)\n"
+    )
+    print("| variant | oracle F1 | F1 / real F1 | intensity KL |")
+    print("|---|---:|---:|---:|")
+    for row in rows:
+        (m, s), (rm, rs) = spread(row["f1"]), spread(row["ratio"])
+        print(f"| {row['variant']} | {m:.3f} ± {s:.3f} | {rm:.3f} ± {rs:.3f} | {row['kl']:.4f} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine(), "size": size, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,49 +18,38 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from _machine import header, machine
 
 from synthmed.evaluation.distribution import common_fov, intensity_kl
-from synthmed.evaluation.inputs import split_held_out
-from synthmed.evaluation.segmentation_metrics import best_threshold, score_segmentation
+from synthmed.evaluation.downstream import score_model, spread
+from synthmed.evaluation.inputs import split_held_out, stage2_on_masks
 from synthmed.training.checkpoint import load_generator
 from synthmed.training.data.dataset import PairedData, load_paired_data
-from synthmed.training.pixels import tanh_to_uint8
-from synthmed.training.segmenter import SegmenterBudget, predict, train_segmenter
+from synthmed.training.segmenter import SegmenterBudget, train_segmenter
 
 
 def f1(sources: list[PairedData], val: PairedData, test: PairedData, seed: int) -> float:
     """F1 on the test images at the threshold chosen on the validation images."""
     model = train_segmenter(sources, SegmenterBudget(), seed=seed, progress=False)
-    fov = val.fov[:, 0].numpy()
-    threshold = best_threshold(predict(model, val.images), val.masks[:, 0].numpy(), fov)
-    probs = predict(model, test.images)
-    scores = score_segmentation(probs, test.masks[:, 0].numpy(), test.fov[:, 0].numpy(), threshold)
-    return scores.f1_at_threshold
+    return score_model(model, val, test)[0]["f1_at_threshold"]
 
 
-@torch.no_grad()
-def oracle_pairs(run: Path, real: PairedData) -> PairedData:
-    """Stage II's images of the real masks, paired with those masks."""
-    generator, _ = load_generator(run, role="stage2")
-    masks = real.masks.float() * 2 - 1
-    images = [tanh_to_uint8(generator(masks[i : i + 64])) for i in range(0, len(masks), 64)]
-    images_t = torch.cat(images).permute(0, 3, 1, 2).contiguous()
-    return PairedData(real.names, images_t, real.masks, real.fov, f"stage II {run}")
-
-
-def spread(values: list[float]) -> tuple[float, float]:
-    array = np.asarray(values, float)
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+def named_run(text: str) -> tuple[str, Path]:
+    """--run NAME=STAGE2_RUN."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=STAGE2_RUN, got {text!r}")
+    return name, Path(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--real", type=Path, required=True)
     parser.add_argument("--real-test", type=Path, required=True)
-    parser.add_argument("--run", action="append", required=True, help="NAME=STAGE2_RUN")
+    parser.add_argument(
+        "--run", action="append", required=True, type=named_run, help="NAME=STAGE2_RUN"
+    )
     parser.add_argument("--size", type=int, default=64, help="The runs' image size.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -76,13 +65,13 @@ def main() -> None:
     real_f1 = [f1([real], val, test, s) for s in seeds]
     floor = intensity_kl(real.images, torch.cat([val.images, test.images]), region)["mean"]
     rows = [{"variant": "real", "f1": real_f1, "ratio": [1.0] * len(seeds), "kl": floor}]
-    for spec in args.run:
-        name, path = spec.split("=", 1)
-        pairs = oracle_pairs(Path(path), real)
+    for name, path in args.run:
+        stage2, _ = load_generator(path, role="stage2")
+        pairs = stage2_on_masks(stage2, real, progress=False)
         scores = [f1([pairs], val, test, s) for s in seeds]
         kl = intensity_kl(real.images, pairs.images, region)["mean"]
         ratios = [a / b for a, b in zip(scores, real_f1, strict=True)]
-        rows.append({"variant": name, "run": path, "f1": scores, "ratio": ratios, "kl": kl})
+        rows.append({"variant": name, "run": str(path), "f1": scores, "ratio": ratios, "kl": kl})
     print(
         f"\nsize {size}, {len(real)} real training pairs, {args.repeats} repeats; "
         "real row: KL of the held-out real images (the floor)\n"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from synthmed.contract import (
     parse_provenance,
 )
 from synthmed.errors import UserInputError
+from synthmed.sampling import check_number
 
 PROTOCOLS = ("grpc", "http")
 OUTPUTS = (IMAGE.name, MASK.name)
@@ -133,11 +133,11 @@ class ClientSettings:
             raise InvalidURLError("no server URL given")
         if not isinstance(model, str) or not model:
             raise UserInputError(f"model must be a model name, got {model!r}")
-        _check_number("max_in_flight", max_in_flight, 1, integer=True)
-        _check_number("retries", retries, 0, integer=True)
-        _check_number("backoff_s", backoff_s, 0)
-        _check_number("max_backoff_s", max_backoff_s, 0)
-        _check_number("timeout_s", timeout_s, 0, strict=True)
+        check_number("max_in_flight", max_in_flight, 1, integer=True)
+        check_number("retries", retries, 0, integer=True)
+        check_number("backoff_s", backoff_s, 0)
+        check_number("max_backoff_s", max_backoff_s, 0)
+        check_number("timeout_s", timeout_s, 0, strict=True)
         retry = RetryPolicy(retries, float(backoff_s), float(max_backoff_s))
         return cls(parsed, protocol, model, max_in_flight, retry, float(timeout_s))
 
@@ -223,18 +223,6 @@ class ClientBase:
 
     def _next_server(self) -> int:
         return next(self._next) % len(self.urls)
-
-
-def _check_number(
-    name: str, value: object, minimum: float, *, integer: bool = False, strict: bool = False
-) -> None:
-    kinds = (int,) if integer else (int, float)
-    ok = isinstance(value, kinds) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value > minimum if strict else value >= minimum)
-    if not ok:
-        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        kind = "an integer" if integer else "a number"
-        raise UserInputError(f"{name} must be {kind} {bound}, got {value!r}")
 
 
 # --- failures ------------------------------------------------------------------------------

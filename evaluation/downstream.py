@@ -35,7 +35,7 @@ ORACLE_ARM = "oracle"
 HEADLINE = "f1_at_threshold"
 
 
-def _spread(values: list[float]) -> tuple[float, float]:
+def spread(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof 1; 0 for a single value)."""
     array = np.asarray(values, dtype=float)
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
@@ -56,11 +56,11 @@ class ArmResult:
 
     def mean(self, key: str) -> float:
         """A score's mean over repeats."""
-        return _spread([run[key] for run in self.runs])[0]
+        return spread([run[key] for run in self.runs])[0]
 
     def std(self, key: str) -> float:
         """A score's sample standard deviation over repeats (0 for one repeat)."""
-        return _spread([run[key] for run in self.runs])[1]
+        return spread([run[key] for run in self.runs])[1]
 
     def row(self) -> dict[str, object]:
         """For tables and metrics.json: each score's mean (under its own name) and `_std`,
@@ -72,8 +72,8 @@ class ArmResult:
             "repeats": len(self.runs),
         }
         for key in self.runs[0]:
-            out[key], out[f"{key}_std"] = _spread([run[key] for run in self.runs])
-        out["f1_ratio_to_real"], out["f1_ratio_to_real_std"] = _spread(self.f1_ratios)
+            out[key], out[f"{key}_std"] = spread([run[key] for run in self.runs])
+        out["f1_ratio_to_real"], out["f1_ratio_to_real_std"] = spread(self.f1_ratios)
         out["per_repeat"] = [
             {**run, "f1_ratio_to_real": ratio}
             for run, ratio in zip(self.runs, self.f1_ratios, strict=True)
@@ -95,13 +95,13 @@ class DownstreamResult:
 EXAMPLES = 4
 
 
-def _score(model: SegmentationUNet, data: EvaluationData) -> tuple[dict[str, float], np.ndarray]:
+def score_model(
+    model: SegmentationUNet, val: PairedData, test: PairedData
+) -> tuple[dict[str, float], np.ndarray]:
     """Scores on the test set at the threshold chosen on validation, and the test predictions."""
-    val = data.validation
     threshold = best_threshold(
         predict(model, val.images), val.masks[:, 0].numpy(), val.fov[:, 0].numpy()
     )
-    test = data.test
     probs = predict(model, test.images)
     scores = score_segmentation(probs, test.masks[:, 0].numpy(), test.fov[:, 0].numpy(), threshold)
     return scores.as_dict(), probs
@@ -127,7 +127,7 @@ def _run_arm(
         if len(reals) > 1:
             desc += f", repeat {r + 1}/{len(reals)}"
         model = train_segmenter(sources, budget, seed=seed + r, desc=desc, progress=progress)
-        scores, probs = _score(model, data)
+        scores, probs = score_model(model, data.validation, data.test)
         runs.append(scores)
         if first is None:
             first = model, probs[:EXAMPLES]

@@ -173,7 +173,7 @@ def sample_two_stage(
 
 @torch.no_grad()
 def stage2_on_masks(
-    pipeline: TwoStagePipeline, real: PairedData, *, progress: bool = True
+    stage2: torch.nn.Module, real: PairedData, *, device: str = "cpu", progress: bool = True
 ) -> PairedData:
     """The oracle set: stage II's image for every real mask, paired with that mask.
 
@@ -184,8 +184,8 @@ def stage2_on_masks(
     bar = tqdm(total=len(real), desc=ORACLE, unit="img", disable=not progress, leave=False)
     with bar:
         for start in range(0, len(real), 64):
-            masks = real.masks[start : start + 64].to(pipeline.device, torch.float32)
-            images.append(tanh_to_uint8(pipeline.stage2(mask_to_input(masks))).cpu())
+            masks = real.masks[start : start + 64].to(device, torch.float32)
+            images.append(tanh_to_uint8(stage2(mask_to_input(masks))).cpu())
             bar.update(len(masks))
     generated = torch.cat(images).permute(0, 3, 1, 2).contiguous()
     return PairedData(real.names, generated, real.masks, real.fov, "in-process")
@@ -342,7 +342,9 @@ def load_evaluation_data(
         synthetic_data = sample_two_stage(pipeline, count, seed, progress=progress)
         source, oracle_note = _dual_gan_sources(stage1, stage2, count, seed, len(real_train))
         if oracle:
-            oracle_data = stage2_on_masks(pipeline, real_train, progress=progress)
+            oracle_data = stage2_on_masks(
+                pipeline.stage2, real_train, device=pipeline.device, progress=progress
+            )
     if not oracle:
         oracle_note = "left out (--no-oracle)"
     data = EvaluationData(

@@ -13,6 +13,7 @@ for labels and psi.
 from __future__ import annotations
 
 import abc
+import math
 import numbers
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -70,24 +71,34 @@ class Request:
     def plan(self, contract: Contract) -> Plan:
         """Check the request against a generator's contract (InvalidRequestError or
         UserInputError naming the argument) and fix its batches."""
-        _check_int("seed", self.seed, 0)
-        _check_int("batch_size", self.batch_size, 1)
+        check_number("seed", self.seed, 0, integer=True)
+        check_number("batch_size", self.batch_size, 1, integer=True)
         for index in self.indices:
-            _check_int("sample index", index, 0)
+            check_number("sample index", index, 0, integer=True)
         label, psi = contract.request(self.label, self.truncation)
         indices = tuple(int(i) for i in self.indices)
         return Plan(self.seed, indices, self.batch_size, label, psi, contract.nz)
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def check_number(
+    name: str, value: object, minimum: float, *, integer: bool = False, strict: bool = False
+) -> None:
+    """A finite integer (or, without `integer`, real number; numpy scalars included) >= minimum
+    (> with `strict`), or a UserInputError naming the argument: the one check of every numeric
+    argument a generator or client takes."""
+    kinds = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kinds) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value > minimum if strict else value >= minimum)
+    if not ok:
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        kind = "an integer" if integer else "a number"
+        raise UserInputError(f"{name} must be {kind} {bound}, got {value!r}")
 
 
 def count_indices(count: int, start: int) -> range:
     """Samples start .. start + count - 1, after checking both."""
-    _check_int("count", count, 1)
-    _check_int("start", start, 0)
+    check_number("count", count, 1, integer=True)
+    check_number("start", start, 0, integer=True)
     return range(start, start + count)
 
 

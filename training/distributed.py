@@ -77,8 +77,11 @@ class Distributed:
         return self.sum(value) / self.world_size
 
     def close(self) -> None:
-        """Leave the process group."""
+        """Leave the process group once every rank is done with it: a rank that tore gloo
+        down while another still wrote its last checkpoint aborted ("terminate called without
+        an active exception") now and then on a loaded machine."""
         if self.world_size > 1 and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 

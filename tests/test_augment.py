@@ -48,3 +48,19 @@ def test_same_generator_seed_same_result(retina64) -> None:
         images, masks, fov, AugmentConfig(), torch.Generator().manual_seed(3), jitter_images=True
     )
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_flips_without_rotation_move_pixels_exactly(retina64) -> None:
+    """--rotation-degrees 0: every output is an exact flip of its input (no resampling blur)."""
+    images, masks, fov = _batch(retina64)
+    cfg = AugmentConfig(flips=True, rotation_degrees=0, colour_jitter=0)
+    out_images, out_masks, _ = augment(
+        images, masks, fov, cfg, torch.Generator().manual_seed(3), jitter_images=False
+    )
+    flips = [(), (-1,), (-2,), (-2, -1)]
+    for i in range(len(images)):
+        match = [
+            d for d in flips if torch.equal(out_images[i], images[i].flip(d) if d else images[i])
+        ]
+        assert match, f"sample {i} is not an exact flip of its input"
+        assert torch.equal(out_masks[i], masks[i].flip(match[0]) if match[0] else masks[i])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -31,12 +32,25 @@ def _losses(run: Path) -> list[dict[str, str]]:
 SEG = ["--seg-lambda", "2", "--seg-steps", "3"]
 # pix2pixHD's recipe: two discriminator scales and feature matching.
 HD = ["--d-scales", "2", "--fm-lambda", "10"]
+# Stage I with DiffAugment and lazy R1; an interval of 3 puts the split (step 4) between two
+# penalties, so the resumed log must carry the last one over.
+DIFFAUG_R1 = [
+    *("--diff-augment", "translate", "--diff-augment", "cutout"),
+    *("--r1-gamma", "1", "--r1-interval", "3", "--rotation-degrees", "0"),
+]
 
 
 @pytest.mark.parametrize(
     ("kind", "extra"),
-    [("stage1", []), ("stage2", []), ("single", []), ("stage2", SEG), ("stage2", HD)],
-    ids=["stage1", "stage2", "single", "stage2-consistency", "stage2-pix2pixhd"],
+    [
+        ("stage1", []),
+        ("stage2", []),
+        ("single", []),
+        ("stage2", SEG),
+        ("stage2", HD),
+        ("stage1", DIFFAUG_R1),
+    ],
+    ids=["stage1", "stage2", "single", "stage2-consistency", "stage2-pix2pixhd", "stage1-diffaug"],
 )
 def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
     kind: str, extra: list[str], retina64: Path, tmp_path: Path
@@ -58,6 +72,8 @@ def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
     if extra == SEG:
         assert all(row["seg"] for row in _losses(split))
         assert (split / CONSISTENCY_SEGMENTER).is_file()
+    if extra == DIFFAUG_R1:
+        assert all(float(row["r1"]) > 0 for row in _losses(split))
     if extra == HD:
         assert all(float(row["fm"]) > 0 for row in _losses(split))
 
@@ -167,12 +183,55 @@ def test_resume_refuses_changed_data(retina64: Path, tmp_path: Path) -> None:
         (["--dropout", "1"], "--dropout must be in [0, 1.0), got 1.0"),
         (["--seg-steps", "0"], "--seg-steps must be >= 1, got 0"),
         (["--d-scales", "3"], "--d-scales 3 at --size 64: the coarsest scale would be 16 px"),
+        (["--r1-gamma", "-1"], "--r1-gamma must be >= 0, got -1.0"),
+        (["--r1-interval", "0"], "--r1-interval must be >= 1, got 0"),
+        (["--rotation-degrees", "200"], "--rotation-degrees must be in [0, 180], got 200.0"),
+        (["--colour-jitter", "1.5"], "--colour-jitter must be in [0, 1), got 1.5"),
+        (
+            ["--diff-augment", "colour"],
+            "--diff-augment 'colour' for stage1: expected one of xflip, rotate90, translate",
+        ),
     ],
 )
 def test_bad_options(args: list[str], message: str, retina64: Path, tmp_path: Path) -> None:
     assert_one_line_error(
         run_cli("train", "stage1", "--data", retina64, "--out", tmp_path / "r", *args), message
     )
+
+
+def test_stage2_refuses_diff_augment_and_resume_keeps_its_augmentation(
+    retina64: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "r"
+    args = ["train", "stage2", "--data", retina64, "--out", run, *TINY]
+    assert_one_line_error(
+        run_cli(*args, "--diff-augment", "translate"),
+        "--diff-augment 'translate' for stage2: expected none (its discriminator judges",
+    )
+    assert run_cli(*args, "--steps", "1", "--rotation-degrees", "0").exit_code == 0
+    saved = json.loads((run / "config.json").read_text())["train"]["augment"]
+    assert saved == {"flips": True, "rotation_degrees": 0.0, "colour_jitter": 0.1}
+    resumed = ["train", "stage2", "--out", run, "--steps", "2", "--resume", "--quiet"]
+    assert_one_line_error(
+        run_cli(*resumed, "--rotation-degrees", "5"), "--rotation-degrees cannot change on --resume"
+    )
+    assert run_cli(*resumed).exit_code == 0
+
+
+def test_diff_augment_and_r1_reach_the_discriminator(retina64: Path, tmp_path: Path) -> None:
+    """Same seed, same data: each option alone changes the discriminator's losses."""
+    base = ["train", "stage1", "--data", retina64, *TINY, "--steps", "4"]
+    runs = {
+        "plain": [],
+        "diffaug": ["--diff-augment", "translate"],
+        "r1": ["--r1-gamma", "10", "--r1-interval", "1"],
+    }
+    losses = {}
+    for name, extra in runs.items():
+        assert run_cli(*base, "--out", tmp_path / name, *extra).exit_code == 0
+        losses[name] = [row["loss_d"] for row in _losses(tmp_path / name)]
+    assert losses["diffaug"][1:] != losses["plain"][1:]
+    assert losses["r1"][1:] != losses["plain"][1:]
 
 
 def test_missing_data_and_missing_resume(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ starts (and `--help` works) on a client-only install.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from synthmed.training.config import (
     TrainConfig,
     field_default,
 )
+from synthmed.training.stylegan2_config import AUGMENTS
 
 if TYPE_CHECKING:
     from synthmed.training.loop import TrainResult
@@ -116,6 +118,8 @@ def config_option(config: type, flag: str, **kwargs: Any) -> Callable:
 
 
 _option = functools.partial(config_option, TrainConfig)
+_augment_option = functools.partial(config_option, AugmentConfig)
+_AUGMENT_FIELDS = tuple(f.name for f in dataclasses.fields(AugmentConfig))
 
 _TRAIN_OPTIONS = [
     click.option(
@@ -193,8 +197,30 @@ _TRAIN_OPTIONS = [
         type=float,
         help="One-sided: real targets of the discriminator become 1 - this.",
     ),
+    _option(
+        "--diff-augment",
+        multiple=True,
+        type=click.Choice(AUGMENTS),
+        show_default=False,
+        help="Stage I / single: DiffAugment, a transform applied to every discriminator "
+        "input, real and generated (repeat the option; stage I: translate and cutout).",
+    ),
+    _option("--r1-gamma", type=float, help="Weight of the R1 penalty on reals; 0: off."),
+    _option("--r1-interval", type=int, help="Steps between R1 penalties (lazy R1)."),
     _option("--ema-decay", type=float, help="EMA of generator weights."),
     click.option("--no-augment", is_flag=True, help="Turn off flips, rotation and colour jitter."),
+    _augment_option("--flips/--no-flips", help="Random horizontal and vertical flips."),
+    _augment_option(
+        "--rotation-degrees",
+        type=float,
+        help="Largest random rotation. Rotating resamples the photograph bilinearly, which "
+        "softens structures 1-2 px wide: 0 keeps stage II's targets sharp.",
+    ),
+    _augment_option(
+        "--colour-jitter",
+        type=float,
+        help="Stage II: random brightness, contrast and saturation, as a fraction.",
+    ),
     _option(
         "--mask-threshold",
         type=float,
@@ -260,8 +286,15 @@ def _dual_gan_command(kind: str) -> click.Command:
         from synthmed.training.loop import resume_config
         from synthmed.training.train import train
 
+        augment_options = {name: options.pop(name) for name in _AUGMENT_FIELDS}
         if resume:
             given = given_options(ctx, options)
+            typed = [*given_options(ctx, augment_options), *(["no_augment"] if no_augment else [])]
+            if typed:
+                raise UserInputError(
+                    f"--{typed[0].replace('_', '-')} cannot change on --resume: the run keeps "
+                    "the augmentation it started with"
+                )
             if data_dir is not None:
                 given["data"] = str(data_dir)
             cfg = resume_config(out, TrainConfig, given, role=kind, resumable=RESUMABLE_OVERRIDES)
@@ -271,7 +304,7 @@ def _dual_gan_command(kind: str) -> click.Command:
             augment = (
                 AugmentConfig(flips=False, rotation_degrees=0, colour_jitter=0)
                 if no_augment
-                else AugmentConfig()
+                else AugmentConfig(**augment_options)
             )
             cfg = TrainConfig(kind=kind, data=str(data_dir), augment=augment, **options)
         result = train(cfg, out, resume=resume, progress=not quiet)

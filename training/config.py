@@ -13,17 +13,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synthmed.errors import UserInputError
+from synthmed.training.stylegan2_config import AUGMENTS
 
 KINDS = ("stage1", "stage2", "single")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 GAN_LOSSES = ("bce", "hinge")
+# The differentiable transforms of adaptive_augment.py that each kind's discriminator input
+# can take: a mask has no colour; stage II's pairs are not augmented this way.
+DIFF_AUGMENTS = {
+    "stage1": tuple(name for name in AUGMENTS if name != "colour"),
+    "single": AUGMENTS,
+    "stage2": (),
+}
 _POSITIVE_INTS = (
     "steps",
     "seg_steps",
     "d_scales",
     "batch_size",
     "nz",
+    "r1_interval",
     "ngf",
     "ndf",
     "max_channels",
@@ -58,6 +67,14 @@ class AugmentConfig:
     flips: bool = True
     rotation_degrees: float = 15.0
     colour_jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rotation_degrees <= 180:
+            raise UserInputError(
+                f"--rotation-degrees must be in [0, 180], got {self.rotation_degrees}"
+            )
+        if not 0 <= self.colour_jitter < 1:
+            raise UserInputError(f"--colour-jitter must be in [0, 1), got {self.colour_jitter}")
 
     @property
     def enabled(self) -> bool:
@@ -102,6 +119,12 @@ class TrainConfig:
     label_smoothing: float = 0.1
     ema_decay: float = 0.999
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Stage I and the single GAN: DiffAugment (Zhao et al., 2020), transforms applied to every
+    # discriminator input, real and generated, differentiably; and an R1 penalty on reals,
+    # every r1_interval steps (0: off). Both keep a discriminator from memorising 500 masks.
+    diff_augment: tuple[str, ...] = ()
+    r1_gamma: float = 0.0
+    r1_interval: int = 4
     mask_threshold: float | None = None
     log_every: int = 10
     sample_every: int = 250
@@ -110,6 +133,7 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "diff_augment", tuple(self.diff_augment))
         problem = next(self._problems(), None)
         if problem is not None:
             raise UserInputError(problem)
@@ -119,6 +143,16 @@ class TrainConfig:
 
         def option(name: str) -> str:
             return "--" + name.replace("_", "-")
+
+        allowed = DIFF_AUGMENTS[self.kind] if self.kind in KINDS else ()
+        for name in self.diff_augment:
+            if name not in allowed:
+                expected = (
+                    f"one of {', '.join(allowed)}"
+                    if allowed
+                    else "none (its discriminator judges mask-image pairs)"
+                )
+                yield f"--diff-augment {name!r} for {self.kind}: expected {expected}"
 
         for name, allowed in (("kind", KINDS), ("precision", PRECISIONS), ("gan_loss", GAN_LOSSES)):
             value = getattr(self, name)
@@ -144,7 +178,7 @@ class TrainConfig:
                 f"--d-scales {self.d_scales} at --size {self.size}: the coarsest scale would "
                 f"be {self.size >> (self.d_scales - 1)} px (at least 32); at most {most} here"
             )
-        for name in ("instance_noise", "seg_lambda", "fm_lambda"):
+        for name in ("instance_noise", "seg_lambda", "fm_lambda", "r1_gamma"):
             if getattr(self, name) < 0:
                 yield f"{option(name)} must be >= 0, got {getattr(self, name)}"
         for name, high in (("ema_decay", 1.0), ("label_smoothing", 0.5), ("dropout", 1.0)):

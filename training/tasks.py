@@ -93,6 +93,9 @@ class GanTask:
     discriminator_name: str
     jitter_images: bool
     d_loss_scale: float
+    # Leading channels of a discriminator input that are a photograph (--diff-augment's colour
+    # transform touches only these); 0 for a mask.
+    image_channels: int = 0
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -139,6 +142,7 @@ class UnconditionalTask(GanTask):
     def __init__(self, cfg: TrainConfig) -> None:
         self.role = cfg.kind
         self.jitter_images = cfg.kind == "single"
+        self.image_channels = 3 if cfg.kind == "single" else 0
         super().__init__(cfg)
 
     def _configs(self, cfg: TrainConfig) -> tuple[DCGANConfig, DCGANConfig]:

@@ -16,6 +16,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from synthmed.errors import UserInputError
+from synthmed.training.adaptive_augment import augment
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.dataset import PairedData, load_paired_data
 from synthmed.training.distributed import Distributed, no_sync, setup
@@ -53,19 +54,20 @@ def _batch_index(cfg: TrainConfig, n: int, step: int, dist: Distributed) -> torc
     return index[dist.rank :: dist.world_size]
 
 
-class _WithInstanceNoise:
-    """The discriminator as the generator's loss sees it: the same instance noise on every
-    input, for its logits and for its hidden features (feature matching)."""
+class _Seen:
+    """The discriminator as the generator's loss sees it: every input transformed as the
+    discriminator's own inputs are (augmentation, instance noise), for its logits and for its
+    hidden features (feature matching)."""
 
-    def __init__(self, discriminator: torch.nn.Module, noisy: Callable) -> None:
-        self.discriminator, self.noisy = discriminator, noisy
+    def __init__(self, discriminator: torch.nn.Module, seen: Callable) -> None:
+        self.discriminator, self.seen = discriminator, seen
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.discriminator(self.noisy(x))
+        return self.discriminator(self.seen(x))
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Hidden activations (stage II's PatchGAN only)."""
-        return self.discriminator.features(self.noisy(x))
+        return self.discriminator.features(self.seen(x))
 
 
 class Trainer(TrainingLoop):
@@ -103,6 +105,7 @@ class Trainer(TrainingLoop):
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr, betas=betas)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.start_step = 0
+        self.last_r1 = float("nan")
         if resume:
             self._load_state()
         self.g_ddp = self.dist.wrap(self.generator)
@@ -126,6 +129,7 @@ class Trainer(TrainingLoop):
         extra = self.load_state(self.task.role, self.data.fingerprint)
         if "scaler" in extra:
             self.scaler.load_state_dict(extra["scaler"])
+        self.last_r1 = extra.get("last_r1", self.last_r1)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
@@ -149,18 +153,27 @@ class Trainer(TrainingLoop):
         # The schedule has its own horizon, not --steps, so extending a run on resume keeps it.
         noise = cfg.instance_noise * max(0.0, 1.0 - step / cfg.instance_noise_steps)
 
-        def noisy(x: torch.Tensor) -> torch.Tensor:
+        def seen(x: torch.Tensor) -> torch.Tensor:
+            """What the discriminator is shown: DiffAugment's transforms, then the noise."""
+            if cfg.diff_augment:
+                x = augment(x, 1.0, self.task.image_channels, cfg.diff_augment)
             return x + noise * torch.randn_like(x) if noise > 0 else x
 
         # Discriminator: real and fake terms backpropagate separately (own batch statistics);
         # DDP all-reduces once, with the last term.
         self.opt_d.zero_grad(set_to_none=True)
         terms = self.task.d_inputs(batch, fake.detach())
+        stats = {}
+        if cfg.r1_gamma > 0:
+            if step % cfg.r1_interval == 0:
+                with no_sync(self.d_ddp):
+                    self.last_r1 = self._r1(terms[0][0], seen)
+            stats["r1"] = self.last_r1  # the latest penalty, so every logged row has one
         loss_d = 0.0
         for i, (inputs, is_real) in enumerate(terms):
             sync = contextlib.nullcontext() if i == len(terms) - 1 else no_sync(self.d_ddp)
             with sync, self._autocast():
-                logits = self.d_ddp(noisy(inputs))
+                logits = self.d_ddp(seen(inputs))
                 term = d_loss(logits, is_real, cfg.gan_loss, cfg.label_smoothing)
                 term = term * self.task.d_loss_scale
             self.scaler.scale(term).backward()
@@ -171,14 +184,26 @@ class Trainer(TrainingLoop):
         self.discriminator.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
         with self._autocast():
-            judge = _WithInstanceNoise(self.discriminator, noisy)
-            loss_g, stats = self.task.g_loss(judge, batch, fake)
+            judge = _Seen(self.discriminator, seen)
+            loss_g, g_stats = self.task.g_loss(judge, batch, fake)
         self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_g)
         self.scaler.update()
         self.discriminator.requires_grad_(True)
         self.ema.update_parameters(self.generator)
-        return {"loss_d": loss_d, "loss_g": loss_g.item(), **stats}
+        return {"loss_d": loss_d, "loss_g": loss_g.item(), **g_stats, **stats}
+
+    def _r1(self, reals: torch.Tensor, seen: Callable) -> float:
+        """R1 (Mescheder et al., 2018): penalise the discriminator's gradient on what it is
+        shown of the reals, lazily (weight times the interval). Through the bare module,
+        whose gradients the step's last, synchronised backward all-reduces."""
+        reals = reals.detach().requires_grad_(True)
+        with self._autocast():
+            logits = self.discriminator(seen(reals))
+        (grads,) = torch.autograd.grad(logits.float().sum(), reals, create_graph=True)
+        penalty = grads.float().square().sum(dim=(1, 2, 3)).mean()
+        self.scaler.scale(penalty * (self.cfg.r1_gamma / 2) * self.cfg.r1_interval).backward()
+        return penalty.item()
 
     def evaluate(self, step: int) -> dict[str, float]:
         """EMA metrics and a sample grid (rank 0)."""
@@ -200,7 +225,10 @@ class Trainer(TrainingLoop):
                 "vessel_fraction": self.data.vessel_fraction(),
             },
             precision=self.precision,
-            extra={"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {},
+            extra={
+                "last_r1": self.last_r1,
+                **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
+            },
         )
 
 

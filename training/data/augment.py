@@ -22,18 +22,20 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
 def _geometry(
     stacked: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
 ) -> torch.Tensor:
-    """Flip and rotate each sample of `stacked` [N,C,S,S] with one sampling grid."""
+    """Flip and rotate each sample of `stacked` [N,C,S,S]. Flips move pixels exactly; only a
+    rotation resamples (bilinearly), so --rotation-degrees 0 keeps every pixel as it was."""
     n = stacked.shape[0]
     angle = _uniform(n, -cfg.rotation_degrees, cfg.rotation_degrees, generator) * math.pi / 180
-    flip_x = torch.ones(n)
-    flip_y = torch.ones(n)
     if cfg.flips:
-        flip_x = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
-        flip_y = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+        for dim in (-1, -2):
+            flip = (torch.rand(n, generator=generator) < 0.5).view(n, 1, 1, 1)
+            stacked = torch.where(flip, stacked.flip(dim), stacked)
+    if cfg.rotation_degrees <= 0:
+        return stacked
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1] = cos * flip_x, -sin * flip_y
-    theta[:, 1, 0], theta[:, 1, 1] = sin * flip_x, cos * flip_y
+    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin
+    theta[:, 1, 0], theta[:, 1, 1] = sin, cos
     grid = F.affine_grid(theta.to(stacked), list(stacked.shape), align_corners=False)
     return F.grid_sample(
         stacked, grid, mode="bilinear", padding_mode="reflection", align_corners=False

@@ -5,8 +5,8 @@
 #
 # Real training data are the demo models' own (500 phantoms, seed 2026); the held-out real set
 # is 100 phantoms of another seed. At 64x64 the bundled demo models are the dual GAN; at any
-# other size stage I and stage II are trained here with the demo's settings. The single-GAN
-# baseline always gets stage I's settings and budget. Finished steps are skipped on a rerun.
+# other size `synthmed train-demo --size SIZE` trains both stages with the demo's recipe.
+# The single-GAN baseline always gets stage I's settings and budget. Finished steps are skipped on a rerun.
 # Every segmenter arm is trained REPEATS times (default 3) and reported as mean ± std, so a
 # change is judged against the seed-to-seed noise; the dual GAN also gets the oracle arm
 # (stage II on the real masks).
@@ -30,12 +30,10 @@ step "$work/real-test" "$synthmed" data phantom --kind retina --count 100 --size
     --seed 7 --out "$work/real-test"
 
 dual=()
-if [[ $size != 64 ]]; then
-    step "$work/stage1/model.safetensors" "$synthmed" train stage1 --data "$work/real-train" \
-        --out "$work/stage1" --steps 4000 --max-channels 256 "${gan[@]}"
-    step "$work/stage2/model.safetensors" "$synthmed" train stage2 --data "$work/real-train" \
-        --out "$work/stage2" --steps 2000 --max-channels 64 "${gan[@]}"
-    dual=(--stage1 "$work/stage1" --stage2 "$work/stage2")
+if [[ $size != 64 ]]; then  # the demo's own recipe (training/demo.py), at this size
+    step "$work/demo/stage2/model.safetensors" "$synthmed" train-demo --size "$size" \
+        --out "$work/demo"
+    dual=(--stage1 "$work/demo/stage1" --stage2 "$work/demo/stage2")
 fi
 step "$work/single/model.safetensors" "$synthmed" train single --data "$work/real-train" \
     --out "$work/single" --steps 4000 --max-channels 256 "${gan[@]}"

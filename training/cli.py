@@ -24,6 +24,8 @@ from synthmed.training.config import (
     TrainConfig,
     field_default,
 )
+from synthmed.training.demo import DEMO_DATA
+from synthmed.training.demo import ROLES as DEMO_ROLES
 from synthmed.training.stylegan2_config import AUGMENTS
 
 if TYPE_CHECKING:
@@ -354,12 +356,26 @@ for _kind in _DUAL_GAN_HELP:
     show_default=True,
     help="Multiply every run's step count (e.g. 0.01 for a smoke test).",
 )
-def train_demo_cmd(out: Path, steps_scale: float) -> None:
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(DEMO_ROLES),
+    help="Rebuild only this stage (repeatable; default: both).",
+)
+@click.option(
+    "--size",
+    type=int,
+    default=DEMO_DATA["size"],
+    show_default=True,
+    help="Phantom and model size: the bundled demo's recipe at another resolution.",
+)
+def train_demo_cmd(out: Path, steps_scale: float, roles: tuple[str, ...], size: int) -> None:
     """Rebuild the bundled demo models: retina phantoms, then stage I, then stage II."""
     require_torch()
     from synthmed.training.demo import train_demo
 
-    runs = train_demo(out, steps_scale=steps_scale)
+    runs = train_demo(out, roles=roles or DEMO_ROLES, size=size, steps_scale=steps_scale)
     click.echo("demo models: " + ", ".join(str(p) for p in runs.values()))
 
 

@@ -20,14 +20,13 @@ real pairs with the same seeds. Prints a table, writes JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from _machine import header, machine
-from stage2_variants import f1
+from _variants import f1, variant_parser
 
 from synthmed.evaluation.distribution import common_fov
 from synthmed.evaluation.downstream import spread
@@ -63,27 +62,12 @@ def _pairs(masks: np.ndarray) -> PairedData:
     return PairedData(names, images, tensor, torch.ones_like(tensor), "stage1")
 
 
-def named_run(text: str) -> tuple[str, Path]:
-    """--run NAME=STAGE1_RUN."""
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=STAGE1_RUN, got {text!r}")
-    return name, Path(path)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--real", type=Path, required=True)
-    parser.add_argument("--real-test", type=Path, required=True)
-    parser.add_argument(
-        "--run", action="append", required=True, type=named_run, help="NAME=STAGE1_RUN"
+    parser = variant_parser(
+        __doc__.split("\n\n")[0], "STAGE1", "benchmarks/results/stage1_variants.json"
     )
-    parser.add_argument("--size", type=int, default=64, help="The runs' mask size.")
-    parser.add_argument("--count", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--count", type=int, default=500, help="Masks drawn per run.")
     parser.add_argument("--stage2", type=Path, help="Stage II run for the full-pipeline F1.")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stage1_variants.json"))
     args = parser.parse_args()
     print(header())
     real = load_paired_data(args.real, args.size, progress=False)

@@ -14,46 +14,23 @@ images (held-out real: the floor). Prints a table, writes JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import torch
 from _machine import header, machine
+from _variants import f1, variant_parser
 
 from synthmed.evaluation.distribution import common_fov, intensity_kl
-from synthmed.evaluation.downstream import score_model, spread
+from synthmed.evaluation.downstream import spread
 from synthmed.evaluation.inputs import split_held_out, stage2_on_masks
 from synthmed.training.checkpoint import load_generator
-from synthmed.training.data.dataset import PairedData, load_paired_data
-from synthmed.training.segmenter import SegmenterBudget, train_segmenter
-
-
-def f1(sources: list[PairedData], val: PairedData, test: PairedData, seed: int) -> float:
-    """F1 on the test images at the threshold chosen on the validation images."""
-    model = train_segmenter(sources, SegmenterBudget(), seed=seed, progress=False)
-    return score_model(model, val, test)[0]["f1_at_threshold"]
-
-
-def named_run(text: str) -> tuple[str, Path]:
-    """--run NAME=STAGE2_RUN."""
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=STAGE2_RUN, got {text!r}")
-    return name, Path(path)
+from synthmed.training.data.dataset import load_paired_data
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--real", type=Path, required=True)
-    parser.add_argument("--real-test", type=Path, required=True)
-    parser.add_argument(
-        "--run", action="append", required=True, type=named_run, help="NAME=STAGE2_RUN"
+    parser = variant_parser(
+        __doc__.split("\n\n")[0], "STAGE2", "benchmarks/results/stage2_variants.json"
     )
-    parser.add_argument("--size", type=int, default=64, help="The runs' image size.")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stage2_variants.json"))
     args = parser.parse_args()
     print(header())
     size = args.size

@@ -321,3 +321,9 @@ def test_train_demo_rebuilds_one_stage_with_the_recorded_recipe(tmp_path: Path) 
     assert config["train"]["augment"]["rotation_degrees"] == 0.0
     assert config["train"]["dropout"] == 0.0
     assert (tmp_path / "stage2" / "model.safetensors").is_file()
+
+
+def test_train_demo_refuses_a_bad_size_before_drawing_phantoms(tmp_path: Path) -> None:
+    result = run_cli("train-demo", "--out", tmp_path / "demo", "--size", "48")
+    assert_one_line_error(result, "--size must be a power of two from 32 to 1024, got 48")
+    assert not (tmp_path / "demo").exists()

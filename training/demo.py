@@ -27,8 +27,8 @@ DEMO_RUNS = {
         "ngf": 32,
         "ndf": 32,
         "max_channels": 256,
-        # DiffAugment + R1: the full pipeline's F1 0.916x real against the plain DCGAN's
-        # 0.899x, with real vessel widths (docs/quality.md).
+        # DiffAugment + R1: the full pipeline's F1 0.919x real against the plain DCGAN's
+        # 0.898x (benchmarks/stage1_variants.py), with real vessel widths (docs/quality.md).
         "diff_augment": ("translate", "cutout"),
         "r1_gamma": 1.0,
     },

@@ -99,12 +99,17 @@ def pytorch_pipeline(models: BenchModels) -> torch.nn.Module:
     return FusedGraph(stage1, stage2).eval()
 
 
-def flops_per_image(pipeline: torch.nn.Module, nz: int) -> int:
-    """FLOPs of one image through both stages, counted by torch.utils.flop_counter
-    (a multiply-add counts as 2; pixel conversions and activations are not counted)."""
+def flops(module: torch.nn.Module, *inputs: torch.Tensor) -> int:
+    """FLOPs of one call, counted by torch.utils.flop_counter (a multiply-add counts as 2;
+    pixel conversions and activations are not counted)."""
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        pipeline(torch.zeros(1, nz))
+        module(*inputs)
     return int(counter.get_total_flops())
+
+
+def flops_per_image(pipeline: torch.nn.Module, nz: int) -> int:
+    """FLOPs of one image through both stages."""
+    return flops(pipeline, torch.zeros(1, nz))
 
 
 def _matmul_session(n: int, threads: int) -> ort.InferenceSession:

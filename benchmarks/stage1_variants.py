@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _machine import header, machine
+from _pipeline_models import flops
 from _variants import f1, variant_parser
 
 from synthmed.evaluation.distribution import common_fov
@@ -38,6 +39,14 @@ from synthmed.training.checkpoint import load_generator, read_generator_info
 from synthmed.training.data.dataset import PairedData, load_paired_data
 from synthmed.training.pixels import binary_mask
 from synthmed.training.sample import ConditionalSampler
+
+
+def gflop_per_mask(run: Path) -> float | None:
+    """The stage I generator's GFLOP per mask (None for a conditional StyleGAN2 run)."""
+    if read_generator_info(run).role == "cstylegan2":
+        return None
+    generator, info = load_generator(run, role="stage1")
+    return flops(generator, torch.zeros(1, info.model_config.nz)) / 1e9
 
 
 @torch.no_grad()
@@ -84,10 +93,10 @@ def main() -> None:
     rows = {}
     tstr_columns = " | F1 | F1 / real F1" if args.stage2 else ""
     print(
-        "| stage I | pairwise IoU (ratio to real) | coverage | precision "
+        "| stage I | GFLOP/mask | pairwise IoU (ratio to real) | coverage | precision "
         f"| vessel fraction | branch points | segments | width{tstr_columns} |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:" + ("|---:|---:" if args.stage2 else "") + "|")
+    print("|---" + "|---:" * (10 if args.stage2 else 8) + "|")
     for name, run in args.run:
         masks = stage1_masks(run, args.count, args.seed) & region
         stats = mask_statistics(masks, region)
@@ -95,7 +104,8 @@ def main() -> None:
             masks, real_masks, held_masks, region,
             real_statistics=real_stats, synthetic_statistics=stats, seed=args.seed,
         ).summary()  # fmt: skip
-        rows[name] = {"run": str(run), **summary}
+        gflop = gflop_per_mask(run)
+        rows[name] = {"run": str(run), "gflop_per_mask": gflop, **summary}
         geometry = summary["geometry_difference_percent"]
         tstr = ""
         if args.stage2:
@@ -105,7 +115,8 @@ def main() -> None:
             rows[name].update(f1=scores, f1_ratio=ratios)
             tstr = " | {:.3f} ± {:.3f} | {:.3f} ± {:.3f}".format(*spread(scores), *spread(ratios))
         print(
-            f"| {name} | {summary['pairwise_iou']['synthetic']:.3f} "
+            f"| {name} | {'-' if gflop is None else f'{gflop:.3f}'} "
+            f"| {summary['pairwise_iou']['synthetic']:.3f} "
             f"({summary['pairwise_iou_ratio']:.2f}) | {summary['coverage']:.3f} "
             f"| {summary['precision']:.3f} | "
             + " | ".join(f"{geometry[k]:+.0f} %" for k in geometry)

@@ -18,6 +18,7 @@ import json
 
 import torch
 from _machine import header, machine
+from _pipeline_models import flops
 from _variants import f1, variant_parser
 
 from synthmed.evaluation.distribution import common_fov, intensity_kl
@@ -41,23 +42,33 @@ def main() -> None:
     seeds = [args.seed + r for r in range(args.repeats)]
     real_f1 = [f1([real], val, test, s) for s in seeds]
     floor = intensity_kl(real.images, torch.cat([val.images, test.images]), region)["mean"]
-    rows = [{"variant": "real", "f1": real_f1, "ratio": [1.0] * len(seeds), "kl": floor}]
+    rows = [
+        {"variant": "real", "f1": real_f1, "ratio": [1.0] * len(seeds), "kl": floor, "gflop": None}
+    ]
     for name, path in args.run:
         stage2, _ = load_generator(path, role="stage2")
         pairs = stage2_on_masks(stage2, real, progress=False)
         scores = [f1([pairs], val, test, s) for s in seeds]
         kl = intensity_kl(real.images, pairs.images, region)["mean"]
         ratios = [a / b for a, b in zip(scores, real_f1, strict=True)]
-        rows.append({"variant": name, "run": str(path), "f1": scores, "ratio": ratios, "kl": kl})
+        gflop = flops(stage2, torch.zeros(1, 1, size, size)) / 1e9  # per image, as served
+        rows.append(
+            {"variant": name, "run": str(path), "f1": scores, "ratio": ratios, "kl": kl,
+             "gflop": gflop}
+        )  # fmt: skip
     print(
         f"\nsize {size}, {len(real)} real training pairs, {args.repeats} repeats; "
         "real row: KL of the held-out real images (the floor)\n"
     )
-    print("| variant | oracle F1 | F1 / real F1 | intensity KL |")
-    print("|---|---:|---:|---:|")
+    print("| variant | GFLOP/image | oracle F1 | F1 / real F1 | intensity KL |")
+    print("|---|---:|---:|---:|---:|")
     for row in rows:
         (m, s), (rm, rs) = spread(row["f1"]), spread(row["ratio"])
-        print(f"| {row['variant']} | {m:.3f} ± {s:.3f} | {rm:.3f} ± {rs:.3f} | {row['kl']:.4f} |")
+        gflop = "-" if row["gflop"] is None else f"{row['gflop']:.3f}"
+        print(
+            f"| {row['variant']} | {gflop} | {m:.3f} ± {s:.3f} | {rm:.3f} ± {rs:.3f} "
+            f"| {row['kl']:.4f} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine(), "size": size, "rows": rows}, indent=1))
 

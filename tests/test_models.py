@@ -88,10 +88,15 @@ def test_generators_are_deterministic_in_eval_mode() -> None:
     assert not torch.equal(model(x), model(x))
 
 
+@pytest.mark.parametrize("upsample", ["transposed", "resize"])
 @pytest.mark.parametrize("size", [32, 64, 128, 256, 512, 1024])
-def test_dcgan_grows_to_every_power_of_two(size: int) -> None:
-    model = create_model("dcgan_generator", {"size": size, "nz": 8, "ngf": 2, "max_channels": 8})
+def test_dcgan_grows_to_every_power_of_two(size: int, upsample: str) -> None:
+    config = {"size": size, "nz": 8, "ngf": 2, "max_channels": 8, "upsample": upsample}
+    model = create_model("dcgan_generator", config)
     assert model(torch.randn(1, 8)).shape == (1, 1, size, size)
+    transposed = [m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    # Both project the latent to 4x4 with one; "resize" doubles without any.
+    assert len(transposed) == (1 if upsample == "resize" else size.bit_length() - 2)
 
 
 def test_discriminator_options_build_and_run() -> None:
@@ -107,6 +112,8 @@ def test_discriminator_options_build_and_run() -> None:
 def test_bad_configs_are_refused() -> None:
     with pytest.raises(CheckpointError, match="power of two"):
         create_model("dcgan_generator", {"size": 48})
+    with pytest.raises(CheckpointError, match="upsample must be one of transposed, resize"):
+        create_model("dcgan_generator", {"size": 32, "upsample": "bilinear"})
     with pytest.raises(CheckpointError, match="unknown model"):
         create_model("stylegan9", {})
     with pytest.raises(CheckpointError, match="unknown config fields"):

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from synthmed.training.checkpoint import STATE_FILE, load_generator
-from synthmed.training.tasks import CONSISTENCY_SEGMENTER
+from synthmed.training.tasks import CONSISTENCY_SEGMENTER, mode_seeking_ratio
 from tests.conftest import TINY_TRAIN, assert_one_line_error, run_cli
 
 TINY = [*TINY_TRAIN, "--log-every", "1"]
@@ -32,11 +32,13 @@ def _losses(run: Path) -> list[dict[str, str]]:
 SEG = ["--seg-lambda", "2", "--seg-steps", "3"]
 # pix2pixHD's recipe: two discriminator scales and feature matching.
 HD = ["--d-scales", "2", "--fm-lambda", "10"]
-# Stage I with DiffAugment and lazy R1; an interval of 3 puts the split (step 4) between two
-# penalties, so the resumed log must carry the last one over.
+# Stage I with DiffAugment and lazy R1, the mode-seeking term and the resize generator; an R1
+# interval of 3 puts the split (step 4) between two penalties, so the resumed log must carry
+# the last one over.
 DIFFAUG_R1 = [
     *("--diff-augment", "translate", "--diff-augment", "cutout"),
     *("--r1-gamma", "1", "--r1-interval", "3", "--rotation-degrees", "0"),
+    *("--mode-seeking", "1", "--upsample", "resize"),
 ]
 
 
@@ -74,6 +76,7 @@ def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
         assert (split / CONSISTENCY_SEGMENTER).is_file()
     if extra == DIFFAUG_R1:
         assert all(float(row["r1"]) > 0 for row in _losses(split))
+        assert all(float(row["mode_seeking_ratio"]) > 0 for row in _losses(split))
     if extra == HD:
         assert all(float(row["fm"]) > 0 for row in _losses(split))
 
@@ -185,6 +188,7 @@ def test_resume_refuses_changed_data(retina64: Path, tmp_path: Path) -> None:
         (["--d-scales", "3"], "--d-scales 3 at --size 64: the coarsest scale would be 16 px"),
         (["--r1-gamma", "-1"], "--r1-gamma must be >= 0, got -1.0"),
         (["--r1-interval", "0"], "--r1-interval must be >= 1, got 0"),
+        (["--mode-seeking", "-1"], "--mode-seeking must be >= 0, got -1.0"),
         (["--rotation-degrees", "200"], "--rotation-degrees must be in [0, 180], got 200.0"),
         (["--colour-jitter", "1.5"], "--colour-jitter must be in [0, 1), got 1.5"),
         (
@@ -199,7 +203,7 @@ def test_bad_options(args: list[str], message: str, retina64: Path, tmp_path: Pa
     )
 
 
-def test_stage2_refuses_diff_augment_and_resume_keeps_its_augmentation(
+def test_stage2_refuses_stage1_options_and_resume_keeps_its_augmentation(
     retina64: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "r"
@@ -207,6 +211,13 @@ def test_stage2_refuses_diff_augment_and_resume_keeps_its_augmentation(
     assert_one_line_error(
         run_cli(*args, "--diff-augment", "translate"),
         "--diff-augment 'translate' for stage2: expected none (its discriminator judges",
+    )
+    assert_one_line_error(
+        run_cli(*args, "--mode-seeking", "1"),
+        "--mode-seeking for stage2: expected 0 (pix2pix draws no latent)",
+    )
+    assert_one_line_error(
+        run_cli(*args, "--upsample", "resize"), "--upsample for stage2: expected transposed"
     )
     assert run_cli(*args, "--steps", "1", "--rotation-degrees", "0").exit_code == 0
     saved = json.loads((run / "config.json").read_text())["train"]["augment"]
@@ -218,20 +229,41 @@ def test_stage2_refuses_diff_augment_and_resume_keeps_its_augmentation(
     assert run_cli(*resumed).exit_code == 0
 
 
-def test_diff_augment_and_r1_reach_the_discriminator(retina64: Path, tmp_path: Path) -> None:
-    """Same seed, same data: each option alone changes the discriminator's losses."""
+def test_stage1_options_change_what_they_should(retina64: Path, tmp_path: Path) -> None:
+    """Same seed, same data: DiffAugment and R1 each change the discriminator's losses; the
+    mode-seeking term changes the generator's (the step's discriminator loss comes first, so
+    only later steps differ there); the resize generator is another network."""
     base = ["train", "stage1", "--data", retina64, *TINY, "--steps", "4"]
     runs = {
         "plain": [],
         "diffaug": ["--diff-augment", "translate"],
         "r1": ["--r1-gamma", "10", "--r1-interval", "1"],
+        "mode_seeking": ["--mode-seeking", "5"],
+        "resize": ["--upsample", "resize"],
     }
     losses = {}
     for name, extra in runs.items():
         assert run_cli(*base, "--out", tmp_path / name, *extra).exit_code == 0
-        losses[name] = [row["loss_d"] for row in _losses(tmp_path / name)]
-    assert losses["diffaug"][1:] != losses["plain"][1:]
-    assert losses["r1"][1:] != losses["plain"][1:]
+        losses[name] = _losses(tmp_path / name)
+    plain = losses.pop("plain")
+    for name in ("diffaug", "r1"):
+        assert [row["loss_d"] for row in losses[name][1:]] != [r["loss_d"] for r in plain[1:]]
+    seeking, resize = losses["mode_seeking"], losses["resize"]
+    assert seeking[0]["loss_d"] == plain[0]["loss_d"]
+    assert float(seeking[0]["loss_g"]) > float(plain[0]["loss_g"])  # + 5 / ratio
+    assert all(float(row["mode_seeking_ratio"]) > 0 for row in seeking)
+    assert "mode_seeking_ratio" not in plain[0] or not plain[0]["mode_seeking_ratio"]
+    assert [row["loss_g"] for row in resize] != [row["loss_g"] for row in plain]
+    weights = load_file(tmp_path / "resize" / "model.safetensors")
+    assert weights["net.4.weight"].shape[2:] == (3, 3)  # the first doubling: a 3x3 conv
+
+
+def test_mode_seeking_ratio_is_zero_only_for_a_collapsed_batch() -> None:
+    latents = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    assert mode_seeking_ratio(torch.ones(8, 1, 4, 4), latents) == 0
+    fakes = torch.cat([torch.ones(4, 1, 4, 4), -torch.ones(4, 1, 4, 4)])
+    spread = (latents[:4] - latents[4:]).abs().mean()
+    assert mode_seeking_ratio(fakes, latents) == pytest.approx(2 / spread)
 
 
 def test_missing_data_and_missing_resume(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from synthmed.training.config import (
     GAN_LOSSES,
     PRECISIONS,
     RESUMABLE_OVERRIDES,
+    UPSAMPLES,
     AugmentConfig,
     TrainConfig,
     field_default,
@@ -209,6 +210,17 @@ _TRAIN_OPTIONS = [
     ),
     _option("--r1-gamma", type=float, help="Weight of the R1 penalty on reals; 0: off."),
     _option("--r1-interval", type=int, help="Steps between R1 penalties (lazy R1)."),
+    _option(
+        "--mode-seeking",
+        type=float,
+        help="Stage I / single: weight of MSGAN's mode-seeking term against collapse; 0: off.",
+    ),
+    _option(
+        "--upsample",
+        type=click.Choice(UPSAMPLES),
+        help="Stage I / single: the generator's doubling layers; resize (nearest, then 3x3) "
+        "avoids the transposed convolution's checkerboard.",
+    ),
     _option("--ema-decay", type=float, help="EMA of generator weights."),
     click.option("--no-augment", is_flag=True, help="Turn off flips, rotation and colour jitter."),
     _augment_option("--flips/--no-flips", help="Random horizontal and vertical flips."),

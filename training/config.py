@@ -19,6 +19,7 @@ KINDS = ("stage1", "stage2", "single")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 GAN_LOSSES = ("bce", "hinge")
+UPSAMPLES = ("transposed", "resize")  # how a DCGAN generator doubles its side
 # The differentiable transforms of adaptive_augment.py that each kind's discriminator input
 # can take: a mask has no colour; stage II's pairs are not augmented this way.
 DIFF_AUGMENTS = {
@@ -125,6 +126,12 @@ class TrainConfig:
     diff_augment: tuple[str, ...] = ()
     r1_gamma: float = 0.0
     r1_interval: int = 4
+    # Stage I and the single GAN: MSGAN's mode-seeking term (Mao et al., 2019; 0: off). The
+    # generator is penalised when two latents far apart give near-identical outputs, which is
+    # how a collapsing DCGAN draws the same vessel tree for most of its latent space.
+    mode_seeking: float = 0.0
+    # Stage I and the single GAN: how the DCGAN generator doubles its side (see DCGANConfig).
+    upsample: str = "transposed"
     mask_threshold: float | None = None
     log_every: int = 10
     sample_every: int = 250
@@ -154,7 +161,13 @@ class TrainConfig:
                 )
                 yield f"--diff-augment {name!r} for {self.kind}: expected {expected}"
 
-        for name, allowed in (("kind", KINDS), ("precision", PRECISIONS), ("gan_loss", GAN_LOSSES)):
+        choices = (
+            ("kind", KINDS),
+            ("precision", PRECISIONS),
+            ("gan_loss", GAN_LOSSES),
+            ("upsample", UPSAMPLES),
+        )
+        for name, allowed in choices:
             value = getattr(self, name)
             if value not in allowed:
                 yield f"{option(name)} must be one of {', '.join(allowed)}, got {value!r}"
@@ -178,7 +191,11 @@ class TrainConfig:
                 f"--d-scales {self.d_scales} at --size {self.size}: the coarsest scale would "
                 f"be {self.size >> (self.d_scales - 1)} px (at least 32); at most {most} here"
             )
-        for name in ("instance_noise", "seg_lambda", "fm_lambda", "r1_gamma"):
+        if self.mode_seeking and self.kind == "stage2":
+            yield "--mode-seeking for stage2: expected 0 (pix2pix draws no latent)"
+        if self.upsample != "transposed" and self.kind == "stage2":
+            yield "--upsample for stage2: expected transposed (it sets the DCGAN generator's)"
+        for name in ("instance_noise", "seg_lambda", "fm_lambda", "r1_gamma", "mode_seeking"):
             if getattr(self, name) < 0:
                 yield f"{option(name)} must be >= 0, got {getattr(self, name)}"
         for name, high in (("ema_decay", 1.0), ("label_smoothing", 0.5), ("dropout", 1.0)):

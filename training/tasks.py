@@ -85,6 +85,14 @@ def feature_matching(discriminator: Judge, real: torch.Tensor, fake: torch.Tenso
     return torch.stack(terms).mean()
 
 
+def mode_seeking_ratio(fake: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """MSGAN's ratio: how far apart the batch's two halves' outputs are, per unit of distance
+    between their latents (mean absolute differences). Collapse drives it to zero."""
+    half = fake.shape[0] // 2
+    images = (fake[:half] - fake[half : 2 * half]).abs().mean()
+    return images / (latents[:half] - latents[half : 2 * half]).abs().mean()
+
+
 class GanTask:
     """Base: model construction from the run config and the shared batch preparation."""
 
@@ -156,6 +164,7 @@ class UnconditionalTask(GanTask):
             norm=cfg.norm,
             spectral_norm=cfg.spectral_norm,
             minibatch_std=cfg.minibatch_std,
+            upsample=cfg.upsample,
         )
         return config, config
 
@@ -164,8 +173,10 @@ class UnconditionalTask(GanTask):
         return batch.masks if self.role == "stage1" else batch.images
 
     def generate(self, generator: nn.Module, batch: Batch) -> torch.Tensor:
-        """Fakes for this step, one per real example."""
-        return generator(self.latent(batch.images.shape[0], batch.images.device))
+        """Fakes for this step, one per real example; the latents are kept for g_loss's
+        mode-seeking term, which pairs them with their fakes."""
+        self.latents = self.latent(batch.images.shape[0], batch.images.device)
+        return generator(self.latents)
 
     def d_inputs(self, batch: Batch, fake: torch.Tensor) -> list[tuple[torch.Tensor, bool]]:
         """Real and fake inputs, kept apart so each sees its own batch-norm statistics."""
@@ -174,12 +185,18 @@ class UnconditionalTask(GanTask):
     def g_loss(
         self, discriminator: Judge, batch: Batch, fake: torch.Tensor
     ) -> tuple[torch.Tensor, dict]:
-        """Non-saturating generator loss, plus the mask's foreground fraction for stage I."""
+        """Non-saturating generator loss (plus the mode-seeking term when on), and the mask's
+        foreground fraction for stage I."""
         stats = {}
         if self.role == "stage1":
             stats["fake_fraction"] = float((fake > 0).float().mean())
             stats["real_fraction"] = float((batch.masks > 0).float().mean())
-        return g_adversarial_loss(discriminator(fake), self.cfg.gan_loss), stats
+        loss = g_adversarial_loss(discriminator(fake), self.cfg.gan_loss)
+        if self.cfg.mode_seeking > 0:
+            spread = mode_seeking_ratio(fake, self.latents)
+            loss = loss + self.cfg.mode_seeking / (spread + 1e-5)
+            stats["mode_seeking_ratio"] = spread.item()
+        return loss, stats
 
     @torch.no_grad()
     def evaluate(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from synthmed.training.config import UPSAMPLES
 from synthmed.training.models.layers import (
     check_size,
     discriminator_conv,
@@ -18,6 +19,14 @@ from synthmed.training.models.layers import (
     norm_layer,
 )
 from synthmed.training.models.registry import register_model
+
+
+def _doubling(c_in: int, c_out: int, upsample: str, *, bias: bool) -> list[nn.Module]:
+    """Layers that double the side and map c_in to c_out channels (see DCGANConfig.upsample)."""
+    if upsample == "resize":
+        conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)
+        return [nn.Upsample(scale_factor=2, mode="nearest"), conv]
+    return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)]
 
 
 @dataclass(frozen=True)
@@ -33,12 +42,20 @@ class DCGANConfig:
     norm: str = "batch"
     spectral_norm: bool = False  # discriminator only; replaces its norm layers
     minibatch_std: bool = False  # discriminator only; see DCGANDiscriminator
+    # Generator only: how each layer doubles the side. "transposed" is Radford et al.'s stride-2
+    # transposed convolution; "resize" (nearest-neighbour doubling, then a 3x3 convolution)
+    # has no uneven kernel overlap, the checkerboard that breaks 1-px vessels into specks
+    # (Odena et al., 2016, "Deconvolution and Checkerboard Artifacts").
+    upsample: str = "transposed"
 
     def __post_init__(self) -> None:
         check_size(self.size, low=8)
         if self.nz < 1 or self.ngf < 1 or self.ndf < 1 or self.out_channels < 1:
             raise ValueError("nz, ngf, ndf and out_channels must be positive")
         norm_layer(self.norm, 1)
+        if self.upsample not in UPSAMPLES:
+            expected = ", ".join(UPSAMPLES)
+            raise ValueError(f"upsample must be one of {expected}, got {self.upsample!r}")
 
     def widths(self, base: int) -> list[int]:
         """Channels per resolution from 4x4 up to size/2 (generator order)."""
@@ -61,11 +78,12 @@ class DCGANGenerator(nn.Module):
         ]
         for c_in, c_out in zip(widths, widths[1:], strict=False):
             layers += [
-                nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+                *_doubling(c_in, c_out, config.upsample, bias=False),
                 norm_layer(config.norm, c_out),
                 nn.ReLU(inplace=True),
             ]
-        layers += [nn.ConvTranspose2d(widths[-1], config.out_channels, 4, 2, 1), nn.Tanh()]
+        last = _doubling(widths[-1], config.out_channels, config.upsample, bias=True)
+        layers += [*last, nn.Tanh()]
         self.net = nn.Sequential(*layers)
         init_gan_weights(self)
 

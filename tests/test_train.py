@@ -17,7 +17,11 @@ import torch
 from safetensors.torch import load_file
 
 from synthmed.training.checkpoint import STATE_FILE, load_generator
-from synthmed.training.tasks import CONSISTENCY_SEGMENTER, mode_seeking_ratio
+from synthmed.training.tasks import (
+    CONSISTENCY_SEGMENTER,
+    mode_seeking_ratio,
+    straight_through_binary,
+)
 from tests.conftest import TINY_TRAIN, assert_one_line_error, run_cli
 
 TINY = [*TINY_TRAIN, "--log-every", "1"]
@@ -32,13 +36,13 @@ def _losses(run: Path) -> list[dict[str, str]]:
 SEG = ["--seg-lambda", "2", "--seg-steps", "3"]
 # pix2pixHD's recipe: two discriminator scales and feature matching.
 HD = ["--d-scales", "2", "--fm-lambda", "10"]
-# Stage I with DiffAugment and lazy R1, the mode-seeking term and the resize generator; an R1
-# interval of 3 puts the split (step 4) between two penalties, so the resumed log must carry
-# the last one over.
+# Stage I with DiffAugment and lazy R1, the mode-seeking term, binarised fakes and the resize
+# generator; an R1 interval of 3 puts the split (step 4) between two penalties, so the resumed
+# log must carry the last one over.
 DIFFAUG_R1 = [
     *("--diff-augment", "translate", "--diff-augment", "cutout"),
     *("--r1-gamma", "1", "--r1-interval", "3", "--rotation-degrees", "0"),
-    *("--mode-seeking", "1", "--upsample", "resize"),
+    *("--mode-seeking", "1", "--binary-fakes", "--upsample", "resize"),
 ]
 
 
@@ -219,6 +223,9 @@ def test_stage2_refuses_stage1_options_and_resume_keeps_its_augmentation(
     assert_one_line_error(
         run_cli(*args, "--upsample", "resize"), "--upsample for stage2: expected transposed"
     )
+    assert_one_line_error(
+        run_cli(*args, "--binary-fakes"), "--binary-fakes for stage2: only stage I draws masks"
+    )
     assert run_cli(*args, "--steps", "1", "--rotation-degrees", "0").exit_code == 0
     saved = json.loads((run / "config.json").read_text())["train"]["augment"]
     assert saved == {"flips": True, "rotation_degrees": 0.0, "colour_jitter": 0.1}
@@ -230,15 +237,17 @@ def test_stage2_refuses_stage1_options_and_resume_keeps_its_augmentation(
 
 
 def test_stage1_options_change_what_they_should(retina64: Path, tmp_path: Path) -> None:
-    """Same seed, same data: DiffAugment and R1 each change the discriminator's losses; the
-    mode-seeking term changes the generator's (the step's discriminator loss comes first, so
-    only later steps differ there); the resize generator is another network."""
+    """Same seed, same data: DiffAugment, R1 and binarised fakes each change the
+    discriminator's losses; the mode-seeking term changes the generator's (the step's
+    discriminator loss comes first, so only later steps differ there); the resize generator
+    is another network."""
     base = ["train", "stage1", "--data", retina64, *TINY, "--steps", "4"]
     runs = {
         "plain": [],
         "diffaug": ["--diff-augment", "translate"],
         "r1": ["--r1-gamma", "10", "--r1-interval", "1"],
         "mode_seeking": ["--mode-seeking", "5"],
+        "binary_fakes": ["--binary-fakes"],
         "resize": ["--upsample", "resize"],
     }
     losses = {}
@@ -246,7 +255,7 @@ def test_stage1_options_change_what_they_should(retina64: Path, tmp_path: Path) 
         assert run_cli(*base, "--out", tmp_path / name, *extra).exit_code == 0
         losses[name] = _losses(tmp_path / name)
     plain = losses.pop("plain")
-    for name in ("diffaug", "r1"):
+    for name in ("diffaug", "r1", "binary_fakes"):
         assert [row["loss_d"] for row in losses[name][1:]] != [r["loss_d"] for r in plain[1:]]
     seeking, resize = losses["mode_seeking"], losses["resize"]
     assert seeking[0]["loss_d"] == plain[0]["loss_d"]
@@ -264,6 +273,14 @@ def test_mode_seeking_ratio_is_zero_only_for_a_collapsed_batch() -> None:
     fakes = torch.cat([torch.ones(4, 1, 4, 4), -torch.ones(4, 1, 4, 4)])
     spread = (latents[:4] - latents[4:]).abs().mean()
     assert mode_seeking_ratio(fakes, latents) == pytest.approx(2 / spread)
+
+
+def test_straight_through_binary_is_binary_forward_and_identity_backward() -> None:
+    mask = torch.tensor([-0.9, -0.1, 0.2, 0.7], requires_grad=True)
+    binary = straight_through_binary(mask)
+    assert binary.tolist() == [-1.0, -1.0, 1.0, 1.0]
+    (binary * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
+    assert mask.grad.tolist() == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_missing_data_and_missing_resume(tmp_path: Path) -> None:

@@ -216,6 +216,11 @@ _TRAIN_OPTIONS = [
         help="Stage I / single: weight of MSGAN's mode-seeking term against collapse; 0: off.",
     ),
     _option(
+        "--binary-fakes/--no-binary-fakes",
+        help="Stage I: the discriminator sees the generated masks binarised, as stage II gets "
+        "them (straight-through gradient).",
+    ),
+    _option(
         "--upsample",
         type=click.Choice(UPSAMPLES),
         help="Stage I / single: the generator's doubling layers; resize (nearest, then 3x3) "

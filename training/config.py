@@ -132,6 +132,8 @@ class TrainConfig:
     mode_seeking: float = 0.0
     # Stage I and the single GAN: how the DCGAN generator doubles its side (see DCGANConfig).
     upsample: str = "transposed"
+    # Stage I: the discriminator judges the generator's masks binarised (straight-through).
+    binary_fakes: bool = False
     mask_threshold: float | None = None
     log_every: int = 10
     sample_every: int = 250
@@ -193,6 +195,8 @@ class TrainConfig:
             )
         if self.mode_seeking and self.kind == "stage2":
             yield "--mode-seeking for stage2: expected 0 (pix2pix draws no latent)"
+        if self.binary_fakes and self.kind != "stage1":
+            yield f"--binary-fakes for {self.kind}: only stage I draws masks"
         if self.upsample != "transposed" and self.kind == "stage2":
             yield "--upsample for stage2: expected transposed (it sets the DCGAN generator's)"
         for name in ("instance_noise", "seg_lambda", "fm_lambda", "r1_gamma", "mode_seeking"):

@@ -93,6 +93,13 @@ def mode_seeking_ratio(fake: torch.Tensor, latents: torch.Tensor) -> torch.Tenso
     return images / (latents[:half] - latents[half : 2 * half]).abs().mean()
 
 
+def straight_through_binary(mask: torch.Tensor) -> torch.Tensor:
+    """A tanh mask binarised to {-1, 1} as the exported stage I thresholds it, with the tanh's
+    gradient passed straight through (Bengio et al., 2013): the discriminator then sees only
+    shapes, the binary masks that stage II will be given, never the values in between."""
+    return mask + (torch.where(mask > 0, 1.0, -1.0) - mask).detach()
+
+
 class GanTask:
     """Base: model construction from the run config and the shared batch preparation."""
 
@@ -176,7 +183,8 @@ class UnconditionalTask(GanTask):
         """Fakes for this step, one per real example; the latents are kept for g_loss's
         mode-seeking term, which pairs them with their fakes."""
         self.latents = self.latent(batch.images.shape[0], batch.images.device)
-        return generator(self.latents)
+        fake = generator(self.latents)
+        return straight_through_binary(fake) if self.cfg.binary_fakes else fake
 
     def d_inputs(self, batch: Batch, fake: torch.Tensor) -> list[tuple[torch.Tensor, bool]]:
         """Real and fake inputs, kept apart so each sees its own batch-norm statistics."""

@@ -26,12 +26,15 @@ def _named_run(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-def variant_parser(description: str, role: str, out: str) -> argparse.ArgumentParser:
-    """--real, --real-test, one --run NAME=RUN per `role` run, --size, --seed, --repeats and
-    --out (default `out`)."""
+def variant_parser(
+    description: str, role: str, out: str, *, held_out: bool = True
+) -> argparse.ArgumentParser:
+    """--real, --real-test (with `held_out`), one --run NAME=RUN per `role` run, --size,
+    --seed, --repeats and --out (default `out`)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--real", type=Path, required=True, help="The real training pairs.")
-    parser.add_argument("--real-test", type=Path, required=True, help="Held-out real pairs.")
+    if held_out:
+        parser.add_argument("--real-test", type=Path, required=True, help="Held-out real pairs.")
     parser.add_argument(
         "--run", action="append", required=True, type=_named_run, help=f"NAME={role}_RUN"
     )

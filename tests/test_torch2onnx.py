@@ -35,6 +35,18 @@ def tiny_runs(retina64: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         role = "stage2" if kind == "small2" else kind
         args = ["--data", retina64, "--out", runs[kind], "--size", size, "--steps", "2"]
         assert run_cli("train", role, *args, *TINY_TRAIN).exit_code == 0
+    runs["stage1_resize"] = root / "stage1_resize"
+    args = [
+        "--data",
+        retina64,
+        "--out",
+        runs["stage1_resize"],
+        "--steps",
+        "2",
+        "--upsample",
+        "resize",
+    ]
+    assert run_cli("train", "stage1", *args, *TINY_TRAIN).exit_code == 0
     return runs
 
 
@@ -102,6 +114,19 @@ def test_fresh_tiny_runs_export_with_baseline(tiny_runs: dict[str, Path], tmp_pa
     assert all(c.ok for c in result.checks)
     (image,) = _session(out / "synthmed_single.onnx").run(None, {"z": latents(0, range(2), 16)})
     assert image.shape == (2, 64, 64, 3) and image.dtype == np.uint8
+
+
+def test_resize_generator_exports_with_parity(tiny_runs: dict[str, Path], tmp_path: Path) -> None:
+    """--upsample resize puts nearest-neighbour Resize nodes in stage I's graph, verified like
+    the transposed convolutions (batch 1, 3, 16 against PyTorch)."""
+    out = tmp_path / "onnx"
+    result = torch2onnx.export_onnx(
+        out, stage1=tiny_runs["stage1_resize"], stage2=tiny_runs["stage2"]
+    )
+    assert {c.batch for c in result.checks} == {1, 3, 16}
+    assert all(c.ok for c in result.checks)
+    ops = {node.op_type for node in onnx.load(str(out / "synthmed_stage1.onnx")).graph.node}
+    assert "Resize" in ops
 
 
 def test_fp16_export_keeps_io_types(tiny_runs: dict[str, Path], tmp_path: Path) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 from _machine import header, machine
 from _variants import variant_parser
 from scipy.ndimage import binary_dilation, median_filter, uniform_filter
@@ -62,10 +61,8 @@ def contrast_profile(data: PairedData) -> dict[str, dict[str, float]]:
         contrast = 1 - green / np.maximum(local, 1)
         for name, where in _rings(mask).items():
             pooled.setdefault(name, []).append(contrast[where & fov & (weight > 0.2)])
-    return {
-        name: {"mean": float(np.concatenate(v).mean()), "std": float(np.concatenate(v).std())}
-        for name, v in pooled.items()
-    }
+    values = {name: np.concatenate(v) for name, v in pooled.items()}
+    return {name: {"mean": float(v.mean()), "std": float(v.std())} for name, v in values.items()}
 
 
 def texture_power(data: PairedData) -> dict[str, float]:
@@ -106,8 +103,7 @@ def main() -> None:
     sets = {"real": real}
     for name, run in args.run:
         stage2, _ = load_generator(run, role="stage2")
-        with torch.no_grad():
-            sets[name] = stage2_on_masks(stage2, real, progress=False)
+        sets[name] = stage2_on_masks(stage2, real, progress=False)
     result = {name: {"contrast": contrast_profile(d), "texture": texture_power(d)}
               for name, d in sets.items()}  # fmt: skip
     names = list(sets)

@@ -29,6 +29,7 @@ from synthmed.training.models import (
     create_model,
 )
 from synthmed.training.models.segmentation import SegmentationUNet
+from synthmed.training.pixels import binary_mask
 from synthmed.training.segmenter import SegmenterBudget, segmentation_loss, train_segmenter
 
 # The frozen segmenter of the consistency loss, kept in the run so a resume does not retrain it.
@@ -97,7 +98,7 @@ def straight_through_binary(mask: torch.Tensor) -> torch.Tensor:
     """A tanh mask binarised to {-1, 1} as the exported stage I thresholds it, with the tanh's
     gradient passed straight through (Bengio et al., 2013): the discriminator then sees only
     shapes, the binary masks that stage II will be given, never the values in between."""
-    return mask + (torch.where(mask > 0, 1.0, -1.0) - mask).detach()
+    return mask + (binary_mask(mask) * 2 - 1 - mask).detach()
 
 
 class GanTask:

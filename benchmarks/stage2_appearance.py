@@ -95,6 +95,7 @@ def main() -> None:
         held_out=False,
     )
     parser.add_argument("--count", type=int, default=200, help="Training pairs compared.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of stage II's noise latents.")
     args = parser.parse_args()
     print(header())
     real = load_paired_data(args.real, args.size, progress=False)
@@ -103,7 +104,7 @@ def main() -> None:
     sets = {"real": real}
     for name, run in args.run:
         stage2, _ = load_generator(run, role="stage2")
-        sets[name] = stage2_on_masks(stage2, real, progress=False)
+        sets[name] = stage2_on_masks(stage2, real, args.seed, progress=False)
     result = {name: {"contrast": contrast_profile(d), "texture": texture_power(d)}
               for name, d in sets.items()}  # fmt: skip
     names = list(sets)

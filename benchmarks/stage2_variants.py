@@ -47,11 +47,12 @@ def main() -> None:
     ]
     for name, path in args.run:
         stage2, _ = load_generator(path, role="stage2")
-        pairs = stage2_on_masks(stage2, real, progress=False)
+        pairs = stage2_on_masks(stage2, real, args.seed, progress=False)
         scores = [f1([pairs], val, test, s) for s in seeds]
         kl = intensity_kl(real.images, pairs.images, region)["mean"]
         ratios = [a / b for a, b in zip(scores, real_f1, strict=True)]
-        gflop = flops(stage2, torch.zeros(1, 1, size, size)) / 1e9  # per image, as served
+        example = torch.zeros(1, 1, size, size), torch.zeros(1, stage2.config.nz)
+        gflop = flops(stage2, *example) / 1e9  # per image, as served
         rows.append(
             {"variant": name, "run": str(path), "f1": scores, "ratio": ratios, "kl": kl,
              "gflop": gflop}

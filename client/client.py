@@ -151,9 +151,11 @@ class SynthMedClient(core.ClientBase, Generator):
         """The servers it asks."""
         return {"servers": list(self.urls)}
 
-    def translate(self, masks: np.ndarray) -> np.ndarray:
-        """Stage II alone: uint8 masks [B,H,W] (>= 128 is vessel) -> images [B,H,W,3]."""
-        model, inputs, outputs = core.translate_inputs(masks)
+    def translate(self, masks: np.ndarray, *, seed: int = 0, start: int = 0) -> np.ndarray:
+        """Stage II alone: uint8 masks [B,H,W] (>= 128 is vessel) -> images [B,H,W,3]. Mask k
+        takes the texture noise of sample start + k of seed `seed`: the ensemble's own masks
+        of those samples come back as its images."""
+        model, inputs, outputs = core.translate_inputs(masks, self.contract.nz, seed, start)
         (images,) = self._call(model, inputs, outputs)
         return images
 

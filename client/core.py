@@ -37,7 +37,7 @@ from synthmed.contract import (
     parse_provenance,
 )
 from synthmed.errors import UserInputError
-from synthmed.sampling import check_number
+from synthmed.sampling import check_number, translate_feeds
 
 PROTOCOLS = ("grpc", "http")
 OUTPUTS = (IMAGE.name, MASK.name)
@@ -333,9 +333,9 @@ def request_tensors(
     return tensors, [module.InferRequestedOutput(o) for o in outputs]
 
 
-def translate_inputs(masks: np.ndarray) -> tuple[str, dict[str, np.ndarray], tuple[str, ...]]:
-    """Stage II alone: the model, inputs and outputs of a request for uint8 masks [B, H, W]."""
-    masks = np.ascontiguousarray(masks, dtype=np.uint8)
-    if masks.ndim != 3:
-        raise UserInputError(f"masks must be uint8 [B, H, W], got shape {list(masks.shape)}")
-    return STAGE2, {MASK.name: masks}, (IMAGE.name,)
+def translate_inputs(
+    masks: np.ndarray, nz: int, seed: int, start: int
+) -> tuple[str, dict[str, np.ndarray], tuple[str, ...]]:
+    """Stage II alone: the model, inputs and outputs of a request for uint8 masks [B, H, W],
+    rendered with the latents of samples start.. of seed `seed` (`translate_feeds`)."""
+    return STAGE2, translate_feeds(masks, nz, seed, start), (IMAGE.name,)

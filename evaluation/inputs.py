@@ -28,12 +28,13 @@ from synthmed.latents import latents
 from synthmed.training.checkpoint import load_generator, read_generator_info
 from synthmed.training.data.dataset import PairedData, load_paired_data
 from synthmed.training.data.layouts import find_pairs, resolve_root
-from synthmed.training.pixels import mask_to_input, tanh_to_uint8
+from synthmed.training.pixels import mask_to_uint8, tanh_to_uint8
 from synthmed.training.sample import (
     DEMO_STAGE1,
     DEMO_STAGE2,
     ConditionalSampler,
     TwoStagePipeline,
+    render_masks,
 )
 
 # Labels of the compared sets, as the report and metrics.json name them.
@@ -171,11 +172,11 @@ def sample_two_stage(
     return _sample_in_batches(lambda indices: pipeline.sample(seed, indices), count, progress)
 
 
-@torch.no_grad()
 def stage2_on_masks(
-    stage2: torch.nn.Module, real: PairedData, *, device: str = "cpu", progress: bool = True
+    stage2: torch.nn.Module, real: PairedData, seed: int, *, progress: bool = True
 ) -> PairedData:
-    """The oracle set: stage II's image for every real mask, paired with that mask.
+    """The oracle set: stage II's image for every real mask (mask k with the texture noise of
+    sample k of `seed`), paired with that mask.
 
     Its masks are real, so whatever separates it from the real pairs is stage II's doing;
     whatever separates the dual GAN's samples from it is stage I's.
@@ -184,8 +185,8 @@ def stage2_on_masks(
     bar = tqdm(total=len(real), desc=ORACLE, unit="img", disable=not progress, leave=False)
     with bar:
         for start in range(0, len(real), 64):
-            masks = real.masks[start : start + 64].to(device, torch.float32)
-            images.append(tanh_to_uint8(stage2(mask_to_input(masks))).cpu())
+            masks = mask_to_uint8(real.masks[start : start + 64].float()).numpy()
+            images.append(torch.from_numpy(render_masks(stage2, masks, seed=seed, start=start)))
             bar.update(len(masks))
     generated = torch.cat(images).permute(0, 3, 1, 2).contiguous()
     return PairedData(real.names, generated, real.masks, real.fov, "in-process")
@@ -342,9 +343,7 @@ def load_evaluation_data(
         synthetic_data = sample_two_stage(pipeline, count, seed, progress=progress)
         source, oracle_note = _dual_gan_sources(stage1, stage2, count, seed, len(real_train))
         if oracle:
-            oracle_data = stage2_on_masks(
-                pipeline.stage2, real_train, device=pipeline.device, progress=progress
-            )
+            oracle_data = stage2_on_masks(pipeline.stage2, real_train, seed, progress=progress)
     if not oracle:
         oracle_note = "left out (--no-oracle)"
     data = EvaluationData(

@@ -1,4 +1,5 @@
-"""Real inputs for INT8 calibration: latents for stage I, stage I's own masks for stage II.
+"""Real inputs for INT8 calibration: latents for stage I, stage I's own masks (and their
+latents) for stage II.
 
 Calibrating stage II on random noise would set its activation ranges for inputs it never
 sees; feeding it the masks the exported stage I actually draws (through onnxruntime) gives
@@ -25,9 +26,9 @@ def calibration_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """`batches` input dicts of `batch_size` rows for the graph at `onnx_path`."""
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (graph_input,) = session.get_inputs()
-    if graph_input.name == "z":
-        nz = graph_input.shape[1]
+    inputs = {i.name: i for i in session.get_inputs()}
+    if list(inputs) == ["z"]:
+        nz = inputs["z"].shape[1]
         for b in range(batches):
             yield {"z": latents(CALIBRATION_SEED, range(b * batch_size, (b + 1) * batch_size), nz)}
         return
@@ -42,4 +43,4 @@ def calibration_batches(
     for b in range(batches):
         z = latents(CALIBRATION_SEED, range(b * batch_size, (b + 1) * batch_size), nz)
         (mask,) = stage1.run(["mask"], {"z": z})
-        yield {"mask": mask}
+        yield {"mask": mask, "z": z}

@@ -39,7 +39,7 @@ class Stage1Graph(nn.Module):
 
 
 class Stage2Graph(nn.Module):
-    """mask -> image."""
+    """(mask, z) -> image; z feeds the generator's noise maps (ignored by one without)."""
 
     input_names = MODELS[STAGE2].input_names
     output_names = MODELS[STAGE2].output_names
@@ -48,9 +48,11 @@ class Stage2Graph(nn.Module):
         super().__init__()
         self.generator, self.dtype = generator, dtype
 
-    def forward(self, mask: torch.Tensor) -> torch.Tensor:
-        """uint8 mask [B, H, W] -> uint8 RGB image [B, H, W, 3]."""
-        return tanh_to_uint8(self.generator(uint8_mask_to_input(mask, self.dtype)))
+    def forward(self, mask: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """uint8 mask [B, H, W], latents float32 [B, nz] -> uint8 RGB image [B, H, W, 3]."""
+        return tanh_to_uint8(
+            self.generator(uint8_mask_to_input(mask, self.dtype), z.to(self.dtype))
+        )
 
 
 class FusedGraph(nn.Module):
@@ -64,10 +66,11 @@ class FusedGraph(nn.Module):
         self.stage1, self.stage2, self.dtype = stage1, stage2, dtype
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both stages, with the same binarisation between them as the ensemble; the mask
-        passes between them as float, so no UINT8 tensor sits inside the graph."""
-        mask = binary_mask(self.stage1(z.to(self.dtype)))
-        return tanh_to_uint8(self.stage2(mask_to_input(mask))), mask_to_uint8(mask)
+        """Both stages, with the same binarisation between them as the ensemble and the same
+        z to both; the mask passes between them as float, so no UINT8 tensor sits inside."""
+        z = z.to(self.dtype)
+        mask = binary_mask(self.stage1(z))
+        return tanh_to_uint8(self.stage2(mask_to_input(mask), z)), mask_to_uint8(mask)
 
 
 class SingleGraph(nn.Module):

@@ -5,14 +5,16 @@
     OUT/export_manifest.json   the input's manifest, stage II's hash, a "quantization" block
 
 Stage II is where the time goes; stage I stays fp32 so masks (the labels) do not change.
-Activation ranges come from the masks the exported stage I draws, not from noise, so they fit
-what stage II sees in production. onnxruntime's CPU provider has no int8 ConvTranspose kernel:
-a quantized ConvTranspose runs in fp32 behind DequantizeLinear nodes and is slower than no
-quantization. Each stride-s ConvTranspose whose output is s times its input is therefore
-rewritten first into s*s small Convs (one per output phase) and a DepthToSpace, exactly equal
-in fp32, and those Convs run as QLinearConv. Concat and Relu are quantized too, so the skip
-links stay uint8 between convolutions. The output layer stays fp32 (an original ConvTranspose):
-it is cheap and decides the grey levels. The graph's uint8 Casts at either end are untouched.
+Activation ranges come from the masks the exported stage I draws and their latents, not from
+random fields, so they fit what stage II sees in production. onnxruntime's CPU provider has no
+int8 ConvTranspose kernel: a quantized ConvTranspose runs in fp32 behind DequantizeLinear nodes
+and is slower than no quantization. Each stride-s ConvTranspose whose output is s times its
+input is therefore rewritten first into s*s small Convs (one per output phase) and a
+DepthToSpace, exactly equal in fp32, and those Convs run as QLinearConv. Concat and Relu are
+quantized too, so the skip links stay uint8 between convolutions. The output layer stays fp32
+(an original ConvTranspose): it is cheap and decides the grey levels; so does a noisy stage
+II's projection of z into noise maps (a MatMul, not quantized). The graph's uint8 Casts at
+either end are untouched.
 Then the int8 images are compared with the fp32 ones on held-out masks (PSNR, SSIM); below
 `min_psnr` nothing is written. The folder is staged beside OUT and renamed into place; it is
 used by `synthmed export repository` and `synthmed serve` as it is.
@@ -95,27 +97,34 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def _run(session: ort.InferenceSession, name: str, output: str, data: np.ndarray) -> np.ndarray:
-    """Run a one-input graph batch by batch (bounded memory at 256x256)."""
+def _run(session: ort.InferenceSession, output: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """Run a graph batch by batch over same-length inputs (bounded memory at 256x256)."""
+    count = len(next(iter(feeds.values())))
     parts = [
-        session.run([output], {name: data[i : i + _BATCH]})[0] for i in range(0, len(data), _BATCH)
+        session.run([output], {name: data[i : i + _BATCH] for name, data in feeds.items()})[0]
+        for i in range(0, count, _BATCH)
     ]
     return np.concatenate(parts)
 
 
-class _MaskReader(CalibrationDataReader):
-    """onnxruntime's CalibrationDataReader protocol over stage I masks, a batch at a time."""
+class _StageTwoReader(CalibrationDataReader):
+    """onnxruntime's CalibrationDataReader protocol over stage II's inputs (stage I masks and
+    their latents), a batch at a time."""
 
-    def __init__(self, masks: np.ndarray) -> None:
-        self._batches = iter([masks[i : i + _BATCH] for i in range(0, len(masks), _BATCH)])
+    def __init__(self, feeds: dict[str, np.ndarray]) -> None:
+        count = len(next(iter(feeds.values())))
+        self._batches = iter(
+            [{k: v[i : i + _BATCH] for k, v in feeds.items()} for i in range(0, count, _BATCH)]
+        )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         """The next batch, or None when calibration has seen them all."""
-        batch = next(self._batches, None)
-        return None if batch is None else {"mask": batch}
+        return next(self._batches, None)
 
 
-def _quantize(source: Path, target: Path, masks: np.ndarray, method: str, keep: list[str]) -> None:
+def _quantize(
+    source: Path, target: Path, feeds: dict[str, np.ndarray], method: str, keep: list[str]
+) -> None:
     """quantize_static: QDQ, per-channel S8 weights, U8 activations (the x86 VNNI choice).
 
     No quant_pre_process: the exporter's graph is already folded and shape-inferred, and the
@@ -132,7 +141,7 @@ def _quantize(source: Path, target: Path, masks: np.ndarray, method: str, keep: 
             quantize_static(
                 str(source),
                 str(target),
-                _MaskReader(masks),
+                _StageTwoReader(feeds),
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(OP_TYPES),
                 per_channel=True,
@@ -195,10 +204,12 @@ def _finish(quantized: Path, original: onnx.ModelProto, target: Path) -> list[st
     return _fp32_compute_nodes(model)
 
 
-def _check_rewrite(fp32: ort.InferenceSession, rewritten: Path, masks: np.ndarray) -> None:
+def _check_rewrite(
+    fp32: ort.InferenceSession, rewritten: Path, feeds: dict[str, np.ndarray]
+) -> None:
     """The phase-Conv graph must give the fp32 graph's images (it is the same arithmetic)."""
-    expected = _run(fp32, "mask", "image", masks)
-    got = _run(_session(rewritten), "mask", "image", masks)
+    expected = _run(fp32, "image", feeds)
+    got = _run(_session(rewritten), "image", feeds)
     diff = int(np.abs(got.astype(np.int16) - expected).max(initial=0))
     if diff > _REWRITE_TOLERANCE:
         raise QuantizationError(
@@ -227,10 +238,10 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _quality(fp32: dict[str, Path], int8: dict[str, Path], z: np.ndarray) -> Quality:
     """Masks of both stage I files, then int8 vs fp32 stage II images from those masks."""
-    masks = _run(_session(fp32[STAGE1]), "z", "mask", z)
-    int8_masks = _run(_session(int8[STAGE1]), "z", "mask", z)
-    expected = _run(_session(fp32[STAGE2]), "mask", "image", masks)
-    got = _run(_session(int8[STAGE2]), "mask", "image", int8_masks)
+    masks = _run(_session(fp32[STAGE1]), "mask", {"z": z})
+    int8_masks = _run(_session(int8[STAGE1]), "mask", {"z": z})
+    expected = _run(_session(fp32[STAGE2]), "image", {"mask": masks, "z": z})
+    got = _run(_session(int8[STAGE2]), "image", {"mask": int8_masks, "z": z})
     psnr, ssim = _psnr(got, expected), _ssim(got, expected)
     return Quality(
         psnr_mean=float(psnr.mean()),
@@ -304,7 +315,7 @@ def _manifest(source: dict, stage2: Path, block: dict) -> dict:
 
 
 def _int8_stage2(
-    stage2: Path, target: Path, calibration: np.ndarray, method: str, report: Callable
+    stage2: Path, target: Path, calibration: dict[str, np.ndarray], method: str, report: Callable
 ) -> tuple[list[str], list[str]]:
     """Rewrite, check, quantize and finish stage II; returns (rewritten, fp32 nodes)."""
     work = target.parent / "work"
@@ -314,8 +325,9 @@ def _int8_stage2(
     model, rewritten = conv_transpose_to_conv(onnx.load(str(stage2)), keep=keep)
     onnx.save(model, str(work / "rewritten.onnx"))
     report(f"{STAGE2}: {len(rewritten)} ConvTranspose rewritten as phase Convs")
-    _check_rewrite(_session(stage2), work / "rewritten.onnx", calibration[:_BATCH])
-    report(f"{STAGE2}: quantizing ({method}, {len(calibration)} masks)")
+    first = {name: data[:_BATCH] for name, data in calibration.items()}
+    _check_rewrite(_session(stage2), work / "rewritten.onnx", first)
+    report(f"{STAGE2}: quantizing ({method}, {len(calibration['mask'])} masks)")
     _quantize(work / "rewritten.onnx", work / "int8.onnx", calibration, method, keep)
     fp32_nodes = _finish(work / "int8.onnx", original, target)
     shutil.rmtree(work)
@@ -348,9 +360,8 @@ def quantize_stage2(
     fp32 = {name: onnx_dir / file for name, file in files.items()}
     nz = int(source["models"][STAGE1]["inputs"]["z"]["shape"][1])
     report(f"{STAGE1}: drawing {calibration_count} calibration masks")
-    calibration = _run(
-        _session(fp32[STAGE1]), "z", "mask", latents(seed, range(calibration_count), nz)
-    )
+    z = latents(seed, range(calibration_count), nz)
+    calibration = {"mask": _run(_session(fp32[STAGE1]), "mask", {"z": z}), "z": z}
     with staged_folder(out) as staging:
         int8 = {name: staging / file for name, file in files.items()}
         rewritten, fp32_nodes = _int8_stage2(

@@ -1,7 +1,7 @@
 """Export trained runs to ONNX, verify them against PyTorch, and only then publish the folder.
 
     OUT/synthmed_stage1.onnx   z -> mask
-    OUT/synthmed_stage2.onnx   mask -> image
+    OUT/synthmed_stage2.onnx   mask, z -> image
     OUT/synthmed_fused.onnx    z -> image, mask        (when both stages are given)
     OUT/synthmed_single.onnx   z -> image              (the baseline, with --single)
     OUT/synthmed_cstylegan2.onnx  z, class, truncation -> image, mask  (with --cstylegan2)
@@ -52,7 +52,7 @@ from synthmed.export.graphs import (
 from synthmed.export.verify import TOLERANCES, Check, verify
 from synthmed.hashing import sha256_file
 from synthmed.latents import latents
-from synthmed.training.checkpoint import GeneratorInfo, load_generator
+from synthmed.training.checkpoint import GeneratorInfo, check_pair, latent_size, load_generator
 from synthmed.training.models import CStyleGAN2Config
 
 OPSETS = range(17, 22)
@@ -102,16 +102,19 @@ def _latent_inputs(nz: int) -> Callable[[int], dict[str, np.ndarray]]:
     return lambda batch: {"z": latents(batch, range(batch), nz)}
 
 
-def _mask_inputs(stage1: nn.Module | None, size: int, nz: int) -> Callable[[int], dict]:
-    """Real stage I masks when stage I is exported too, else random binary fields."""
+def _stage2_inputs(stage1: nn.Module | None, size: int, nz: int) -> Callable[[int], dict]:
+    """Real stage I masks when stage I is exported too, else random binary fields; with the
+    latents they came from."""
 
     def make(batch: int) -> dict[str, np.ndarray]:
+        z = latents(batch, range(batch), nz)
         if stage1 is not None:
             with torch.no_grad():
-                mask = Stage1Graph(stage1)(torch.from_numpy(latents(batch, range(batch), nz)))
-            return {"mask": mask.numpy()}
-        rng = np.random.default_rng(batch)
-        return {"mask": ((rng.random((batch, size, size)) < 0.1) * 255).astype(np.uint8)}
+                mask = Stage1Graph(stage1)(torch.from_numpy(z)).numpy()
+        else:
+            rng = np.random.default_rng(batch)
+            mask = ((rng.random((batch, size, size)) < 0.1) * 255).astype(np.uint8)
+        return {"mask": mask, "z": z}
 
     return make
 
@@ -133,18 +136,14 @@ def _jobs(runs: dict[str, Path | None], fp16: bool) -> list[_Job]:
     """Load the runs and pair each graph to export with its fp32 PyTorch reference."""
     dtype = torch.float16 if fp16 else torch.float32
     loaded: dict[str, _Loaded] = {}
-    stage1, stage2 = runs.get("stage1"), runs.get("stage2")
     for role, path in runs.items():
         if path is not None:
             model, info = load_generator(path, role=role)
             export_model = copy.deepcopy(model).to(dtype) if fp16 else model
             loaded[role] = _Loaded(model, export_model, info)
     s1, s2 = loaded.get("stage1"), loaded.get("stage2")
-    if s1 and s2 and s1.info.image_size != s2.info.image_size:
-        raise UserInputError(
-            f"stage I ({stage1}) makes {s1.info.image_size}x{s1.info.image_size} masks but "
-            f"stage II ({stage2}) takes {s2.info.image_size}x{s2.info.image_size}"
-        )
+    if s1 and s2:
+        check_pair(s1.info, s2.info)
 
     def job(name: str, graph: type[nn.Module], runs: list[_Loaded], inputs: Callable) -> _Job:
         return _Job(
@@ -159,8 +158,9 @@ def _jobs(runs: dict[str, Path | None], fp16: bool) -> list[_Job]:
     if s1:
         jobs.append(job(STAGE1, Stage1Graph, [s1], _latent_inputs(s1.nz)))
     if s2:
-        masks = _mask_inputs(s1.model if s1 else None, s2.info.image_size, s1.nz if s1 else 0)
-        jobs.append(job(STAGE2, Stage2Graph, [s2], masks))
+        nz = latent_size(s2.info, s1.info if s1 else None)
+        inputs = _stage2_inputs(s1.model if s1 else None, s2.info.image_size, nz)
+        jobs.append(job(STAGE2, Stage2Graph, [s2], inputs))
     if s1 and s2:
         jobs.append(job(FUSED, FusedGraph, [s1, s2], _latent_inputs(s1.nz)))
     if "single" in loaded:

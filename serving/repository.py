@@ -179,7 +179,14 @@ def model_config(spec: ServedModel, options: RepositoryOptions) -> mc.ModelConfi
 def ensemble_config(
     stage1: ServedModel, stage2: ServedModel, options: RepositoryOptions
 ) -> mc.ModelConfig:
-    """`synthmed`: z -> stage I -> stage II; outputs stage II's image and stage I's mask."""
+    """`synthmed`: z -> stage I -> stage II (which takes the same z for its noise); outputs
+    stage II's image and stage I's mask."""
+    expected, got = stage1.inputs[Z.name]["shape"], stage2.inputs.get(Z.name, {}).get("shape")
+    if got != expected:
+        raise UserInputError(
+            f"{STAGE2} takes z of shape {got} but {STAGE1} draws {expected}: the ensemble gives "
+            "both the same z (an export from an older synthmed: export it again)"
+        )
     config = mc.ModelConfig(
         name=ENSEMBLE,
         platform="ensemble",
@@ -200,7 +207,7 @@ def ensemble_config(
         mc.ModelEnsembling.Step(
             model_name=STAGE2,
             model_version=-1,
-            input_map={MASK.name: MASK.name},
+            input_map={MASK.name: MASK.name, Z.name: Z.name},
             output_map={IMAGE.name: IMAGE.name},
         )
     )

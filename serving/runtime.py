@@ -35,7 +35,7 @@ from synthmed.contract import (
     parse_provenance,
 )
 from synthmed.errors import UserInputError
-from synthmed.sampling import Generator
+from synthmed.sampling import Generator, translate_feeds
 from synthmed.serving.repository import parse_pbtxt
 
 
@@ -105,15 +105,17 @@ class InProcessRuntime(Generator):
         """Latents float32 [B, nz] -> (images uint8 [B, H, W, 3], masks uint8 [B, H, W])."""
         feeds = {Z.name: np.ascontiguousarray(z, dtype=np.float32)}
         (mask,) = self.stage1.run([MASK.name], feeds)
-        return self.translate(mask), mask
+        (image,) = self.stage2.run([IMAGE.name], {**feeds, MASK.name: mask})
+        return image, mask
 
     def run_batch(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """One batch of request tensors (as `Plan.inputs` makes them) -> (images, masks)."""
         return self.run(inputs[Z.name])
 
-    def translate(self, masks: np.ndarray) -> np.ndarray:
-        """Stage II alone: uint8 masks [B, H, W] (>= 128 is vessel) -> images [B, H, W, 3]."""
-        feeds = {MASK.name: np.ascontiguousarray(masks, dtype=np.uint8)}
+    def translate(self, masks: np.ndarray, *, seed: int = 0, start: int = 0) -> np.ndarray:
+        """Stage II alone: uint8 masks [B, H, W] (>= 128 is vessel) -> images [B, H, W, 3],
+        mask k with the texture noise of sample start + k of seed `seed` (as the clients)."""
+        feeds = translate_feeds(masks, self.nz, seed, start)
         (image,) = self.stage2.run([IMAGE.name], feeds)
         return image
 

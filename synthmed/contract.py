@@ -7,14 +7,16 @@ keeps copies that a test holds equal to these. Plain Python only (no numpy, no t
 so the lightest install reads it.
 
     synthmed_stage1      z FP32 [B, nz]                            -> mask UINT8 [B, H, W]
-    synthmed_stage2      mask UINT8 [B, H, W]                      -> image UINT8 [B, H, W, 3]
+    synthmed_stage2      mask UINT8 [B, H, W], z                   -> image UINT8 [B, H, W, 3]
     synthmed_fused       z                                         -> image, mask (one graph)
     synthmed             z  (ensemble: stage I then stage II)      -> image, mask
     synthmed_single      z                                         -> image (baseline)
     synthmed_cstylegan2  z, class INT64 [B], truncation FP32 [B]   -> image, mask
 
 A per-sample scalar (class, truncation) is [B] in the graph and [B, 1] on the wire: Triton
-needs at least one dimension after the batch axis.
+needs at least one dimension after the batch axis. Stage II takes the sample's z too: its
+texture noise is spread from it inside the graph (a stage II trained without noise ignores
+it), so a render is a pure function of (mask, seed, index) like everything else.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {
     STAGE1: ModelSpec(STAGE1, (Z,), (MASK,)),
-    STAGE2: ModelSpec(STAGE2, (MASK,), (IMAGE,)),
+    STAGE2: ModelSpec(STAGE2, (MASK, Z), (IMAGE,)),
     FUSED: ModelSpec(FUSED, (Z,), (IMAGE, MASK)),
     ENSEMBLE: ModelSpec(ENSEMBLE, (Z,), (IMAGE, MASK)),
     SINGLE: ModelSpec(SINGLE, (Z,), (IMAGE,)),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthmed.contract import CLASS, TRUNCATION, Contract, Provenance, Z
+from synthmed.contract import CLASS, MASK, TRUNCATION, Contract, Provenance, Z
 from synthmed.errors import UserInputError
 from synthmed.latents import latents
 
@@ -93,6 +93,18 @@ def check_number(
         bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
         kind = "an integer" if integer else "a number"
         raise UserInputError(f"{name} must be {kind} {bound}, got {value!r}")
+
+
+def translate_feeds(masks: np.ndarray, nz: int, seed: int, start: int) -> dict[str, np.ndarray]:
+    """Stage II's inputs for rendering user masks uint8 [B, H, W]: mask k is rendered with the
+    latent of sample start + k of seed `seed`, so masks drawn by the ensemble from those
+    samples come back as the ensemble's images, and a render never depends on batching."""
+    masks = np.ascontiguousarray(masks, dtype=np.uint8)
+    if masks.ndim != 3:
+        raise UserInputError(f"masks must be uint8 [B, H, W], got shape {list(masks.shape)}")
+    check_number("seed", seed, 0, integer=True)
+    indices = count_indices(len(masks), start) if len(masks) else range(0)
+    return {MASK.name: masks, Z.name: latents(seed, indices, nz)}
 
 
 def count_indices(count: int, start: int) -> range:

@@ -23,6 +23,7 @@ from synthmed.evaluation.evaluate import (
     run_evaluation,
 )
 from synthmed.evaluation.inputs import load_evaluation_data
+from synthmed.latents import latents
 from synthmed.training.data.dataset import load_paired_data
 from synthmed.training.data.phantom import write_phantom_dataset
 from synthmed.training.pixels import mask_to_input, tanh_to_uint8
@@ -186,10 +187,13 @@ def test_the_oracle_set_is_stage2_on_the_real_training_masks(real: tuple[Path, P
     assert data.oracle is not None
     assert data.oracle.names == data.real_train.names
     assert torch.equal(data.oracle.masks, data.real_train.masks)
-    # The images are stage II's for those masks (one batch of 24 here and there: exact).
+    # The images are stage II's for those masks, mask k with the latent of sample k of the
+    # evaluation's seed (one batch of 24 here and there: exact).
     stage2 = TwoStagePipeline(DEMO_STAGE1, DEMO_STAGE2).stage2
+    masks = data.real_train.masks.float()
+    z = torch.from_numpy(latents(0, range(len(masks)), stage2.config.nz))
     with torch.no_grad():
-        expected = tanh_to_uint8(stage2(mask_to_input(data.real_train.masks.float())))
+        expected = tanh_to_uint8(stage2(mask_to_input(masks), z))
     assert torch.equal(data.oracle.images, expected.permute(0, 3, 1, 2))
     left_out = load_evaluation_data(**inputs, oracle=False)
     assert left_out.oracle is None and "--no-oracle" in left_out.oracle_note

@@ -32,7 +32,8 @@ def test_script_only_writes_a_valid_trtexec_script(demo_onnx: Path, tmp_path: Pa
     text = script.read_text()
     for name in ("synthmed_stage1", "synthmed_stage2", "synthmed_fused"):
         assert f"{name}.onnx" in text and f"{name}.plan" in text
-    assert '--minShapes="z:1x100"' in text and '--maxShapes="mask:32x64x64"' in text
+    assert '--minShapes="z:1x100"' in text
+    assert '--maxShapes="mask:32x64x64,z:32x100"' in text  # stage II: the mask and its latent
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
 
 
@@ -57,6 +58,8 @@ def test_int8_calibration_feeds_stage2_real_stage1_masks(demo_onnx: Path, tmp_pa
     stage1 = ort.InferenceSession(str(demo_onnx / "synthmed_stage1.onnx"))
     (expected,) = stage1.run(["mask"], {"z": latents(CALIBRATION_SEED, range(4, 8), 100)})
     assert np.array_equal(batches[1]["mask"], expected)
+    # ... with the latents they came from, which stage II's noise maps are spread from.
+    assert np.array_equal(batches[1]["z"], latents(CALIBRATION_SEED, range(4, 8), 100))
     # Alone, stage II cannot be calibrated on real masks: say so rather than use noise.
     alone = tmp_path / "alone"
     alone.mkdir()

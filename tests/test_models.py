@@ -88,6 +88,28 @@ def test_generators_are_deterministic_in_eval_mode() -> None:
     assert not torch.equal(model(x), model(x))
 
 
+def test_noise_channels_make_the_render_a_function_of_mask_and_latent(tmp_path) -> None:
+    """A stage II with noise maps: the latent changes the image, the same latent gives the same
+    image, the projection travels with the weights, and one without noise ignores z."""
+    config = {"size": 32, "ngf": 8, "noise_channels": 2, "nz": 6}
+    model = create_model("unet_generator", config).eval()
+    mask, z = torch.randn(3, 1, 32, 32).sign(), torch.randn(3, 6)
+    with torch.no_grad():
+        image = model(mask, z)
+        assert torch.equal(model(mask, z), image)
+        assert not torch.allclose(model(mask, torch.randn(3, 6)), image)
+        maps = model.noise(torch.randn(256, 6))
+    assert maps.shape == (256, 2, 32, 32)
+    assert 0.9 < float(maps.std()) < 1.1  # unit-variance noise for a standard-normal z
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    assert "noise_projection" in load_file(str(tmp_path / "w.safetensors"))
+    with pytest.raises(ValueError, match="pass a latent z"):
+        model(mask)
+    plain = create_model("unet_generator", {"size": 32, "ngf": 8}).eval()
+    with torch.no_grad():
+        assert torch.equal(plain(mask, z), plain(mask))
+
+
 @pytest.mark.parametrize("upsample", ["transposed", "resize"])
 @pytest.mark.parametrize("size", [32, 64, 128, 256, 512, 1024])
 def test_dcgan_grows_to_every_power_of_two(size: int, upsample: str) -> None:

@@ -83,7 +83,8 @@ def test_io_contract_is_unchanged(demo_onnx: Path, int8: tuple[Path, str]) -> No
         assert [(v.name, v.type, v.shape) for v in a] == [(v.name, v.type, v.shape) for v in b]
     assert q.get_inputs()[0].shape == ["batch", 64, 64]
     for batch in (1, 3):
-        (image,) = q.run(["image"], {"mask": _masks(demo_onnx, 3, batch)})
+        feeds = {"mask": _masks(demo_onnx, 3, batch), "z": latents(3, range(batch), 100)}
+        (image,) = q.run(["image"], feeds)
         assert image.shape == (batch, 64, 64, 3) and image.dtype == np.uint8
 
 
@@ -111,7 +112,9 @@ def test_manifest_records_quality_and_stage1_is_copied(
     assert 0.95 < q["ssim"]["mean"] <= 1 and q["masks_identical"] is True
     assert q["calibration"]["count"] == 16 and q["check"]["seed"] != q["calibration"]["seed"]
     assert q["per_channel"] and q["method"] == "minmax" and q["onnxruntime_version"]
-    assert len(q["fp32_nodes"]) == 1 and len(q["rewritten_conv_transpose"]) == 5
+    # Left in fp32: the output layer and the projection that spreads z into noise maps.
+    assert len(q["fp32_nodes"]) == 2 and len(q["rewritten_conv_transpose"]) == 5
+    assert any("matmul" in name for name in q["fp32_nodes"])
     props = {p.key: p.value for p in onnx.load(str(out / "synthmed_stage2.onnx")).metadata_props}
     assert props["synthmed.precision"] == "int8" and json.loads(props["synthmed.sources"])
     assert f"PSNR {q['psnr_db']['mean']:.2f} dB" in printed and "SSIM" in printed
@@ -212,5 +215,5 @@ def test_repository_and_in_process_runtime_use_it_unchanged(
     assert images.shape == (4, 64, 64, 3) and images.dtype == np.uint8
     expected_masks = _masks(demo_onnx, 11, 4)
     np.testing.assert_array_equal(masks, expected_masks)
-    fp32 = _session(demo_onnx / "synthmed_stage2.onnx").run(["image"], {"mask": masks})[0]
+    fp32 = _session(demo_onnx / "synthmed_stage2.onnx").run(["image"], {"mask": masks, "z": z})[0]
     assert _psnr(images, fp32) >= 35

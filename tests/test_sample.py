@@ -73,25 +73,20 @@ def _read_samples(folder: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
     return images, np.stack([np.asarray(Image.open(folder / "masks" / n)) for n in names])
 
 
-def test_stage_sizes_must_agree(runs: tuple[Path, Path], retina64: Path, tmp_path: Path) -> None:
-    assert (
-        run_cli(
-            "train", "stage2", "--data", retina64, "--out", tmp_path / "s2", "--size", "32", *TINY
-        ).exit_code
-        == 0
-    )
-    result = run_cli(
-        "sample",
-        "--stage1",
-        runs[0],
-        "--stage2",
-        tmp_path / "s2",
-        "--count",
-        "2",
-        "--out",
-        tmp_path / "o",
-    )
-    assert_one_line_error(result, "stage I makes 64x64 masks but stage II takes 32x32")
+def test_stages_must_agree_on_size_and_latent(
+    runs: tuple[Path, Path], retina64: Path, tmp_path: Path
+) -> None:
+    """A stage II of another size, or one spreading its noise from latents of another length
+    than stage I's z, is refused in one line naming both runs."""
+    train = ["train", "stage2", "--data", retina64, *TINY]
+    small, noisy = tmp_path / "small", tmp_path / "noisy"
+    assert run_cli(*train, "--out", small, "--size", "32").exit_code == 0
+    assert run_cli(*train, "--out", noisy, "--noise-channels", "1", "--nz", "8").exit_code == 0
+    sample = ["sample", "--stage1", runs[0], "--count", "2", "--out", tmp_path / "o"]
+    result = run_cli(*sample, "--stage2", small)
+    assert_one_line_error(result, f"({runs[0]}) makes 64x64 masks but stage II ({small}) takes 32")
+    result = run_cli(*sample, "--stage2", noisy)
+    assert_one_line_error(result, f"stage II ({noisy}) spreads its noise from latents of 8 values")
 
 
 def test_stage_roles_are_checked(runs: tuple[Path, Path], tmp_path: Path) -> None:

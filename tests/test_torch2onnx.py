@@ -47,6 +47,10 @@ def tiny_runs(retina64: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         "resize",
     ]
     assert run_cli("train", "stage1", *args, *TINY_TRAIN).exit_code == 0
+    runs["stage2_noise"] = root / "stage2_noise"
+    args = ["--data", retina64, "--out", runs["stage2_noise"], "--steps", "2"]
+    noise = ["--noise-channels", "2", "--mode-seeking", "1"]
+    assert run_cli("train", "stage2", *args, *noise, *TINY_TRAIN).exit_code == 0
     return runs
 
 
@@ -95,7 +99,7 @@ def test_one_file_serves_batch_sizes_1_3_16_and_matches_pytorch_sampling(demo_on
         assert_same_samples((image, mask), (ref_image, ref_mask), image_follows_mask=True)
         # The two-model path (as the Triton ensemble runs it) gives the same result.
         (mask2,) = stage1.run(["mask"], {"z": z})
-        (image2,) = stage2.run(["image"], {"mask": mask2})
+        (image2,) = stage2.run(["image"], {"mask": mask2, "z": z})
         assert np.array_equal(mask2, mask) and np.array_equal(image2, image)
 
 
@@ -127,6 +131,31 @@ def test_resize_generator_exports_with_parity(tiny_runs: dict[str, Path], tmp_pa
     assert all(c.ok for c in result.checks)
     ops = {node.op_type for node in onnx.load(str(out / "synthmed_stage1.onnx")).graph.node}
     assert "Resize" in ops
+
+
+def test_noisy_stage2_exports_with_parity_and_renders_from_z(
+    tiny_runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A stage II with noise maps: verified like any graph (its projection is a constant, no
+    random op inside), the image changes with z and only with z, and the fused graph gives
+    the two-model path's samples."""
+    out = tmp_path / "onnx"
+    result = torch2onnx.export_onnx(
+        out, stage1=tiny_runs["stage1"], stage2=tiny_runs["stage2_noise"]
+    )
+    assert {c.batch for c in result.checks} == {1, 3, 16} and all(c.ok for c in result.checks)
+    ops = {node.op_type for node in onnx.load(str(out / "synthmed_stage2.onnx")).graph.node}
+    assert not {op for op in ops if op.startswith("Random")}
+    stage1, stage2 = _session(out / "synthmed_stage1.onnx"), _session(out / "synthmed_stage2.onnx")
+    z = latents(4, range(3), 16)
+    (mask,) = stage1.run(["mask"], {"z": z})
+    (image,) = stage2.run(["image"], {"mask": mask, "z": z})
+    (again,) = stage2.run(["image"], {"mask": mask, "z": z})
+    (other,) = stage2.run(["image"], {"mask": mask, "z": latents(5, range(3), 16)})
+    assert np.array_equal(image, again) and not np.array_equal(image, other)
+    fused = _session(out / "synthmed_fused.onnx").run(["image", "mask"], {"z": z})
+    assert np.array_equal(fused[1], mask)
+    assert_same_samples(tuple(fused), (image, mask), image_follows_mask=True)
 
 
 def test_fp16_export_keeps_io_types(tiny_runs: dict[str, Path], tmp_path: Path) -> None:

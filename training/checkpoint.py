@@ -71,6 +71,32 @@ class GeneratorInfo:
         return int(self.model_config.size)
 
 
+def check_pair(stage1: GeneratorInfo, stage2: GeneratorInfo) -> None:
+    """Refuse a stage I and a stage II that cannot run as one pipeline: other image sizes, or
+    a stage II that spreads its noise from latents of another length than stage I's z."""
+    size1, size2 = stage1.image_size, stage2.image_size
+    if size1 != size2:
+        raise CheckpointError(
+            f"stage I ({stage1.path}) makes {size1}x{size1} masks but stage II "
+            f"({stage2.path}) takes {size2}x{size2}"
+        )
+    config = stage2.model_config
+    if getattr(config, "noise_channels", 0) and config.nz != stage1.model_config.nz:
+        raise CheckpointError(
+            f"stage II ({stage2.path}) spreads its noise from latents of {config.nz} values "
+            f"but stage I ({stage1.path}) draws {stage1.model_config.nz} (train both with one --nz)"
+        )
+
+
+def latent_size(stage2: GeneratorInfo, stage1: GeneratorInfo | None) -> int:
+    """The length of the z a stage II graph takes: its own when it renders from noise, else
+    stage I's (the z it is paired with and ignores) or its config's default."""
+    config = stage2.model_config
+    if stage1 is not None and not getattr(config, "noise_channels", 0):
+        return int(stage1.model_config.nz)
+    return int(config.nz)
+
+
 def _state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 

@@ -143,7 +143,7 @@ _TRAIN_OPTIONS = [
     _option("--lr", type=float, help="Adam learning rate (G and D)."),
     _option("--beta1", type=float, help="Adam beta1."),
     _option("--seed", type=int, help="Seeds init, batches, augmentation, noise."),
-    _option("--nz", type=int, help="Latent size (stage1, single)."),
+    _option("--nz", type=int, help="Latent size (stage1, single; stage2 with noise channels)."),
     _option("--ngf", type=int, help="Generator base width."),
     _option("--ndf", type=int, help="Discriminator base width."),
     _option("--max-channels", type=int, help="Cap on any layer's width."),
@@ -213,7 +213,14 @@ _TRAIN_OPTIONS = [
     _option(
         "--mode-seeking",
         type=float,
-        help="Stage I / single: weight of MSGAN's mode-seeking term against collapse; 0: off.",
+        help="Weight of MSGAN's mode-seeking term against collapse (stage II: needs "
+        "--noise-channels); 0: off.",
+    ),
+    _option(
+        "--noise-channels",
+        type=int,
+        help="Stage II: per-pixel noise maps spread from the latent z, for texture that varies "
+        "between renders; 0: a deterministic render of the mask.",
     ),
     _option(
         "--binary-fakes/--no-binary-fakes",

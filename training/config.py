@@ -110,6 +110,9 @@ class TrainConfig:
     # Stage II: pix2pixHD's discriminator scales and feature-matching weight (0: off).
     d_scales: int = 1
     fm_lambda: float = 0.0
+    # Stage II: per-pixel noise maps spread from a latent (0: a deterministic render of the
+    # mask). With --mode-seeking the two renders of one mask must differ (UNetGeneratorConfig).
+    noise_channels: int = 0
     gan_loss: str = "bce"
     spectral_norm: bool = False
     minibatch_std: bool = True
@@ -126,9 +129,10 @@ class TrainConfig:
     diff_augment: tuple[str, ...] = ()
     r1_gamma: float = 0.0
     r1_interval: int = 4
-    # Stage I and the single GAN: MSGAN's mode-seeking term (Mao et al., 2019; 0: off). The
-    # generator is penalised when two latents far apart give near-identical outputs, which is
-    # how a collapsing DCGAN draws the same vessel tree for most of its latent space.
+    # MSGAN's mode-seeking term (Mao et al., 2019; 0: off). The generator is penalised when
+    # two latents far apart give near-identical outputs, which is how a collapsing DCGAN draws
+    # the same vessel tree for most of its latent space, and how a stage II with noise maps
+    # learns to ignore them (its two renders of one mask are compared).
     mode_seeking: float = 0.0
     # Stage I and the single GAN: how the DCGAN generator doubles its side (see DCGANConfig).
     upsample: str = "transposed"
@@ -193,13 +197,25 @@ class TrainConfig:
                 f"--d-scales {self.d_scales} at --size {self.size}: the coarsest scale would "
                 f"be {self.size >> (self.d_scales - 1)} px (at least 32); at most {most} here"
             )
-        if self.mode_seeking and self.kind == "stage2":
-            yield "--mode-seeking for stage2: expected 0 (pix2pix draws no latent)"
+        if self.mode_seeking and self.kind == "stage2" and not self.noise_channels:
+            yield (
+                "--mode-seeking for stage2 needs --noise-channels >= 1 (without noise every "
+                "render of a mask is the same)"
+            )
+        if self.noise_channels and self.kind != "stage2":
+            yield f"--noise-channels for {self.kind}: only stage II renders from noise maps"
         if self.binary_fakes and self.kind != "stage1":
             yield f"--binary-fakes for {self.kind}: only stage I draws masks"
         if self.upsample != "transposed" and self.kind == "stage2":
             yield "--upsample for stage2: expected transposed (it sets the DCGAN generator's)"
-        for name in ("instance_noise", "seg_lambda", "fm_lambda", "r1_gamma", "mode_seeking"):
+        for name in (
+            "instance_noise",
+            "seg_lambda",
+            "fm_lambda",
+            "r1_gamma",
+            "mode_seeking",
+            "noise_channels",
+        ):
             if getattr(self, name) < 0:
                 yield f"{option(name)} must be >= 0, got {getattr(self, name)}"
         for name, high in (("ema_decay", 1.0), ("label_smoothing", 0.5), ("dropout", 1.0)):

@@ -36,7 +36,17 @@ DEMO_RUNS = {
         "mode_seeking": 1.0,
         "binary_fakes": True,
     },
-    "stage2": {"steps": 4000, "batch_size": 16, "ngf": 32, "ndf": 32, "max_channels": 64},
+    "stage2": {
+        "steps": 4000,
+        "batch_size": 16,
+        "ngf": 32,
+        "ndf": 32,
+        "max_channels": 64,
+        # Four noise maps spread from z, used because of the mode-seeking term: the oracle arm
+        # 0.958x real F1, against the deterministic U-Net's 0.936x (docs/quality.md).
+        "noise_channels": 4,
+        "mode_seeking": 1.0,
+    },
 }
 ROLES = tuple(DEMO_RUNS)
 

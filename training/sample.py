@@ -16,20 +16,37 @@ from PIL import Image
 from tqdm import tqdm
 
 from synthmed.atomic import atomic_path
-from synthmed.errors import CheckpointError, UserInputError
+from synthmed.contract import MASK, Z
+from synthmed.errors import UserInputError
 from synthmed.latents import latents
-from synthmed.training.checkpoint import load_generator
+from synthmed.sampling import translate_feeds
+from synthmed.training.checkpoint import check_pair, load_generator
 from synthmed.training.pixels import (
     binary_mask,
     conditional_to_uint8,
     mask_to_input,
     mask_to_uint8,
     tanh_to_uint8,
+    uint8_mask_to_input,
 )
 
 DEMO_DIR = Path(__file__).parent / "demo_models"
 DEMO_STAGE1 = DEMO_DIR / "stage1"
 DEMO_STAGE2 = DEMO_DIR / "stage2"
+
+
+@torch.no_grad()
+def render_masks(
+    stage2: torch.nn.Module, masks: np.ndarray, *, seed: int = 0, start: int = 0
+) -> np.ndarray:
+    """Stage II alone: uint8 masks [N, H, W] (>= 128 is vessel) -> images uint8 [N, H, W, 3],
+    mask k with the noise of sample start + k of seed `seed`, as the served stage II renders
+    it (`translate_feeds`)."""
+    device = next(stage2.parameters()).device
+    feeds = translate_feeds(masks, stage2.config.nz, seed, start)
+    mask = torch.from_numpy(feeds[MASK.name]).to(device)
+    z = torch.from_numpy(feeds[Z.name]).to(device)
+    return tanh_to_uint8(stage2(uint8_mask_to_input(mask), z)).cpu().numpy()
 
 
 class TwoStagePipeline:
@@ -38,20 +55,21 @@ class TwoStagePipeline:
     def __init__(self, stage1: Path | str, stage2: Path | str, device: str = "cpu") -> None:
         self.stage1, self.info1 = load_generator(stage1, role="stage1", device=device)
         self.stage2, self.info2 = load_generator(stage2, role="stage2", device=device)
-        if self.info1.image_size != self.info2.image_size:
-            raise CheckpointError(
-                f"stage I makes {self.info1.image_size}x{self.info1.image_size} masks but stage II "
-                f"takes {self.info2.image_size}x{self.info2.image_size}"
-            )
+        check_pair(self.info1, self.info2)
         self.device = device
         self.nz = self.info1.model_config.nz
 
     @torch.no_grad()
     def __call__(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Latents float32 [N, nz] -> (images uint8 [N,H,W,3], masks uint8 [N,H,W] in {0, 255})."""
-        mask = binary_mask(self.stage1(torch.from_numpy(z).to(self.device)))
-        image = tanh_to_uint8(self.stage2(mask_to_input(mask)))
+        z = torch.from_numpy(z).to(self.device)
+        mask = binary_mask(self.stage1(z))
+        image = tanh_to_uint8(self.stage2(mask_to_input(mask), z))
         return image.cpu().numpy(), mask_to_uint8(mask).cpu().numpy()
+
+    def translate(self, masks: np.ndarray, *, seed: int = 0, start: int = 0) -> np.ndarray:
+        """Stage II alone (see `render_masks`)."""
+        return render_masks(self.stage2, masks, seed=seed, start=start)
 
     def sample(self, seed: int, indices: range) -> tuple[np.ndarray, np.ndarray]:
         """Images and masks of the given sample indices of the run seeded `seed`."""

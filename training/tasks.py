@@ -245,6 +245,8 @@ class Pix2PixTask(GanTask):
                 max_channels=cfg.max_channels,
                 norm=cfg.norm,
                 dropout=cfg.dropout,
+                noise_channels=cfg.noise_channels,
+                nz=cfg.nz,
             ),
             PatchDiscriminatorConfig(
                 in_channels=4,
@@ -279,8 +281,18 @@ class Pix2PixTask(GanTask):
         self.segmenter = model.eval().requires_grad_(False).to(device)
 
     def generate(self, generator: nn.Module, batch: Batch) -> torch.Tensor:
-        """The photograph for each mask of the batch."""
-        return generator(batch.masks)
+        """The photograph for each mask of the batch, from fresh latents; with the
+        mode-seeking term, also a second render of the first half's masks, from other ones."""
+        masks = batch.masks
+        # A deterministic render draws nothing, so such runs keep their random stream.
+        noisy = self.cfg.noise_channels > 0
+        self.latents = self.latent(masks.shape[0], masks.device) if noisy else None
+        fake = generator(masks, self.latents)
+        if self.cfg.mode_seeking > 0:
+            half = masks.shape[0] // 2
+            self.second_latents = self.latent(half, masks.device)
+            self.second = generator(masks[:half], self.second_latents)
+        return fake
 
     def d_inputs(self, batch: Batch, fake: torch.Tensor) -> list[tuple[torch.Tensor, bool]]:
         """The discriminator judges (mask, image) pairs, so it also checks vessel alignment."""
@@ -306,14 +318,26 @@ class Pix2PixTask(GanTask):
         if self.segmenter is not None:
             seg = segmentation_loss(self.segmenter(fake.float()), (batch.masks > 0).float())
             loss, stats["seg"] = loss + self.cfg.seg_lambda * seg, seg.item()
+        if self.cfg.mode_seeking > 0:
+            # Halves of one batch: the first renders and the second renders of the same masks.
+            half = self.second.shape[0]
+            spread = mode_seeking_ratio(
+                torch.cat([fake[:half], self.second]),
+                torch.cat([self.latents[:half], self.second_latents]),
+            )
+            loss = loss + self.cfg.mode_seeking / (spread + 1e-5)
+            stats["mode_seeking_ratio"] = spread.item()
         return loss, stats
 
     @torch.no_grad()
     def evaluate(
         self, generator: nn.Module, fixed: Batch
     ) -> tuple[dict[str, float], list[torch.Tensor]]:
-        """L1 of the EMA generator on fixed training pairs; grid rows: mask, fake, real."""
-        fake = generator(fixed.masks)
+        """L1 of the EMA generator on fixed training pairs and latents; grid rows: mask, fake,
+        real."""
+        seeded = torch.Generator().manual_seed(self.cfg.seed)
+        latents = torch.randn(fixed.masks.shape[0], self.cfg.nz, generator=seeded)
+        fake = generator(fixed.masks, latents.to(fixed.masks.device))
         metrics = {"eval_l1": float((fake - fixed.images).abs().mean()) / 2}
         rows = [fixed.masks[:8].expand(-1, 3, -1, -1), fake[:8], fixed.images[:8]]
         return metrics, [(r + 1) / 2 for r in rows]

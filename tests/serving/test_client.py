@@ -76,7 +76,9 @@ def test_resume_point_does_not_change_samples(demo_server, reference) -> None:
 
 def test_translate_runs_stage2_on_user_masks(demo_server, reference) -> None:
     with SynthMedClient(demo_server.url("grpc")) as client:
-        assert np.array_equal(client.translate(reference[1][:4]), reference[0][:4])
+        assert np.array_equal(client.translate(reference[1][:4], seed=21), reference[0][:4])
+        tail = client.translate(reference[1][990:], seed=21, start=990)
+        assert np.array_equal(tail, reference[0][990:])
 
 
 def test_clear_errors(demo_server) -> None:
@@ -99,7 +101,8 @@ def test_asyncio_client_gives_the_same_samples(demo_server, second_server, refer
         urls = [demo_server.url("grpc"), second_server.url("grpc")]
         async with AsyncSynthMedClient(urls, max_in_flight=4) as client:
             samples = [item async for item in client.generate(200, seed=21, batch_size=9)]
-            assert np.array_equal(await client.translate(reference[1][:3]), reference[0][:3])
+            rendered = await client.translate(reference[1][:3], seed=21)
+            assert np.array_equal(rendered, reference[0][:3])
             return samples
 
     samples = asyncio.run(collect())

@@ -89,7 +89,9 @@ def test_in_process_runtime_matches_pytorch(demo_onnx: Path, tmp_path: Path) -> 
     ref_images, ref_masks = TwoStagePipeline(DEMO_STAGE1, DEMO_STAGE2)(z)
     # onnxruntime against PyTorch: equal up to rounding (see tests/tolerance.py).
     assert_same_samples((images, masks), (ref_images, ref_masks), image_follows_mask=True)
-    assert np.array_equal(runtime.translate(masks), images)
+    # Stage II alone, with the noise of the same samples: the same images, in any batching.
+    assert np.array_equal(runtime.translate(masks, seed=3), images)
+    assert np.array_equal(runtime.translate(masks[4:], seed=3, start=4), images[4:])
 
 
 def test_bad_input(demo_onnx: Path, tmp_path: Path) -> None:

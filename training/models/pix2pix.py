@@ -27,6 +27,13 @@ class UNetGeneratorConfig:
 
     `dropout` is pix2pix's noise source in the three innermost decoder blocks; it is active in
     training only, so the exported generator (eval mode) is deterministic.
+
+    `noise_channels` > 0 makes the render stochastic without randomness in the graph: the
+    latent z [nz] is spread into that many per-pixel noise maps by a fixed random projection
+    (drawn once from `NOISE_SEED`, stored with the weights) and fed beside the mask. The
+    texture of a photograph (background grain, vessel contrast) is not a function of the vessel
+    mask, and a deterministic U-Net renders every mask with the same average texture; quality.md
+    measures what the noise buys.
     """
 
     size: int = 256
@@ -36,11 +43,15 @@ class UNetGeneratorConfig:
     max_channels: int = 512
     norm: str = "batch"
     dropout: float = 0.5
+    noise_channels: int = 0
+    nz: int = 100
 
     def __post_init__(self) -> None:
         check_size(self.size, low=32)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.noise_channels < 0 or self.nz < 1:
+            raise ValueError(f"noise_channels must be >= 0 and nz >= 1, got {self}")
         norm_layer(self.norm, 1)
 
     def widths(self) -> list[int]:
@@ -68,17 +79,30 @@ def _up(c_in: int, c_out: int, norm: str, dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+# The seed of the fixed latent -> noise projection; stored with the weights all the same, so a
+# checkpoint never depends on how a future torch draws random numbers.
+NOISE_SEED = 20260
+
+
 @register_model("unet_generator", UNetGeneratorConfig)
 class UNetGenerator(nn.Module):
-    """mask [N, in, S, S] in [-1, 1] -> image [N, out, S, S] in [-1, 1] (tanh)."""
+    """(mask [N, in, S, S] in [-1, 1], latent [N, nz]) -> image [N, out, S, S] in [-1, 1]
+    (tanh). A generator without noise channels ignores the latent."""
 
     def __init__(self, config: UNetGeneratorConfig) -> None:
         super().__init__()
         self.config = config
         w = config.widths()
         n = len(w)
+        if config.noise_channels:
+            # Unit-variance noise per pixel for a standard normal z: entries N(0, 1/nz).
+            shape = (config.noise_channels * config.size**2, config.nz)
+            seeded = torch.Generator().manual_seed(NOISE_SEED)
+            self.register_buffer(
+                "noise_projection", torch.randn(shape, generator=seeded) / config.nz**0.5
+            )
         self.down = nn.ModuleList(
-            [_down(config.in_channels, w[0], None, first=True)]
+            [_down(config.in_channels + config.noise_channels, w[0], None, first=True)]
             + [
                 _down(w[i - 1], w[i], config.norm if i < n - 1 else None, False)
                 for i in range(1, n)
@@ -94,10 +118,20 @@ class UNetGenerator(nn.Module):
         )
         init_gan_weights(self)
 
-    def forward(self, mask: torch.Tensor) -> torch.Tensor:
+    def noise(self, z: torch.Tensor) -> torch.Tensor:
+        """The per-pixel noise maps [N, noise_channels, S, S] of latents z [N, nz]."""
+        size = self.config.size
+        maps = z.to(self.noise_projection.dtype) @ self.noise_projection.T
+        return maps.view(-1, self.config.noise_channels, size, size)
+
+    def forward(self, mask: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """Encode to 1x1, decode back with a skip from every encoder level."""
         skips = []
         x = mask
+        if self.config.noise_channels:
+            if z is None:
+                raise ValueError("this stage II renders from noise: pass a latent z [N, nz]")
+            x = torch.cat([mask, self.noise(z).to(mask.dtype)], dim=1)
         for down in self.down:
             x = down(x)
             skips.append(x)

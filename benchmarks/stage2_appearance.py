@@ -95,7 +95,6 @@ def main() -> None:
         held_out=False,
     )
     parser.add_argument("--count", type=int, default=200, help="Training pairs compared.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of stage II's noise latents.")
     args = parser.parse_args()
     print(header())
     real = load_paired_data(args.real, args.size, progress=False)

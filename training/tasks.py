@@ -94,6 +94,15 @@ def mode_seeking_ratio(fake: torch.Tensor, latents: torch.Tensor) -> torch.Tenso
     return images / (latents[:half] - latents[half : 2 * half]).abs().mean()
 
 
+def mode_seeking_term(
+    weight: float, fake: torch.Tensor, latents: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """The generator's penalty weight / ratio (small when the ratio is healthy), and the ratio
+    for the log."""
+    spread = mode_seeking_ratio(fake, latents)
+    return weight / (spread + 1e-5), spread.item()
+
+
 def straight_through_binary(mask: torch.Tensor) -> torch.Tensor:
     """A tanh mask binarised to {-1, 1} as the exported stage I thresholds it, with the tanh's
     gradient passed straight through (Bengio et al., 2013): the discriminator then sees only
@@ -202,9 +211,10 @@ class UnconditionalTask(GanTask):
             stats["real_fraction"] = float((batch.masks > 0).float().mean())
         loss = g_adversarial_loss(discriminator(fake), self.cfg.gan_loss)
         if self.cfg.mode_seeking > 0:
-            spread = mode_seeking_ratio(fake, self.latents)
-            loss = loss + self.cfg.mode_seeking / (spread + 1e-5)
-            stats["mode_seeking_ratio"] = spread.item()
+            term, stats["mode_seeking_ratio"] = mode_seeking_term(
+                self.cfg.mode_seeking, fake, self.latents
+            )
+            loss = loss + term
         return loss, stats
 
     @torch.no_grad()
@@ -321,12 +331,12 @@ class Pix2PixTask(GanTask):
         if self.cfg.mode_seeking > 0:
             # Halves of one batch: the first renders and the second renders of the same masks.
             half = self.second.shape[0]
-            spread = mode_seeking_ratio(
+            term, stats["mode_seeking_ratio"] = mode_seeking_term(
+                self.cfg.mode_seeking,
                 torch.cat([fake[:half], self.second]),
                 torch.cat([self.latents[:half], self.second_latents]),
             )
-            loss = loss + self.cfg.mode_seeking / (spread + 1e-5)
-            stats["mode_seeking_ratio"] = spread.item()
+            loss = loss + term
         return loss, stats
 
     @torch.no_grad()

@@ -83,3 +83,36 @@ def assert_one_line_error(result: Result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+@pytest.fixture
+def grid_sample_without_second_derivative(monkeypatch: pytest.MonkeyPatch) -> None:
+    """grid_sample with a first derivative only, as CUDA's is: R1 taken through an augmentation
+    that resamples then fails, on a GPU, at its first penalty ("derivative for
+    aten::grid_sampler_2d_backward is not implemented"). The CPU kernel has the second
+    derivative, so without this a CPU test would not see the difference."""
+    import torch  # the client-only tests run without it
+
+    original = torch.nn.functional.grid_sample
+
+    class OnceDifferentiable(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, grid, kwargs):  # noqa: ANN001, ANN205, D102
+            ctx.save_for_backward(x, grid)
+            ctx.kwargs = kwargs
+            return original(x, grid, **kwargs)
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, grad):  # noqa: ANN001, ANN205, D102
+            x, grid = ctx.saved_tensors
+            with torch.enable_grad():
+                x = x.detach().requires_grad_(True)
+                (dx,) = torch.autograd.grad(original(x, grid.detach(), **ctx.kwargs), x, grad)
+            return dx, None, None
+
+    monkeypatch.setattr(
+        torch.nn.functional,
+        "grid_sample",
+        lambda x, grid, **kwargs: OnceDifferentiable.apply(x, grid, kwargs),
+    )

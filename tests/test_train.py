@@ -48,6 +48,21 @@ DIFFAUG_R1 = [
 ]
 
 
+@pytest.mark.usefixtures("grid_sample_without_second_derivative")
+def test_r1_runs_where_the_augmentation_has_no_second_derivative(
+    retina64: Path, tmp_path: Path
+) -> None:
+    """R1 at the augmented reals: DiffAugment's translation resamples with grid_sample, whose
+    CUDA kernel has no second derivative (the GPU run of the demo's stage I stopped at its
+    first penalty)."""
+    args = ["train", "stage1", "--data", retina64, *TINY, *DIFFAUG_R1[:4]]
+    result = run_cli(
+        *args, "--r1-gamma", "1", "--r1-interval", "1", "--steps", "2", "--out", tmp_path / "run"
+    )
+    assert result.exit_code == 0, result.output
+    assert all(float(row["r1"]) > 0 for row in _losses(tmp_path / "run"))
+
+
 @pytest.mark.parametrize(
     ("kind", "extra"),
     [

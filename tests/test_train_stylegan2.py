@@ -45,6 +45,19 @@ def test_run_records_classes_grayscale_and_finite_losses(cstylegan2_run: Path) -
     assert (cstylegan2_run / "samples" / "step_000004.png").is_file()
 
 
+@pytest.mark.usefixtures("grid_sample_without_second_derivative")
+def test_r1_runs_where_the_augmentation_has_no_second_derivative(
+    retina64: Path, tmp_path: Path
+) -> None:
+    """R1 at the augmented reals, not through ADA's resampling (no second derivative on CUDA):
+    every transform on, from the first step."""
+    args = ["--data", retina64, *TINY_STYLEGAN2, "--log-every", "1", "--r1-interval", "1"]
+    args += ["--no-ada", "--ada-p", "1", "--steps", "2", "--out", tmp_path / "run"]
+    result = run_cli("train", "stylegan2", *args)
+    assert result.exit_code == 0, result.output
+    assert all(float(row["r1"]) > 0 for row in _rows(tmp_path / "run" / "losses.csv"))
+
+
 def test_resume_continues_exactly(retina64: Path, gray_cells64: Path, tmp_path: Path) -> None:
     # Lazy R1 and path length both fall after the interruption, and ADA's p moves.
     args = ["--data", retina64, "--data", gray_cells64, *TINY_STYLEGAN2, "--log-every", "1"]

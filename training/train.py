@@ -196,11 +196,13 @@ class Trainer(TrainingLoop):
     def _r1(self, reals: torch.Tensor, seen: Callable) -> float:
         """R1 (Mescheder et al., 2018): penalise the discriminator's gradient on what it is
         shown of the reals, lazily (weight times the interval). Through the bare module,
-        whose gradients the step's last, synchronised backward all-reduces."""
-        reals = reals.detach().requires_grad_(True)
+        whose gradients the step's last, synchronised backward all-reduces. The gradient is
+        taken at the augmented reals, not through DiffAugment: CUDA's grid_sample has no second
+        derivative (the run stopped at its first R1 step on a GPU)."""
+        shown = seen(reals.detach()).detach().requires_grad_(True)
         with self._autocast():
-            logits = self.discriminator(seen(reals))
-        (grads,) = torch.autograd.grad(logits.float().sum(), reals, create_graph=True)
+            logits = self.discriminator(shown)
+        (grads,) = torch.autograd.grad(logits.float().sum(), shown, create_graph=True)
         penalty = grads.float().square().sum(dim=(1, 2, 3)).mean()
         self.scaler.scale(penalty * (self.cfg.r1_gamma / 2) * self.cfg.r1_interval).backward()
         return penalty.item()

@@ -173,10 +173,12 @@ class StyleGAN2Trainer(TrainingLoop):
             ws = torch.cat([ws[:, :cutoff], w2[:, None].expand(-1, num_ws - cutoff, -1)], dim=1)
         return self.G.synthesis(ws, labels, "random"), ws
 
+    def _shown(self, x: torch.Tensor) -> torch.Tensor:
+        """What the discriminator is shown of x: ADA's transforms at the current p."""
+        return augment(x, self.ada.p, self.model_config.image_channels, self.cfg.augments)
+
     def _critic(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.D(
-            augment(x, self.ada.p, self.model_config.image_channels, self.cfg.augments), labels
-        )
+        return self.D(self._shown(x), labels)
 
     def _apply(
         self, loss: torch.Tensor, module: torch.nn.Module, optimizer: torch.optim.Optimizer
@@ -240,9 +242,11 @@ class StyleGAN2Trainer(TrainingLoop):
 
     def _r1_step(self, reals: torch.Tensor, labels: torch.Tensor) -> float:
         """Penalise the discriminator's gradient on (augmented) reals: R1, lazily."""
-        reals = reals.detach().requires_grad_(True)
-        logits = self._critic(reals, labels)
-        (grads,) = torch.autograd.grad(logits.sum(), reals, create_graph=True)
+        # At the augmented images, not through ADA's transforms: CUDA has no second derivative
+        # of grid_sample.
+        shown = self._shown(reals.detach()).detach().requires_grad_(True)
+        logits = self.D(shown, labels)
+        (grads,) = torch.autograd.grad(logits.sum(), shown, create_graph=True)
         penalty = grads.square().sum(dim=(1, 2, 3)).mean()
         loss = penalty * (self.cfg.gamma / 2) * self.cfg.r1_interval
         self._apply(loss + logits.sum() * 0, self.D, self.opt_d)

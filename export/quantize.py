@@ -13,7 +13,7 @@ input is therefore rewritten first into s*s small Convs (one per output phase) a
 DepthToSpace, exactly equal in fp32, and those Convs run as QLinearConv. Concat and Relu are
 quantized too, so the skip links stay uint8 between convolutions. The output layer stays fp32
 (an original ConvTranspose): it is cheap and decides the grey levels; so does a noisy stage
-II's projection of z into noise maps (a MatMul, not quantized). The graph's uint8 Casts at
+II's projection of z into noise maps (three MatMuls, not quantized). The graph's uint8 Casts at
 either end are untouched.
 Then the int8 images are compared with the fp32 ones on held-out masks (PSNR, SSIM); below
 `min_psnr` nothing is written. The folder is staged beside OUT and renamed into place; it is

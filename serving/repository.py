@@ -324,20 +324,22 @@ def write_repository(
             f"{out}: version {options.version} of {', '.join(existing)} exists; "
             "pass --overwrite to replace it or --version N to add another"
         )
+    by_name = {s.name: s for s in specs}
+    # Built before anything is written: a stage II without z is refused with `out` untouched.
+    ensemble = (
+        ensemble_config(by_name[STAGE1], by_name[STAGE2], options) if STAGE1 in by_name else None
+    )
     out.mkdir(parents=True, exist_ok=True)
     # Models are moved out of the staging folder one by one, each replacing only itself.
     with staged_folder(out, publish=False) as staging:
         for spec in specs:
             _stage_model(spec, options, staging)
         names = [s.name for s in specs]
-        by_name = {s.name: s for s in specs}
-        if STAGE1 in by_name:
+        if ensemble is not None:
             # Triton needs a version folder for the ensemble too; git keeps no empty folders.
             (staging / ENSEMBLE / str(options.version)).mkdir(parents=True)
             (staging / ENSEMBLE / str(options.version) / ".gitkeep").touch()
-            (staging / ENSEMBLE / "config.pbtxt").write_text(
-                to_pbtxt(ensemble_config(by_name[STAGE1], by_name[STAGE2], options))
-            )
+            (staging / ENSEMBLE / "config.pbtxt").write_text(to_pbtxt(ensemble))
             names.append(ENSEMBLE)
         for name in names:
             _install(staging / name, out / name, options.version)

@@ -90,8 +90,9 @@ def test_generators_are_deterministic_in_eval_mode() -> None:
 
 def test_noise_channels_make_the_render_a_function_of_mask_and_latent(tmp_path) -> None:
     """A stage II with noise maps: the latent changes the image, the same latent gives the same
-    image, the projection travels with the weights, and one without noise ignores z."""
-    config = {"size": 32, "ngf": 8, "noise_channels": 2, "nz": 6}
+    image, the projection travels with the weights (separable: its size grows with the side,
+    not its square), and one without noise ignores z."""
+    config = {"size": 32, "ngf": 8, "noise_channels": 2, "nz": 6, "noise_rank": 8}
     model = create_model("unet_generator", config).eval()
     mask, z = torch.randn(3, 1, 32, 32).sign(), torch.randn(3, 6)
     with torch.no_grad():
@@ -102,7 +103,11 @@ def test_noise_channels_make_the_render_a_function_of_mask_and_latent(tmp_path) 
     assert maps.shape == (256, 2, 32, 32)
     assert 0.9 < float(maps.std()) < 1.1  # unit-variance noise for a standard-normal z
     save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
-    assert "noise_projection" in load_file(str(tmp_path / "w.safetensors"))
+    saved = load_file(str(tmp_path / "w.safetensors"))
+    assert saved["noise_coefficients"].shape == (2 * 8 * 8, 6)
+    assert saved["noise_rows"].shape == saved["noise_columns"].shape == (32, 8)
+    with pytest.raises(CheckpointError, match="noise_rank"):
+        create_model("unet_generator", {**config, "noise_rank": 33})
     with pytest.raises(ValueError, match="pass a latent z"):
         model(mask)
     plain = create_model("unet_generator", {"size": 32, "ngf": 8}).eval()

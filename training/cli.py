@@ -223,6 +223,12 @@ _TRAIN_OPTIONS = [
         "between renders; 0: a deterministic render of the mask.",
     ),
     _option(
+        "--noise-rank",
+        type=int,
+        help="Stage II: rank r of each noise map (U M V^T, M r x r from z); the stored "
+        "projection holds noise-channels * r^2 * nz numbers, whatever the size.",
+    ),
+    _option(
         "--binary-fakes/--no-binary-fakes",
         help="Stage I: the discriminator sees the generated masks binarised, as stage II gets "
         "them (straight-through gradient).",

@@ -113,6 +113,7 @@ class TrainConfig:
     # Stage II: per-pixel noise maps spread from a latent (0: a deterministic render of the
     # mask). With --mode-seeking the two renders of one mask must differ (UNetGeneratorConfig).
     noise_channels: int = 0
+    noise_rank: int = 32  # the rank of each noise map (UNetGeneratorConfig)
     gan_loss: str = "bce"
     spectral_norm: bool = False
     minibatch_std: bool = True
@@ -197,13 +198,7 @@ class TrainConfig:
                 f"--d-scales {self.d_scales} at --size {self.size}: the coarsest scale would "
                 f"be {self.size >> (self.d_scales - 1)} px (at least 32); at most {most} here"
             )
-        if self.mode_seeking and self.kind == "stage2" and not self.noise_channels:
-            yield (
-                "--mode-seeking for stage2 needs --noise-channels >= 1 (without noise every "
-                "render of a mask is the same)"
-            )
-        if self.noise_channels and self.kind != "stage2":
-            yield f"--noise-channels for {self.kind}: only stage II renders from noise maps"
+        yield from self._noise_problems()
         if self.binary_fakes and self.kind != "stage1":
             yield f"--binary-fakes for {self.kind}: only stage I draws masks"
         if self.upsample != "transposed" and self.kind == "stage2":
@@ -221,6 +216,18 @@ class TrainConfig:
         for name, high in (("ema_decay", 1.0), ("label_smoothing", 0.5), ("dropout", 1.0)):
             if not 0 <= getattr(self, name) < high:
                 yield f"{option(name)} must be in [0, {high}), got {getattr(self, name)}"
+
+    def _noise_problems(self) -> Iterator[str]:
+        """Stage II's noise maps and the mode-seeking comparison of its renders."""
+        if self.mode_seeking and self.kind == "stage2" and not self.noise_channels:
+            yield (
+                "--mode-seeking for stage2 needs --noise-channels >= 1 (without noise every "
+                "render of a mask is the same)"
+            )
+        if self.noise_channels and self.kind != "stage2":
+            yield f"--noise-channels for {self.kind}: only stage II renders from noise maps"
+        if not 1 <= self.noise_rank <= self.size:
+            yield f"--noise-rank must be in [1, --size {self.size}], got {self.noise_rank}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (the augment settings nested)."""

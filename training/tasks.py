@@ -256,6 +256,7 @@ class Pix2PixTask(GanTask):
                 norm=cfg.norm,
                 dropout=cfg.dropout,
                 noise_channels=cfg.noise_channels,
+                noise_rank=cfg.noise_rank,
                 nz=cfg.nz,
             ),
             PatchDiscriminatorConfig(

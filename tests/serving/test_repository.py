@@ -117,6 +117,13 @@ def test_bad_input(demo_onnx: Path, tmp_path: Path) -> None:
     (partial / "export_manifest.json").write_text(json.dumps(manifest))
     lacks = run_cli("export", "repository", "--onnx", partial, "--out", tmp_path / "r")
     assert_one_line_error(lacks, "needs synthmed_stage2")
+    # An export from before stage II took z: the ensemble could not give it the sample's noise.
+    manifest = json.loads((demo_onnx / "export_manifest.json").read_text())
+    del manifest["models"][STAGE2]["inputs"]["z"]
+    (partial / "export_manifest.json").write_text(json.dumps(manifest))
+    old = run_cli("export", "repository", "--onnx", partial, "--out", tmp_path / "r")
+    assert_one_line_error(old, "synthmed_stage2 takes z of shape None but synthmed_stage1 draws")
+    assert not (tmp_path / "r").exists()
     with pytest.raises(UserInputError, match="model repository does not exist"):
         InProcessRuntime(tmp_path / "nowhere")
 

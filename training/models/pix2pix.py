@@ -33,7 +33,10 @@ class UNetGeneratorConfig:
     (drawn once from `NOISE_SEED`, stored with the weights) and fed beside the mask. The
     texture of a photograph (background grain, vessel contrast) is not a function of the vessel
     mask, and a deterministic U-Net renders every mask with the same average texture; quality.md
-    measures what the noise buys.
+    measures what the noise buys. The projection is separable, so that it stays small at any
+    size: z gives each map an r x r matrix M (r: `noise_rank`), and the map is U M V^T with
+    fixed random U, V [S, r], unit variance per pixel. A dense projection [S*S, nz] per map
+    would hold 6.5 MB at 64x64 with four maps, and 420 MB at 512x512.
     """
 
     size: int = 256
@@ -44,14 +47,17 @@ class UNetGeneratorConfig:
     norm: str = "batch"
     dropout: float = 0.5
     noise_channels: int = 0
+    noise_rank: int = 32
     nz: int = 100
 
     def __post_init__(self) -> None:
         check_size(self.size, low=32)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.noise_channels < 0 or self.nz < 1:
-            raise ValueError(f"noise_channels must be >= 0 and nz >= 1, got {self}")
+        if self.noise_channels < 0 or self.nz < 1 or not 1 <= self.noise_rank <= self.size:
+            raise ValueError(
+                f"noise_channels >= 0, nz >= 1 and 1 <= noise_rank <= size needed, got {self}"
+            )
         norm_layer(self.norm, 1)
 
     def widths(self) -> list[int]:
@@ -95,12 +101,16 @@ class UNetGenerator(nn.Module):
         w = config.widths()
         n = len(w)
         if config.noise_channels:
-            # Unit-variance noise per pixel for a standard normal z: entries N(0, 1/nz).
-            shape = (config.noise_channels * config.size**2, config.nz)
+            # For a standard normal z: M's entries ~ N(0, 1) (coefficients N(0, 1/nz)), and
+            # U, V entries N(0, 1/r) give each pixel of U M V^T unit variance.
+            k, r, s = config.noise_channels, config.noise_rank, config.size
             seeded = torch.Generator().manual_seed(NOISE_SEED)
-            self.register_buffer(
-                "noise_projection", torch.randn(shape, generator=seeded) / config.nz**0.5
-            )
+            for name, shape, fan in (
+                ("noise_coefficients", (k * r * r, config.nz), config.nz),
+                ("noise_rows", (s, r), r),
+                ("noise_columns", (s, r), r),
+            ):
+                self.register_buffer(name, torch.randn(shape, generator=seeded) / fan**0.5)
         self.down = nn.ModuleList(
             [_down(config.in_channels + config.noise_channels, w[0], None, first=True)]
             + [
@@ -120,9 +130,11 @@ class UNetGenerator(nn.Module):
 
     def noise(self, z: torch.Tensor) -> torch.Tensor:
         """The per-pixel noise maps [N, noise_channels, S, S] of latents z [N, nz]."""
-        size = self.config.size
-        maps = z.to(self.noise_projection.dtype) @ self.noise_projection.T
-        return maps.view(-1, self.config.noise_channels, size, size)
+        r = self.config.noise_rank
+        m = (z.to(self.noise_coefficients.dtype) @ self.noise_coefficients.T).view(
+            -1, self.config.noise_channels, r, r
+        )
+        return self.noise_rows @ m @ self.noise_columns.T
 
     def forward(self, mask: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """Encode to 1x1, decode back with a skip from every encoder level."""

@@ -199,7 +199,7 @@ class Trainer(TrainingLoop):
         whose gradients the step's last, synchronised backward all-reduces. The gradient is
         taken at the augmented reals, not through DiffAugment: CUDA's grid_sample has no second
         derivative (the run stopped at its first R1 step on a GPU)."""
-        shown = seen(reals.detach()).detach().requires_grad_(True)
+        shown = seen(reals).detach().requires_grad_(True)
         with self._autocast():
             logits = self.discriminator(shown)
         (grads,) = torch.autograd.grad(logits.float().sum(), shown, create_graph=True)

@@ -244,7 +244,7 @@ class StyleGAN2Trainer(TrainingLoop):
         """Penalise the discriminator's gradient on (augmented) reals: R1, lazily."""
         # At the augmented images, not through ADA's transforms: CUDA has no second derivative
         # of grid_sample.
-        shown = self._shown(reals.detach()).detach().requires_grad_(True)
+        shown = self._shown(reals).detach().requires_grad_(True)
         logits = self.D(shown, labels)
         (grads,) = torch.autograd.grad(logits.sum(), shown, create_graph=True)
         penalty = grads.square().sum(dim=(1, 2, 3)).mean()

@@ -13,8 +13,17 @@ from typing import TYPE_CHECKING
 import click
 import numpy as np
 
+from synthmed.client.dataset import FORMATS, DatasetWriter, RunInfo
+from synthmed.client.shards import (
+    DEFAULT_SHARD_SIZE,
+    JOB_COUNT_ENV,
+    JOB_INDEX_ENV,
+    WEBDATASET,
+    Part,
+    ShardWriter,
+)
 from synthmed.contract import CONDITIONAL, ENSEMBLE
-from synthmed.errors import UserInputError
+from synthmed.errors import DataError, UserInputError
 
 if TYPE_CHECKING:
     from synthmed.sampling import Generator
@@ -73,7 +82,11 @@ def _producer(
 
 @click.command("generate")
 @click.option("--count", type=int, required=True, help="Number of (image, mask) pairs.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder.")
+@click.option(
+    "--out",
+    required=True,
+    help="Dataset folder, or with --format webdataset any fsspec URL (s3://bucket/prefix, ...).",
+)
 @click.option("--url", "urls", multiple=True, help="Triton host:port; repeat to share the load.")
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
 @click.option(
@@ -82,7 +95,27 @@ def _producer(
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--concurrency", type=int, default=4, show_default=True, help="In flight per server.")
 @click.option(
-    "--format", "fmt", type=click.Choice(["png", "npz"]), default="png", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice([*FORMATS, WEBDATASET]),
+    default="png",
+    show_default=True,
+    help=f"png/npz: one file per sample in a folder; {WEBDATASET}: tar shards (--shard-size).",
+)
+@click.option(
+    "--shard-size",
+    type=int,
+    default=None,
+    help=f"Samples per {WEBDATASET} shard.  [default: {DEFAULT_SHARD_SIZE}]",
+)
+@click.option(
+    "--shard",
+    "part",
+    default=None,
+    metavar="K/N",
+    help=f"Write only process K's share (of N) of the {WEBDATASET} dataset, beside the other "
+    f"processes' [default: ${JOB_INDEX_ENV}/${JOB_COUNT_ENV} when set, as in a Kubernetes "
+    "Indexed Job].",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--force", is_flag=True, help="Replace the dataset in --out.")
@@ -123,8 +156,9 @@ def _producer(
     "typical samples).  [default: the model's, 1.0]",
 )
 def generate(
-    count: int, out: Path, urls: tuple[str, ...], protocol: str, seed: int, batch_size: int,
-    concurrency: int, fmt: str, resume: bool, force: bool, workers: int, serve: bool,
+    count: int, out: str, urls: tuple[str, ...], protocol: str, seed: int, batch_size: int,
+    concurrency: int, fmt: str, shard_size: int | None, part: str | None, resume: bool,
+    force: bool, workers: int, serve: bool,
     model_repository: Path | None, model_kind: str, label: str | None, truncation: float | None,
 ) -> None:  # fmt: skip
     """Synthesize COUNT labelled pairs into --out: images/, masks/, manifest.jsonl, a dataset card.
@@ -132,6 +166,9 @@ def generate(
     With --url (or --serve) the samples come from Triton; without, from the repository's ONNX
     models run in-process. Either way sample i is the same. Files are written atomically, so a
     killed run lists no truncated image, and --resume continues it with no holes or duplicates.
+    --format webdataset writes tar shards instead, to a folder or an fsspec URL such as
+    s3://bucket/prefix; with --shard K/N many processes write one dataset together (a rerun of
+    the same command continues its own shards), and `synthmed dataset verify` checks the whole.
     --model cstylegan2 --label K makes every sample of class K (its mask too); the dataset
     card and manifest record the model, label, class name and truncation.
     """
@@ -144,6 +181,7 @@ def generate(
     if serve and urls:
         raise UserInputError("--serve starts its own server; leave out --url")
     _check_model_options(model_kind, label, truncation)
+    open_writer = _writer_for(out, fmt, shard_size, part, resume, force, workers)
     model = MODELS[model_kind]
     repo = model_repository or BUNDLED_REPOSITORY
     with contextlib.ExitStack() as stack:
@@ -151,8 +189,39 @@ def generate(
             urls = (stack.enter_context(_local_server(repo)).url(protocol),)
         generator = _open_generator(model, urls, protocol, concurrency, repo)
         info, produce = _producer(generator, seed, batch_size, label, truncation)
-        _write(out, _run_info(info, seed, count, fmt), produce, resume, force, workers)
-    click.echo(f"wrote {count} synthetic image/mask pairs to {out}")
+        written = _write(open_writer(_run_info(info, seed, count, fmt)), produce)
+    click.echo(f"wrote {written} synthetic image/mask pairs to {out}")
+
+
+def _writer_for(
+    out: str, fmt: str, shard_size: int | None, part: str | None, resume: bool, force: bool,
+    workers: int,
+) -> Callable[[RunInfo], DatasetWriter | ShardWriter]:  # fmt: skip
+    """Check the output options before any server starts; returns how to open the writer
+    once the generator (and so the run's identity) is known."""
+    if fmt != WEBDATASET:
+        for option, value in (("--shard-size", shard_size), ("--shard", part)):
+            if value is not None:
+                raise UserInputError(f"{option} applies to --format {WEBDATASET} only")
+        if Part.from_env() is not None:
+            raise UserInputError(
+                f"${JOB_INDEX_ENV} is set (a Kubernetes Indexed Job): its pods share one "
+                f"dataset only with --format {WEBDATASET}"
+            )
+        if "://" in out and not out.startswith("file://"):
+            raise UserInputError(
+                f"--out {out}: --format {fmt} writes a local folder; use --format {WEBDATASET} "
+                "for object storage"
+            )
+        folder = Path(out.removeprefix("file://"))
+        return lambda run: DatasetWriter(folder, run, resume=resume, force=force, workers=workers)
+    parsed = Part.parse(part) if part is not None else Part.from_env()
+    size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
+    if size < 1:
+        raise UserInputError(f"--shard-size must be >= 1, got {size}")
+    return lambda run: ShardWriter(
+        out, run, shard_size=size, part=parsed, resume=resume, force=force, workers=workers
+    )
 
 
 def _check_model_options(model_kind: str, label: str | None, truncation: float | None) -> None:
@@ -176,13 +245,11 @@ def _local_server(repo: Path):  # noqa: ANN202 (a TritonServer, imported lazily)
     return TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics, echo_log=False)
 
 
-def _run_info(info: dict, seed: int, count: int, fmt: str):
+def _run_info(info: dict, seed: int, count: int, fmt: str) -> RunInfo:
     """The run's identity for the dataset writer: generator, weights, data it learned from."""
-    from synthmed.client.dataset import RunInfo
-
     data = info.pop("trained_on")
     # The card's reproduce command: the same run, minus how this particular process began it.
-    args = [a for a in sys.argv[1:] if a not in ("--resume", "--force")]
+    args = _without_process_options(sys.argv[1:])
     command = shlex.join(["synthmed", *args])
     return RunInfo(
         seed=seed, count=count, format=fmt, generator=info,
@@ -190,16 +257,53 @@ def _run_info(info: dict, seed: int, count: int, fmt: str):
     )  # fmt: skip
 
 
-def _write(out: Path, run, produce: Produce, resume: bool, force: bool, workers: int) -> None:  # noqa: ANN001
-    """Write the run's pending samples, with a progress bar in images/s."""
+def _without_process_options(args: list[str]) -> list[str]:
+    """Drop --resume, --force and --shard K/N: they say how one process took part, not what
+    the dataset is."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--resume", "--force") or arg.startswith("--shard="):
+            continue
+        elif arg == "--shard":
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
+
+
+def _write(writer: DatasetWriter | ShardWriter, produce: Produce) -> int:
+    """Write the writer's pending samples, with a progress bar in images/s; how many."""
     from tqdm import tqdm
 
-    from synthmed.client.dataset import DatasetWriter
-
-    with DatasetWriter(out, run, resume=resume, force=force, workers=workers) as writer:
+    with writer:
         pending = writer.pending()
-        done = run.count - len(pending)
-        with tqdm(total=run.count, initial=done, desc="generate", unit="img") as bar:
+        with tqdm(total=len(pending), desc="generate", unit="img") as bar:
             for index, image, mask in produce(pending):
                 writer.submit(index, image, mask)
                 bar.update(1)
+    return len(pending)
+
+
+@click.group("dataset")
+def dataset() -> None:
+    """Inspect datasets that `synthmed generate` wrote."""
+
+
+@dataset.command("verify")
+@click.argument("url")
+@click.option("--workers", type=int, default=8, show_default=True, help="Shards read at once.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def verify_cmd(url: str, workers: int, quiet: bool) -> None:
+    """Check the webdataset dataset at URL (a folder or fsspec URL) against its run.json: every
+    requested sample exactly once, every shard's sha256, every file decodes. Names the missing
+    sample ranges; exits non-zero unless the dataset is complete and intact."""
+    from synthmed.client.verify import verify
+
+    verdict = verify(url, workers=workers, progress=not quiet)
+    for problem in verdict.problems:  # the report; the verdict is the one line on stderr
+        click.echo(f"problem: {problem}")
+    if not verdict.ok:
+        raise DataError(verdict.summary())
+    click.echo(verdict.summary())

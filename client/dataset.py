@@ -33,6 +33,10 @@ from synthmed.errors import SynthmedError, UserInputError
 
 FORMATS = ("png", "npz")
 MANIFEST, RUN_FILE, CARD = "manifest.jsonl", "run.json", "DATASET_CARD.md"
+# The png format's sample list in the Medical Segmentation Decathlon's layout, which MONAI's
+# `load_decathlon_datalist` reads.
+DATALIST = "dataset.json"
+TOP_FILES = (MANIFEST, RUN_FILE, CARD, DATALIST)  # the files synthmed writes beside the folders
 SAMPLE_DIRS = ("images", "masks", "samples")
 # Generator fields a resumed run must share with the run it continues (all change the samples).
 SAME_GENERATOR = ("model", "weights_sha256", "label", "truncation")
@@ -43,7 +47,7 @@ FSYNC_EVERY = 256  # manifest lines between fsyncs: at most this many samples to
 # 15-22 % larger files; encoding shares the cores with the server. Pillow writes no
 # timestamps, so equal arrays still give equal bytes.
 PNG_COMPRESS_LEVEL = 1
-_TOP_TEMP = re.compile(r"^\.(manifest\.jsonl|run\.json|DATASET_CARD\.md)\..+\.tmp$")
+_TOP_TEMP = re.compile(rf"^\.({'|'.join(map(re.escape, TOP_FILES))})\..+\.tmp$")
 _SAMPLE_NAME = re.compile(r"^\.?\d{6,}\.(png|npz)(\..+\.tmp)?$")
 
 
@@ -61,7 +65,8 @@ class RunInfo:
     command: str  # the command line that reproduces the dataset
 
 
-def _now() -> str:
+def now() -> str:
+    """UTC now, to the second, for run files and cards."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -81,7 +86,8 @@ def _looks_complete(path: Path) -> bool:
     return tail.endswith(b"IEND\xaeB`\x82") or tail.startswith(b"PK\x05\x06")
 
 
-def _check_arrays(image: Any, mask: Any) -> None:
+def check_arrays(image: Any, mask: Any) -> None:
+    """A sample every format can write: uint8 RGB [H, W, 3] and a uint8 mask [H, W]."""
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3):
         raise ValueError(f"image must be a uint8 array [H, W, 3], got {_describe(image)}")
     if image.shape[2] != 3:
@@ -92,15 +98,29 @@ def _check_arrays(image: Any, mask: Any) -> None:
         raise ValueError(f"mask shape {mask.shape} does not match image shape {image.shape}")
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     """Hashes cut to 12 characters, so a refusal stays one readable line."""
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_short(v)}" for k, v in sorted(value.items())) or "{}"
+        return ", ".join(f"{k}={short(v)}" for k, v in sorted(value.items())) or "{}"
     return f"{value[:12]}..." if isinstance(value, str) and len(value) > 16 else str(value)
 
 
 def _describe(a: Any) -> str:
     return f"{a.dtype} {list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
+
+
+def sample_record(meta: dict, index: int) -> dict:
+    """What every format records of sample `index` of the run `meta` (a run file): index,
+    seed, the generator and its weights, and a conditional model's class and psi."""
+    g = meta["generator"]
+    return {
+        "index": index,
+        "seed": meta["seed"],
+        "model": g.get("model"),
+        "model_version": g.get("model_version"),
+        "weights_sha256": g.get("weights_sha256"),
+        **{k: g[k] for k in CONDITIONAL_FIELDS if k in g},
+    }
 
 
 def _lock_folder(out: Path) -> int:
@@ -129,7 +149,7 @@ def _remove_previous(out: Path, names: list[str]) -> None:
             foreign += [
                 f"{name}/{c}" for c in sorted(os.listdir(path)) if not _SAMPLE_NAME.match(c)
             ]
-        elif name not in (MANIFEST, RUN_FILE, CARD) and not _TOP_TEMP.match(name):
+        elif name not in TOP_FILES and not _TOP_TEMP.match(name):
             foreign.append(name)
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
@@ -210,7 +230,7 @@ class DatasetWriter:
             "index_digits": max(6, len(str(r.count - 1))),
             "command": r.command,
             "synthmed_version": __version__,
-            "started": _now(),
+            "started": now(),
         }
         write_text_atomic(self.out / RUN_FILE, json.dumps(meta, indent=2) + "\n")
         return meta
@@ -233,8 +253,8 @@ class DatasetWriter:
             new, was = r.generator.get(key), old["generator"][key]
             if new != was:
                 raise UserInputError(
-                    f"generator {key} {_short(new)} differs from the run being resumed "
-                    f"({key} {_short(was)})"
+                    f"generator {key} {short(new)} differs from the run being resumed "
+                    f"({key} {short(was)})"
                 )
         if r.count < old["count"]:
             raise UserInputError(
@@ -246,7 +266,7 @@ class DatasetWriter:
                 if name.startswith(".") and name.endswith(".tmp"):  # atomic_path's leftovers
                     (folder / name).unlink(missing_ok=True)
         self._compact_manifest()
-        meta.update(count=r.count, resumed=[*meta.get("resumed", []), _now()])
+        meta.update(count=r.count, resumed=[*meta.get("resumed", []), now()])
         write_text_atomic(path, json.dumps(meta, indent=2) + "\n")
         return meta
 
@@ -282,16 +302,7 @@ class DatasetWriter:
         return {"image": f"images/{name}.png", "mask": f"masks/{name}.png"}
 
     def _entry(self, index: int) -> dict:
-        g = self._meta["generator"]
-        return {
-            "index": index,
-            "seed": self._meta["seed"],
-            **self._paths(index),
-            "model": g.get("model"),
-            "model_version": g.get("model_version"),
-            "weights_sha256": g.get("weights_sha256"),
-            **{k: g[k] for k in CONDITIONAL_FIELDS if k in g},
-        }
+        return {**sample_record(self._meta, index), **self._paths(index)}
 
     @property
     def done(self) -> set[int]:
@@ -314,7 +325,7 @@ class DatasetWriter:
         if self._closed:
             raise RuntimeError("DatasetWriter is closed")
         self._raise_error()
-        _check_arrays(image, mask)
+        check_arrays(image, mask)
         index = int(index)
         if not 0 <= index < self.run.count:
             raise ValueError(f"index {index} is outside range(count={self.run.count})")
@@ -379,7 +390,9 @@ class DatasetWriter:
             os.fsync(self._manifest_fd)
             if not abort:
                 self._raise_error()
-                write_text_atomic(self.out / CARD, self._card())
+                if self.run.format == "png":
+                    write_text_atomic(self.out / DATALIST, self._datalist())
+                write_text_atomic(self.out / CARD, self._card())  # last: the dataset is done
         finally:
             os.close(self._manifest_fd)
             os.close(self._lock_fd)
@@ -393,69 +406,98 @@ class DatasetWriter:
         self._finish(abort=exc_type is not None)
 
     def _card(self) -> str:
-        m, g, n = self._meta, self._meta["generator"], len(self._done)
-        hashes = g.get("weights_sha256")
-        hashes = hashes if isinstance(hashes, dict) else {"weights": hashes}
-        status = "complete" if n == m["count"] else f"INCOMPLETE: {n} of {m['count']} written"
-        if m["format"] == "npz":
-            layout = (
-                "- `samples/NNNNNN.npz`: arrays `image` (RGB, uint8 [H, W, 3]) and `mask`\n"
-                "  (its label, uint8 [H, W], 0 background / 255 foreground)"
-            )
-        else:
-            layout = (
-                "- `images/NNNNNN.png`: RGB image, uint8 [H, W, 3]\n"
-                "- `masks/NNNNNN.png`: its label, greyscale uint8 [H, W], 0 background / 255 "
-                "foreground"
-            )
-        return "\n".join(
-            [
-                "# Synthetic dataset",
-                "",
-                "> **SYNTHETIC DATA - NOT PATIENT DATA.** Every image in this dataset was",
-                "> generated by a generative adversarial network (GAN). It contains no patient",
-                "> data and shows no real person. It must not be used for diagnosis or any",
-                "> clinical decision.",
-                "",
-                "## What generated it",
-                "",
-                f"- Model: `{g.get('model')}` version `{g.get('model_version')}`",
-                *(
-                    [
-                        f"- Class: `{g.get('class_name')}` (label {g['label']}); every sample "
-                        f"and its mask are of this class",
-                        f"- Truncation psi: {g.get('truncation')} (1.0: none)",
-                    ]
-                    if "label" in g
-                    else []
-                ),
-                *(f"- Weights sha256 ({k}): `{v}`" for k, v in sorted(hashes.items())),
-                f"- Image size: {g.get('image_size')}",
-                f"- Generator trained on: {self.run.trained_on}",
-                f"- synthmed version: {__version__}",
-                "",
-                "## This dataset",
-                "",
-                f"- Samples: {m['count']} ({status})",
-                f"- Seed: {m['seed']}",
-                f"- Format: {m['format']}",
-                f"- Started: {m['started']}; card written: {_now()}",
-                "",
-                "## Files",
-                "",
-                layout,
-                f"- `{MANIFEST}`: one JSON line per sample (index, seed, files, model, weights"
-                + (", label, class name, truncation)" if "label" in g else ")"),
-                f"- `{RUN_FILE}`: the run's identity (generator, seed, format, count)",
-                "",
-                "## How to reproduce",
-                "",
-                "```",
-                self.run.command,
-                "```",
-                "",
-                "Sample `i` depends only on the seed, `i` and the generator weights above, so the",
-                "same command gives the same samples whatever the batching or interruptions.",
-                "",
+        if self.run.format == "npz":
+            layout = [
+                "- `samples/NNNNNN.npz`: arrays `image` (RGB, uint8 [H, W, 3]) and `mask`",
+                "  (its label, uint8 [H, W], 0 background / 255 foreground)",
             ]
+        else:
+            layout = [
+                "- `images/NNNNNN.png`: RGB image, uint8 [H, W, 3]",
+                "- `masks/NNNNNN.png`: its label, greyscale uint8 [H, W], 0 background / 255 "
+                "foreground",
+                f"- `{DATALIST}`: the pairs as a Medical Segmentation Decathlon datalist "
+                '(`"training"`: image and label paths), for MONAI\'s `load_decathlon_datalist`',
+            ]
+        layout.append(
+            f"- `{MANIFEST}`: one JSON line per sample (index, seed, files, model, weights"
+            + (", label, class name, truncation)" if "label" in self._meta["generator"] else ")")
         )
+        return dataset_card(self._meta, self.run, len(self._done), layout)
+
+    def _datalist(self) -> str:
+        """The samples written, in index order, as a decathlon-style `dataset.json`: MONAI
+        users load a folder with `load_decathlon_datalist` + `LoadImaged` and no glue code.
+        Paths are relative to OUT, which is where MONAI resolves them."""
+        g, written = self._meta["generator"], sorted(self._done)
+        datalist = {
+            "name": f"synthmed {g.get('model')} seed {self._meta['seed']}",
+            "description": f"SYNTHETIC DATA - NOT PATIENT DATA; generated by a GAN, see {CARD}",
+            "tensorImageSize": "2D",
+            "modality": {"0": "RGB"},
+            "labels": {"0": "background", "255": "foreground"},  # mask pixel values
+            "numTraining": len(written),
+            "training": [
+                {"image": paths["image"], "label": paths["mask"]}
+                for paths in map(self._paths, written)
+            ],
+        }
+        return json.dumps(datalist, indent=2) + "\n"
+
+
+def dataset_card(meta: dict, run: RunInfo, written: int, layout: list[str]) -> str:
+    """The dataset card of every format: what generated the data, how much of it there is,
+    its files (`layout`, one Markdown bullet per line) and the command that reproduces it."""
+    m, g, n = meta, meta["generator"], written
+    hashes = g.get("weights_sha256")
+    hashes = hashes if isinstance(hashes, dict) else {"weights": hashes}
+    status = "complete" if n == m["count"] else f"INCOMPLETE: {n} of {m['count']} written"
+    return "\n".join(
+        [
+            "# Synthetic dataset",
+            "",
+            "> **SYNTHETIC DATA - NOT PATIENT DATA.** Every image in this dataset was",
+            "> generated by a generative adversarial network (GAN). It contains no patient",
+            "> data and shows no real person. It must not be used for diagnosis or any",
+            "> clinical decision.",
+            "",
+            "## What generated it",
+            "",
+            f"- Model: `{g.get('model')}` version `{g.get('model_version')}`",
+            *(
+                [
+                    f"- Class: `{g.get('class_name')}` (label {g['label']}); every sample "
+                    f"and its mask are of this class",
+                    f"- Truncation psi: {g.get('truncation')} (1.0: none)",
+                ]
+                if "label" in g
+                else []
+            ),
+            *(f"- Weights sha256 ({k}): `{v}`" for k, v in sorted(hashes.items())),
+            f"- Image size: {g.get('image_size')}",
+            f"- Generator trained on: {run.trained_on}",
+            f"- synthmed version: {__version__}",
+            "",
+            "## This dataset",
+            "",
+            f"- Samples: {m['count']} ({status})",
+            f"- Seed: {m['seed']}",
+            f"- Format: {m['format']}",
+            f"- Started: {m['started']}; card written: {now()}",
+            "",
+            "## Files",
+            "",
+            *layout,
+            f"- `{RUN_FILE}`: the run's identity (generator, seed, format, count)",
+            "",
+            "## How to reproduce",
+            "",
+            "```",
+            run.command,
+            "```",
+            "",
+            "Sample `i` depends only on the seed, `i` and the generator weights above, so the",
+            "same command gives the same samples whatever the batching or interruptions.",
+            "",
+        ]
+    )

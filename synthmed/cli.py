@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from synthmed.client.cli import generate
+from synthmed.client.cli import dataset, generate
 from synthmed.errors import SynthmedError
 from synthmed.evaluation.cli import evaluate
 from synthmed.export.cli import export
@@ -52,6 +52,7 @@ cli.add_command(training_cli.sample_cmd)
 cli.add_command(export)
 cli.add_command(serve)
 cli.add_command(generate)
+cli.add_command(dataset)
 cli.add_command(evaluate)
 
 

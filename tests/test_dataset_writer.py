@@ -182,6 +182,7 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
 def test_force_replaces_a_previous_dataset(tmp_path: Path) -> None:
     out = tmp_path / "out"
     write(out, run_info(4, "png"), range(4))
+    (out / ".dataset.json.x1y2.tmp").write_text("{")  # left by a crash while closing
     write(out, run_info(2, "npz"), range(2), force=True)
     assert sorted(p.name for p in out.iterdir()) == [
         "DATASET_CARD.md",
@@ -190,6 +191,38 @@ def test_force_replaces_a_previous_dataset(tmp_path: Path) -> None:
         "samples",
     ]
     assert_complete(out, 2, "npz")
+
+
+def rectangle(index: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 12 x 20 sample: not square, so a reader that swaps height and width shows it."""
+    image, mask = sample(index, 20)
+    return image[:12], mask[:12]
+
+
+def test_png_datalist_is_read_by_monai(tmp_path: Path) -> None:
+    from monai.data import load_decathlon_datalist
+    from monai.transforms import LoadImaged
+
+    out, run = tmp_path / "out", run_info(5)
+    with DatasetWriter(out, run, workers=2) as writer:
+        for i in (4, 0, 3, 1):  # out of order, and sample 2 not yet
+            writer.submit(i, *rectangle(i))
+    datalist = json.loads((out / "dataset.json").read_text())
+    assert datalist["numTraining"] == 4 and "NOT PATIENT DATA" in datalist["description"]
+    assert datalist["training"][2] == {"image": "images/000003.png", "label": "masks/000003.png"}
+    with DatasetWriter(out, run, resume=True) as writer:
+        writer.submit(2, *rectangle(2))
+    pairs = load_decathlon_datalist(str(out / "dataset.json"), data_list_key="training")
+    assert [(Path(p["image"]), Path(p["label"])) for p in pairs] == [
+        (out / f"images/{i:06d}.png", out / f"masks/{i:06d}.png") for i in range(5)
+    ]
+    loaded = LoadImaged(keys=["image", "label"])(pairs[3])
+    image, mask = rectangle(3)
+    # MONAI's PIL reader puts width first: [W, H, 3] and [W, H], as float32.
+    assert tuple(loaded["image"].shape) == (20, 12, 3) and tuple(loaded["label"].shape) == (20, 12)
+    np.testing.assert_array_equal(np.asarray(loaded["image"]), image.transpose(1, 0, 2))
+    np.testing.assert_array_equal(np.asarray(loaded["label"]), mask.T)
+    assert "`dataset.json`" in (out / "DATASET_CARD.md").read_text()
 
 
 def test_force_refuses_to_delete_other_files(tmp_path: Path) -> None:

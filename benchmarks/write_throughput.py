@@ -1,0 +1,152 @@
+"""Images/s that `synthmed generate` writes, by format and destination, against the server's own
+rate, side by side in one run.
+
+    python benchmarks/write_throughput.py                    # demo 64x64 and 256x256, ~6 min
+    python benchmarks/write_throughput.py --configs demo --rounds 1
+
+For each configuration (`demo`: the bundled 64x64 pair; `default`: the paper-scale 256x256 pair
+with random weights, see _pipeline_models.py) one local tritonserver serves the ensemble, and
+each round measures, one after the other: the server's own rate (the product's gRPC client,
+results dropped), `synthmed generate` to a png folder, to webdataset shards on the local disk,
+and to webdataset shards on a local S3 server (SeaweedFS, tests/s3server.py). All use the
+same count, batch size and concurrency; the best of `--rounds` rounds is kept (noise only ever
+slows a run down). Every writer shares the two cores with the server, so "fraction of the
+server's rate" is what writing costs.
+
+Prints a table headed by the CPU and writes benchmarks/results/write_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _machine import header, machine
+from _pipeline_models import CONFIGS, prepare
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/s3server.py
+
+from synthmed.cli import cli  # noqa: E402
+from synthmed.client import SynthMedClient  # noqa: E402
+from synthmed.serving.repository import RepositoryOptions, write_repository  # noqa: E402
+from synthmed.serving.server import TritonServer, free_ports  # noqa: E402
+from tests.s3server import LocalS3  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "write_throughput.json"
+BATCH, CONCURRENCY = 8, 4
+SHARD_SIZE = 1000
+# About 4 s per measurement on 2 cores, so the CLI's start-up is a small share of each.
+COUNTS = {"demo": 4000, "default": 96}
+DESTINATIONS = ("png folder", "webdataset local disk", "webdataset local S3")
+
+
+def _options() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=["demo", "default"])
+    parser.add_argument("--count", type=int, default=None,
+                        help="Samples per measurement (default: COUNTS).")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser.parse_args()
+
+
+def _served(url: str, count: int) -> float:
+    """The server's own rate: the same requests as `synthmed generate`, results dropped."""
+    client = SynthMedClient(url, max_in_flight=CONCURRENCY)
+    start = time.perf_counter()
+    for _ in client.generate(count, seed=1, batch_size=BATCH):
+        pass
+    return count / (time.perf_counter() - start)
+
+
+def _written(url: str, count: int, out: str, fmt: str) -> float:
+    """`synthmed generate` into `out`, start to finish (connect, write, index, card)."""
+    args = ["generate", "--count", str(count), "--out", out, "--url", url, "--seed", "1"]
+    args += ["--batch-size", str(BATCH), "--concurrency", str(CONCURRENCY), "--format", fmt]
+    if fmt == "webdataset":
+        args += ["--shard-size", str(SHARD_SIZE)]
+    start = time.perf_counter()
+    result = CliRunner().invoke(cli, args)
+    elapsed = time.perf_counter() - start
+    if result.exit_code != 0:
+        raise RuntimeError(f"synthmed generate {out} failed: {result.output[-500:]}")
+    return count / elapsed
+
+
+def run_config(name: str, count: int, work: Path, s3: LocalS3, rounds: int) -> dict:
+    """One configuration: serve it and measure every destination `rounds` times."""
+    models = prepare(name, work / name, int8=False, calibration_count=0)
+    repo = work / name / "repository"
+    write_repository(models.onnx, repo, RepositoryOptions())
+    bucket = s3.make_bucket(f"bench-{name}")
+    rates: dict[str, list[float]] = {"server (results dropped)": []}
+    rates.update({d: [] for d in DESTINATIONS})
+    http, grpc, metrics = free_ports()
+    with TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
+        url = server.url("grpc")
+        _served(url, BATCH * CONCURRENCY * 2)  # warm-up
+        for r in range(rounds):
+            rates["server (results dropped)"].append(_served(url, count))
+            with tempfile.TemporaryDirectory(dir=work) as tmp:
+                rates["png folder"].append(_written(url, count, f"{tmp}/png", "png"))
+                rates["webdataset local disk"].append(
+                    _written(url, count, f"{tmp}/wds", "webdataset")
+                )
+            rates["webdataset local S3"].append(
+                _written(url, count, f"{bucket}/round{r}", "webdataset")
+            )
+            latest = ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items())
+            print(f"  [{name}] round {r + 1}: {latest}", flush=True)
+    server_rate = max(rates["server (results dropped)"])
+    rows = [
+        {
+            "destination": k,
+            "images_per_s": max(v),
+            "per_round": v,
+            "fraction_of_server": max(v) / server_rate,
+        }  # fmt: skip
+        for k, v in rates.items()
+    ]
+    return {"name": name, "description": models.description, "count": count, "rows": rows}
+
+
+def _table(config: dict) -> str:
+    lines = [
+        f"{config['name']}: {config['description']}, {config['count']} samples, batch {BATCH}, "
+        f"{CONCURRENCY} in flight, shards of {SHARD_SIZE}",
+        f"{'destination':<28} {'images/s':>10} {'x server':>9}",
+    ]
+    for row in config["rows"]:
+        rate, fraction = row["images_per_s"], row["fraction_of_server"]
+        lines.append(f"{row['destination']:<28} {rate:>10.1f} {fraction:>9.3f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = _options()
+    recorded = machine()
+    print(header(recorded), flush=True)
+    results = {"machine": recorded, "command": "python benchmarks/write_throughput.py",
+               "configs": {}}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="synthmed-write-") as tmp:
+        work = Path(tmp)
+        with LocalS3(work / "s3") as s3:
+            os.environ.update(s3.env)  # what `synthmed generate --out s3://...` reads
+            for name in args.configs:
+                count = args.count or COUNTS[name]
+                results["configs"][name] = run_config(name, count, work, s3, args.rounds)
+    print(f"\n{header(recorded)}\n")
+    print("\n\n".join(_table(c) for c in results["configs"].values()))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

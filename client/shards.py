@@ -1,0 +1,554 @@
+"""Write a synthetic dataset as WebDataset tar shards, on a local disk or object storage.
+
+    OUT/run.json                 the run's identity (generator, seed, count, shard size)
+    OUT/shards/000000.tar        samples 0 .. S-1: KEY.image.png, KEY.mask.png, KEY.json each
+    OUT/shards/000000.json       that shard's record: sample range, sha256, bytes
+    OUT/index.json               every shard's record, refreshed when a process finishes
+    OUT/DATASET_CARD.md
+
+Shard j always holds samples [j*S, (j+1)*S) of the run, whichever process wrote it, and sample
+i depends on (seed, i) alone: so `--shard K/N` processes (Kubernetes Indexed Job pods, say)
+each write their own contiguous block of shards into one dataset, and the union is
+byte-identical to a single process's. A shard is published whole (`Destination.publish`) and
+its record after it, so a listed record means a complete shard; a killed or retried process
+rerunning the same command keeps its finished shards and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import tarfile
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+from PIL import Image
+
+from synthmed import __version__
+from synthmed.client.dataset import (
+    CARD,
+    PNG_COMPRESS_LEVEL,
+    RUN_FILE,
+    SAME_GENERATOR,
+    RunInfo,
+    check_arrays,
+    dataset_card,
+    now,
+    sample_record,
+    short,
+)
+from synthmed.client.storage import Destination
+from synthmed.errors import DataError, SynthmedError, UserInputError
+
+WEBDATASET = "webdataset"
+SHARD_DIR = "shards"
+INDEX = "index.json"
+DEFAULT_SHARD_SIZE = 1000
+# A sample's members in its shard: KEY.<suffix>. WebDataset splits a name at its first dot,
+# so the fields are "image.png", "mask.png" and "json"; `.decode("pil")` decodes both PNGs.
+IMAGE_MEMBER, MASK_MEMBER, RECORD_MEMBER = "image.png", "mask.png", "json"
+MEMBERS = (IMAGE_MEMBER, MASK_MEMBER, RECORD_MEMBER)
+# Run-file fields that fix which bytes every shard holds: a process joining or resuming the
+# run must agree on all of them.
+SAME_RUN = ("seed", "format", "shard_size", "index_digits")
+JOB_INDEX_ENV, JOB_COUNT_ENV = "JOB_COMPLETION_INDEX", "JOB_COMPLETIONS"
+
+
+@dataclass(frozen=True)
+class Part:
+    """Process `k` of `n` writing one dataset together (`--shard k/n`, 0-based)."""
+
+    k: int
+    n: int
+
+    @classmethod
+    def parse(cls, text: str, *, source: str = "--shard") -> Part:
+        """'K/N' -> Part, with a one-line error naming `source` for anything else."""
+        k_text, slash, n_text = text.strip().partition("/")
+        try:
+            k, n = int(k_text), int(n_text)
+        except ValueError:
+            k = n = -1
+        if not slash or n < 1 or not 0 <= k < n:
+            raise UserInputError(
+                f"{source} {text}: expected K/N with 0 <= K < N (process K of N, 0-based)"
+            )
+        return cls(k, n)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Part | None:
+        """Kubernetes Indexed Jobs set JOB_COMPLETION_INDEX in every pod; the Job sets
+        JOB_COMPLETIONS (its `completions`) itself. None when neither is set."""
+        index, count = environ.get(JOB_INDEX_ENV), environ.get(JOB_COUNT_ENV)
+        if index is None and count is None:
+            return None
+        if index is None or count is None:
+            have, lack = (JOB_INDEX_ENV, JOB_COUNT_ENV) if count is None else (
+                JOB_COUNT_ENV, JOB_INDEX_ENV)  # fmt: skip
+            raise UserInputError(
+                f"{have} is set but {lack} is not: set both (the Job's completion index and "
+                "its completions) or pass --shard K/N"
+            )
+        return cls.parse(f"{index}/{count}", source=f"{JOB_INDEX_ENV}/{JOB_COUNT_ENV}")
+
+    def __str__(self) -> str:
+        return f"{self.k}/{self.n}"
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """Which samples each shard holds and what its files are called."""
+
+    count: int
+    shard_size: int
+    index_digits: int
+
+    @property
+    def shards(self) -> int:
+        """Number of shards of the whole run."""
+        return math.ceil(self.count / self.shard_size)
+
+    def samples(self, shard: int) -> range:
+        """The sample indices of shard `shard`."""
+        first = shard * self.shard_size
+        return range(first, min(first + self.shard_size, self.count))
+
+    def owned(self, part: Part | None) -> range:
+        """The shards process `part` writes: a contiguous block, all of them without parts."""
+        if part is None:
+            return range(self.shards)
+        return range(part.k * self.shards // part.n, (part.k + 1) * self.shards // part.n)
+
+    def key(self, index: int) -> str:
+        """A sample's key in its shard (its members are KEY.image.png, ...)."""
+        return f"{index:0{self.index_digits}d}"
+
+    @staticmethod
+    def tar_name(shard: int) -> str:
+        """The shard's archive, relative to the dataset root."""
+        return f"{SHARD_DIR}/{shard:06d}.tar"
+
+    @staticmethod
+    def record_name(shard: int) -> str:
+        """The shard's record (range, sha256), written after its archive."""
+        return f"{SHARD_DIR}/{shard:06d}.json"
+
+    def record_matches(self, shard: int, record: object) -> bool:
+        """Whether a record describes shard `shard` of this layout (a resumed run that grew
+        `count` must redo its last, short shard)."""
+        samples = self.samples(shard)
+        return (
+            isinstance(record, dict)
+            and record.get("first") == samples.start
+            and record.get("count") == len(samples)
+            and isinstance(record.get("sha256"), str)
+        )
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """The PNG bytes the png format writes for the same array (same encoder, same level)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """A tar of (name, bytes) in the order given, with fixed metadata (mtime 0, owner 0,
+    mode 0644): equal members give equal archives, on any machine, at any time."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def read_run(dest: Destination) -> dict | None:
+    """The run file of a dataset, None when there is none."""
+    try:
+        data = dest.read(RUN_FILE)
+    except FileNotFoundError:
+        return None
+    try:
+        meta = json.loads(data)
+        if not isinstance(meta, dict) or not isinstance(meta.get("generator"), dict):
+            raise ValueError("not a JSON object with a generator")
+    except ValueError as e:
+        raise UserInputError(f"{dest.url}/{RUN_FILE}: not a synthmed run file ({e})") from None
+    return meta
+
+
+def read_records(dest: Destination, layout: ShardLayout, shards: range) -> dict[int, dict]:
+    """Records of the shards in `shards` whose archive and record are both there and that
+    match `layout`: the complete shards."""
+    present = set(dest.list(SHARD_DIR))
+    wanted = [
+        j
+        for j in shards
+        if os.path.basename(layout.tar_name(j)) in present
+        and os.path.basename(layout.record_name(j)) in present
+    ]
+    raw = dest.read_many(layout.record_name(j) for j in wanted)
+    records = {}
+    for j in wanted:
+        try:
+            record = json.loads(raw.get(layout.record_name(j), b"null"))
+        except ValueError:
+            continue  # a foreign or damaged record: the shard is redone
+        if layout.record_matches(j, record):
+            records[j] = record
+    return records
+
+
+class ShardWriter:
+    """Write this process's shards of one run into `out` (a path or fsspec URL); use as a
+    context manager. The same interface as `DatasetWriter`: `pending()`, `submit()`, `close()`."""
+
+    def __init__(
+        self,
+        out: str | Path,
+        run: RunInfo,
+        *,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        part: Part | None = None,
+        resume: bool = False,
+        force: bool = False,
+        workers: int = 0,
+    ) -> None:
+        if run.count <= 0:
+            raise UserInputError(f"--count must be positive, got {run.count}")
+        if shard_size < 1:
+            raise UserInputError(f"--shard-size must be >= 1, got {shard_size}")
+        if workers < 0:
+            raise UserInputError(f"--workers must be >= 0, got {workers}")
+        if resume and force:
+            raise UserInputError("--resume and --force cannot be combined")
+        if force and part is not None:
+            raise UserInputError(
+                f"--force with --shard {part} would delete other processes' shards; "
+                "replace the dataset from one process without --shard"
+            )
+        self.run, self.part, self.dest = run, part, Destination(out)
+        self._meta = self._open(shard_size, resume, force)
+        self.layout = ShardLayout(run.count, shard_size, self._meta["index_digits"])
+        self.shards = self.layout.owned(part)
+        self._finished = set(read_records(self.dest, self.layout, self.shards))
+        self._remove_leftovers()
+        self.workers = workers or os.cpu_count() or 1
+        self._encoders = ThreadPoolExecutor(self.workers, thread_name_prefix="synthmed-encode")
+        self._publisher = ThreadPoolExecutor(1, thread_name_prefix="synthmed-publish")
+        # Back-pressure: at most 2 * workers samples encode at once, and at most two encoded
+        # shards wait for their upload, so memory stays bounded whatever the store's speed.
+        self._encode_slots = threading.BoundedSemaphore(2 * self.workers)
+        self._publish_slots = threading.BoundedSemaphore(2)
+        self._open_shards: dict[int, dict[int, Future]] = {}
+        self._lock = threading.Lock()  # guards _finished and _error
+        self._error: BaseException | None = None
+        self._closed = False
+
+    # --- the run file ------------------------------------------------------------------
+
+    def _open(self, shard_size: int, resume: bool, force: bool) -> dict:
+        """Start, join or resume the run in OUT; returns its run file."""
+        dest, run = self.dest, self.run
+        meta = read_run(dest)
+        if meta is not None and force:
+            self._remove_previous()
+            meta = None
+        if meta is None:
+            if resume:
+                raise UserInputError(f"nothing to resume in {dest.url} (no {RUN_FILE})")
+            if self.part is None and dest.list():
+                raise UserInputError(
+                    f"{dest.url} is not empty; pass --resume to continue it or --force to "
+                    "replace it"
+                )
+            return self._write_run(self._fresh_meta(shard_size))
+        if not resume and self.part is None:
+            raise UserInputError(
+                f"{dest.url} holds a dataset; pass --resume to continue it or --force to replace it"
+            )
+        self._check_same_run(meta, shard_size)
+        if run.count != meta["count"]:
+            meta.update(count=run.count, resumed=[*meta.get("resumed", []), now()])
+            self._write_run(meta)
+        return meta
+
+    def _fresh_meta(self, shard_size: int) -> dict:
+        r = self.run
+        return {
+            "generator": r.generator,
+            "trained_on": r.trained_on,
+            "seed": r.seed,
+            "format": WEBDATASET,
+            "count": r.count,
+            "shard_size": shard_size,
+            "index_digits": max(6, len(str(r.count - 1))),
+            "command": r.command,
+            "synthmed_version": __version__,
+            "started": now(),
+        }
+
+    def _write_run(self, meta: dict) -> dict:
+        self.dest.publish(RUN_FILE, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+        return meta
+
+    def _check_same_run(self, meta: dict, shard_size: int) -> None:
+        """Refuse to add samples that differ from the run's: same seed, format, shard size
+        and generator; a count that only grows (and, for parts, does not change at all)."""
+        wanted = {"seed": self.run.seed, "format": WEBDATASET, "shard_size": shard_size}
+        for field, new in wanted.items():
+            if meta.get(field) != new:
+                option = "--" + field.replace("_", "-")
+                raise UserInputError(
+                    f"{option} {new} differs from the run in {self.dest.url} "
+                    f"({field} {meta.get(field)})"
+                )
+        for key in SAME_GENERATOR:
+            new, was = self.run.generator.get(key), meta["generator"].get(key)
+            if new != was:
+                raise UserInputError(
+                    f"generator {key} {short(new)} differs from the run in {self.dest.url} "
+                    f"({key} {short(was)})"
+                )
+        old = meta.get("count")
+        if self.run.count < old or (self.part is not None and self.run.count != old):
+            raise UserInputError(
+                f"--count {self.run.count} differs from the run in {self.dest.url} "
+                f"(count {old})" + ("; a run can only grow with --resume" if self.part else "")
+            )
+
+    def _remove_previous(self) -> None:
+        """--force: delete the previous run, refusing if OUT holds anything synthmed did not
+        write (so a mistyped --out never wipes someone's bucket)."""
+        top = self.dest.list()
+        shards = self.dest.list(SHARD_DIR)
+        ours = {RUN_FILE, INDEX, CARD, SHARD_DIR}
+        foreign = [n for n in top if n not in ours]
+        foreign += [
+            f"{SHARD_DIR}/{n}" for n in shards if not (_is_shard_file(n) or temporary_of(n))
+        ]
+        if foreign:
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise UserInputError(
+                f"refusing to replace {self.dest.url}: it holds {', '.join(foreign[:3])}{more}, "
+                "which is not part of a synthmed dataset; remove it yourself or choose another "
+                "--out"
+            )
+        self.dest.remove([RUN_FILE, INDEX, CARD, *(f"{SHARD_DIR}/{n}" for n in shards)])
+
+    def _remove_leftovers(self) -> None:
+        """Delete the temporary files a killed run of this process left beside its shards
+        (local disks only: an object store publishes nothing until an upload completes).
+        Other processes' temporary files are theirs: they may be writing them right now."""
+        if not self.dest.local:
+            return
+        layout = self.layout
+        mine = {os.path.basename(layout.tar_name(j)) for j in self.shards}
+        mine |= {os.path.basename(layout.record_name(j)) for j in self.shards}
+        stale = [n for n in self.dest.list(SHARD_DIR) if temporary_of(n) in mine]
+        self.dest.remove(f"{SHARD_DIR}/{n}" for n in stale)
+
+    # --- writing -------------------------------------------------------------------------
+
+    def pending(self) -> list[int]:
+        """Sorted indices of this process's unfinished shards: what it must generate."""
+        with self._lock:
+            todo = [j for j in self.shards if j not in self._finished]
+        return [i for j in todo for i in self.layout.samples(j)]
+
+    @property
+    def finished_shards(self) -> set[int]:
+        """Shards of this process that are published, as a copy."""
+        with self._lock:
+            return set(self._finished)
+
+    def submit(self, index: int, image: np.ndarray, mask: np.ndarray) -> None:
+        """Queue sample `index`; when its shard has all its samples, the shard is assembled and
+        published in the background. Blocks for back-pressure; raises an earlier failure."""
+        if self._closed:
+            raise RuntimeError("ShardWriter is closed")
+        self._raise_error()
+        check_arrays(image, mask)
+        index = int(index)
+        if not 0 <= index < self.run.count:
+            raise ValueError(f"index {index} is outside range(count={self.run.count})")
+        shard = index // self.layout.shard_size
+        if shard not in self.shards:
+            raise ValueError(f"sample {index} belongs to shard {shard}, not to this process's")
+        if shard in self._finished:
+            return
+        samples = self._open_shards.setdefault(shard, {})
+        if index in samples:
+            return
+        self._encode_slots.acquire()
+        future = self._encoders.submit(self._encode, index, image.copy(), mask.copy())
+        future.add_done_callback(lambda _: self._encode_slots.release())
+        samples[index] = future
+        if len(samples) == len(self.layout.samples(shard)):
+            del self._open_shards[shard]
+            self._publish_slots.acquire()
+            done = self._publisher.submit(self._publish, shard, samples)
+            done.add_done_callback(self._published)
+
+    def _encode(self, index: int, image: np.ndarray, mask: np.ndarray) -> list[tuple[str, bytes]]:
+        key = self.layout.key(index)
+        record = json.dumps(sample_record(self._meta, index)).encode("utf-8")
+        return [
+            (f"{key}.{IMAGE_MEMBER}", encode_png(image)),
+            (f"{key}.{MASK_MEMBER}", encode_png(mask)),
+            (f"{key}.{RECORD_MEMBER}", record),
+        ]
+
+    def _publish(self, shard: int, samples: dict[int, Future]) -> None:
+        members = [m for index in sorted(samples) for m in samples[index].result()]
+        data = tar_bytes(members)
+        first = self.layout.samples(shard)
+        record = {
+            "shard": self.layout.tar_name(shard),
+            "first": first.start,
+            "count": len(first),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+        }
+        self.dest.publish(self.layout.tar_name(shard), data)
+        self.dest.publish(self.layout.record_name(shard), json.dumps(record).encode("utf-8"))
+        with self._lock:
+            self._finished.add(shard)
+
+    def _published(self, future: Future) -> None:
+        self._publish_slots.release()
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            with self._lock:
+                self._error = self._error or error
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    # --- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Publish every queued shard, raise the first failure, refresh the index and card."""
+        self._finish(abort=False)
+
+    def _finish(self, *, abort: bool) -> None:
+        """On abort queued shards are dropped and published ones kept; the index is left as
+        it was (a rerun of the same command refreshes it)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._encoders.shutdown(wait=True, cancel_futures=abort)
+        self._publisher.shutdown(wait=True, cancel_futures=abort)
+        if abort:
+            return
+        self._raise_error()
+        if self._open_shards:  # a caller that stopped submitting halfway through a shard
+            missing = sorted(self._open_shards)
+            raise SynthmedError(f"shards {missing} of {self.dest.url} were not given every sample")
+        self.write_index()
+
+    def write_index(self) -> dict[int, dict]:
+        """Rewrite index.json and the card from the shards every process has published."""
+        records = read_records(self.dest, self.layout, range(self.layout.shards))
+        index = {
+            "format": WEBDATASET,
+            "count": self.run.count,
+            "shard_size": self.layout.shard_size,
+            "shards": [records[j] for j in sorted(records)],
+        }
+        self.dest.publish(INDEX, (json.dumps(index, indent=1) + "\n").encode("utf-8"))
+        written = sum(r["count"] for r in records.values())
+        card = dataset_card(self._meta, self.run, written, self._layout_lines())
+        self.dest.publish(CARD, card.encode("utf-8"))
+        return records
+
+    def _layout_lines(self) -> list[str]:
+        return [
+            f"- `{SHARD_DIR}/NNNNNN.tar`: WebDataset shards of {self.layout.shard_size} samples "
+            "in index order; sample KEY has `KEY.image.png` (RGB, uint8 [H, W, 3]),",
+            "  `KEY.mask.png` (its label, uint8 [H, W], 0 background / 255 foreground) and "
+            "`KEY.json` (index, seed, model, weights)",
+            f"- `{SHARD_DIR}/NNNNNN.json`: the shard's sample range, sha256 and size",
+            f"- `{INDEX}`: every shard's record; `synthmed dataset verify` checks the whole set",
+        ]
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._finish(abort=exc_type is not None)
+
+
+def temporary_of(name: str) -> str | None:
+    """The file a temporary name (`synthmed.atomic.atomic_path`'s .NAME.XXXX.tmp) stands
+    for, None for any other name."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return None
+    target, _, _ = name[1:].rpartition(".")[0].rpartition(".")
+    return target or None
+
+
+def _is_shard_file(name: str) -> bool:
+    stem, dot, suffix = name.partition(".")
+    return stem.isdigit() and dot == "." and suffix in ("tar", "json")
+
+
+class ShardSamples:
+    """Random access to a complete sharded dataset, for `synthmed.client.torch_data`'s reader:
+    on first touch of a shard its tar headers are walked once (member offsets, kept), then each
+    sample is two ranged reads, its image and its mask. Sequential readers that stream whole
+    shards (the webdataset package) need none of this."""
+
+    def __init__(self, dest: Destination, run: dict) -> None:
+        try:
+            self.layout = ShardLayout(run["count"], run["shard_size"], run["index_digits"])
+        except KeyError as e:
+            raise DataError(f"{dest.url}/{RUN_FILE}: no {e} field") from None
+        records = read_records(dest, self.layout, range(self.layout.shards))
+        lacking = [j for j in range(self.layout.shards) if j not in records]
+        if lacking:
+            first = self.layout.samples(lacking[0]).start
+            raise DataError(
+                f"{dest.url} is incomplete: {len(lacking)} of {self.layout.shards} shards "
+                f"missing (first missing sample: {first}); finish it with: "
+                f"{run.get('command', 'synthmed generate ...')} --resume"
+            )
+        self.dest = dest
+        self._members: dict[int, dict[str, tuple[int, int]]] = {}
+
+    def __len__(self) -> int:
+        return self.layout.count
+
+    def _offsets(self, shard: int) -> dict[str, tuple[int, int]]:
+        if shard not in self._members:
+            with self.dest.open(self.layout.tar_name(shard)) as f, tarfile.open(fileobj=f) as tar:
+                self._members[shard] = {m.name: (m.offset_data, m.size) for m in tar}
+        return self._members[shard]
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample `index`: image uint8 [H, W, 3], mask uint8 [H, W]."""
+        shard, key = index // self.layout.shard_size, self.layout.key(index)
+        name = self.layout.tar_name(shard)
+        try:
+            members = self._offsets(shard)
+            arrays = []
+            for member in (IMAGE_MEMBER, MASK_MEMBER):
+                offset, size = members[f"{key}.{member}"]
+                data = self.dest.read_range(name, offset, offset + size)
+                arrays.append(np.array(Image.open(io.BytesIO(data))))
+        except (OSError, KeyError, tarfile.TarError) as e:
+            raise DataError(f"cannot read sample {index} from {self.dest.url}/{name}: {e}") from e
+        return arrays[0], arrays[1]

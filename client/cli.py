@@ -85,7 +85,7 @@ def _producer(
 @click.option(
     "--out",
     required=True,
-    help="Dataset folder, or with --format webdataset any fsspec URL (s3://bucket/prefix, ...).",
+    help="Dataset folder or fsspec URL (s3://bucket/prefix, file:///data/x, ...).",
 )
 @click.option("--url", "urls", multiple=True, help="Triton host:port; repeat to share the load.")
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
@@ -208,13 +208,7 @@ def _writer_for(
                 f"${JOB_INDEX_ENV} is set (a Kubernetes Indexed Job): its pods share one "
                 f"dataset only with --format {WEBDATASET}"
             )
-        if "://" in out and not out.startswith("file://"):
-            raise UserInputError(
-                f"--out {out}: --format {fmt} writes a local folder; use --format {WEBDATASET} "
-                "for object storage"
-            )
-        folder = Path(out.removeprefix("file://"))
-        return lambda run: DatasetWriter(folder, run, resume=resume, force=force, workers=workers)
+        return lambda run: DatasetWriter(out, run, resume=resume, force=force, workers=workers)
     parsed = Part.parse(part) if part is not None else Part.from_env()
     size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
     if size < 1:

@@ -6,18 +6,24 @@ so a SIGKILLed run never lists a truncated file; `resume` rebuilds the manifest 
 lines whose files are really there and carries on with no holes and no duplicates. Sample
 `i` is a function of (seed, i) alone (see `synthmed.latents`), which is why a manifest
 line's seed is the run seed.
+
+Under an object-store URL (s3://...) the same formats are written one PUT per file: objects
+appear whole but cannot be appended to, so there the samples done are those whose files are
+listed, and the manifest is written once, when the run closes.
 """
 
 from __future__ import annotations
 
 import datetime
 import fcntl
+import io
 import json
 import os
 import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +34,8 @@ import numpy as np
 from PIL import Image
 
 from synthmed import __version__
-from synthmed.atomic import atomic_path, write_text_atomic
+from synthmed.atomic import write_bytes_atomic, write_text_atomic
+from synthmed.client.storage import Destination
 from synthmed.errors import SynthmedError, UserInputError
 
 FORMATS = ("png", "npz")
@@ -123,6 +130,35 @@ def sample_record(meta: dict, index: int) -> dict:
     }
 
 
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 array, as every format stores them (same encoder, same level)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def encode_npz(image: np.ndarray, mask: np.ndarray) -> bytes:
+    """The npz format's file: arrays `image` and `mask`, compressed."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, image=image, mask=mask)
+    return buffer.getvalue()
+
+
+def read_run(dest: Destination) -> dict | None:
+    """The run file of a dataset at `dest`, None when there is none."""
+    try:
+        data = dest.read(RUN_FILE)
+    except FileNotFoundError:
+        return None
+    try:
+        meta = json.loads(data)
+        if not isinstance(meta, dict) or not isinstance(meta.get("generator"), dict):
+            raise ValueError("not a JSON object with a generator")
+    except ValueError as e:
+        raise UserInputError(f"{dest.url}/{RUN_FILE}: not a synthmed run file ({e})") from None
+    return meta
+
+
 def _lock_folder(out: Path) -> int:
     """Create OUT, prove it writable, and lock it so two runs never append to one manifest."""
     try:
@@ -170,14 +206,14 @@ class DatasetWriter:
 
     def __init__(
         self,
-        out: Path,
+        out: str | Path,
         run: RunInfo,
         *,
         resume: bool = False,
         force: bool = False,
         workers: int = 0,
     ) -> None:
-        self.out, self.run = Path(out), run
+        self.run = run
         if run.count <= 0:
             raise UserInputError(f"--count must be positive, got {run.count}")
         if run.format not in FORMATS:
@@ -186,22 +222,18 @@ class DatasetWriter:
             raise UserInputError(f"--workers must be >= 0, got {workers}")
         if resume and force:
             raise UserInputError("--resume and --force cannot be combined")
-        if self.out.exists() and not self.out.is_dir():
-            raise UserInputError(f"{self.out} exists and is not a folder")
-        if resume and not (self.out / RUN_FILE).is_file():
-            raise UserInputError(f"nothing to resume in {self.out} (no {RUN_FILE})")
         self._lock = threading.Lock()  # guards the manifest, _done and _error
         self._done: set[int] = set()
-        self._lock_fd = _lock_folder(self.out)
-        try:
-            self._meta = self._prepare_resume() if resume else self._prepare_fresh(force)
-            for name in ("samples",) if run.format == "npz" else ("images", "masks"):
-                (self.out / name).mkdir(exist_ok=True)
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-            self._manifest_fd = os.open(self.out / MANIFEST, flags, 0o666)
-        except BaseException:
-            os.close(self._lock_fd)
-            raise
+        # A URL other than file:// is object storage (see `_open_object_store`); the rest is
+        # a local folder with a lock and an append-only manifest.
+        text = str(out)
+        self.dest = Destination(text) if "://" in text and not text.startswith("file://") else None
+        self.out = Path(text.removeprefix("file://"))
+        if self.dest is not None:
+            self._lock_fd = self._manifest_fd = None
+            self._meta = self._open_object_store(resume, force)
+        else:
+            self._open_folder(resume, force)
         self.workers = workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="synthmed-writer")
         # Back-pressure: at most 2 * workers samples (copies) wait or encode at any time.
@@ -213,6 +245,54 @@ class DatasetWriter:
 
     # --- preparing OUT -------------------------------------------------------------------
 
+    def _open_folder(self, resume: bool, force: bool) -> None:
+        """Lock a local OUT, start or resume the run, open the manifest for appending."""
+        if self.out.exists() and not self.out.is_dir():
+            raise UserInputError(f"{self.out} exists and is not a folder")
+        if resume and not (self.out / RUN_FILE).is_file():
+            raise UserInputError(f"nothing to resume in {self.out} (no {RUN_FILE})")
+        self._lock_fd = _lock_folder(self.out)
+        try:
+            self._meta = self._prepare_resume() if resume else self._prepare_fresh(force)
+            for name in ("samples",) if self.run.format == "npz" else ("images", "masks"):
+                (self.out / name).mkdir(exist_ok=True)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            self._manifest_fd = os.open(self.out / MANIFEST, flags, 0o666)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _open_object_store(self, resume: bool, force: bool) -> dict:
+        """Start or resume the run under a URL. Objects appear whole (one PUT each) but cannot
+        be appended to, so the samples done are the ones whose every file is listed, and the
+        manifest is written once, when the run closes."""
+        dest, r = self.dest, self.run
+        if force:
+            raise UserInputError(
+                f"--force: delete {dest.url} yourself (synthmed never deletes from object "
+                "storage), or choose another --out"
+            )
+        meta = read_run(dest)
+        if meta is None:
+            if resume:
+                raise UserInputError(f"nothing to resume in {dest.url} (no {RUN_FILE})")
+            if dest.list():
+                raise UserInputError(f"{dest.url} is not empty; choose another --out")
+            meta = self._fresh_meta()
+        elif not resume:
+            raise UserInputError(f"{dest.url} holds a dataset; pass --resume to continue it")
+        else:
+            self._check_resumable(meta, dest.url)
+            self._meta = meta
+            listed = {d: set(dest.list(d)) for d in SAMPLE_DIRS}
+            for index in range(r.count):
+                if all(rel.split("/")[1] in listed[rel.split("/")[0]]
+                       for rel in self._paths(index).values()):  # fmt: skip
+                    self._done.add(index)
+            meta.update(count=r.count, resumed=[*meta.get("resumed", []), now()])
+        dest.publish(RUN_FILE, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+        return meta
+
     def _prepare_fresh(self, force: bool) -> dict:
         names = sorted(os.listdir(self.out))
         if names and not force:
@@ -220,8 +300,13 @@ class DatasetWriter:
                 f"{self.out} is not empty; pass --resume to continue it or --force to replace it"
             )
         _remove_previous(self.out, names)
+        meta = self._fresh_meta()
+        write_text_atomic(self.out / RUN_FILE, json.dumps(meta, indent=2) + "\n")
+        return meta
+
+    def _fresh_meta(self) -> dict:
         r = self.run
-        meta = {
+        return {
             "generator": r.generator,
             "trained_on": r.trained_on,
             "seed": r.seed,
@@ -232,18 +317,33 @@ class DatasetWriter:
             "synthmed_version": __version__,
             "started": now(),
         }
-        write_text_atomic(self.out / RUN_FILE, json.dumps(meta, indent=2) + "\n")
-        return meta
 
     def _prepare_resume(self) -> dict:
         path, r = self.out / RUN_FILE, self.run
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise UserInputError(f"{path}: not a synthmed run file ({e})") from None
+        self._check_resumable(meta, path)
+        self._meta = meta
+        for folder in (self.out, *(self.out / d for d in SAMPLE_DIRS if (self.out / d).is_dir())):
+            for name in os.listdir(folder):
+                if name.startswith(".") and name.endswith(".tmp"):  # atomic_path's leftovers
+                    (folder / name).unlink(missing_ok=True)
+        self._compact_manifest()
+        meta.update(count=r.count, resumed=[*meta.get("resumed", []), now()])
+        write_text_atomic(path, json.dumps(meta, indent=2) + "\n")
+        return meta
+
+    def _check_resumable(self, meta: object, where: object) -> None:
+        """The run in `meta` (a run file at `where`) makes the same samples as this one."""
+        r = self.run
+        try:
             old = {k: meta[k] for k in ("seed", "format", "count", "generator", "index_digits")}
             old["generator"] = {k: old["generator"].get(k) for k in SAME_GENERATOR}
             old["generator"]["model"] = meta["generator"]["model"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserInputError(f"{path}: not a synthmed run file ({e})") from None
+        except (KeyError, TypeError, AttributeError) as e:
+            raise UserInputError(f"{where}: not a synthmed run file ({e})") from None
         for field, new in (("seed", r.seed), ("format", r.format)):
             if new != old[field]:
                 raise UserInputError(
@@ -260,15 +360,6 @@ class DatasetWriter:
             raise UserInputError(
                 f"--count {r.count} is smaller than the run being resumed (count {old['count']})"
             )
-        self._meta = meta
-        for folder in (self.out, *(self.out / d for d in SAMPLE_DIRS if (self.out / d).is_dir())):
-            for name in os.listdir(folder):
-                if name.startswith(".") and name.endswith(".tmp"):  # atomic_path's leftovers
-                    (folder / name).unlink(missing_ok=True)
-        self._compact_manifest()
-        meta.update(count=r.count, resumed=[*meta.get("resumed", []), now()])
-        write_text_atomic(path, json.dumps(meta, indent=2) + "\n")
-        return meta
 
     def _compact_manifest(self) -> None:
         """Keep the first valid line per index whose files are complete; drop the rest
@@ -337,18 +428,23 @@ class DatasetWriter:
         future = self._pool.submit(self._write, index, image, mask)
         future.add_done_callback(self._finished)
 
+    def _encode(self, index: int, image: np.ndarray, mask: np.ndarray) -> dict[str, bytes]:
+        paths = self._paths(index)
+        if self.run.format == "npz":
+            return {paths["file"]: encode_npz(image, mask)}
+        return {paths["image"]: encode_png(image), paths["mask"]: encode_png(mask)}
+
     def _write(self, index: int, image: np.ndarray, mask: np.ndarray) -> None:
-        paths = {k: self.out / p for k, p in self._paths(index).items()}
+        files = self._encode(index, image, mask)
+        if self.dest is not None:  # object storage: a PUT per file, the manifest at the end
+            for name, data in files.items():
+                self.dest.publish(name, data)
+            with self._lock:
+                self._done.add(index)
+            return
         try:
-            if self.run.format == "npz":
-                with atomic_path(paths["file"]) as tmp, open(tmp, "wb") as f:
-                    np.savez_compressed(f, image=image, mask=mask)  # a file: no ".npz" added
-            else:
-                for key, array in (("image", image), ("mask", mask)):
-                    with atomic_path(paths[key]) as tmp:
-                        Image.fromarray(array).save(
-                            tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL
-                        )
+            for name, data in files.items():
+                write_bytes_atomic(self.out / name, data)
         except OSError as e:
             raise SynthmedError(f"cannot write sample {index} in {self.out}: {e}") from e
         line = (json.dumps(self._entry(index)) + "\n").encode("utf-8")
@@ -385,17 +481,31 @@ class DatasetWriter:
         if self._closed:
             return
         self._closed = True
+        if self.dest is not None:
+            self._pool.shutdown(wait=True, cancel_futures=abort)
+            if not abort:
+                self._raise_error()
+                self._publish_listing(self.dest.publish)
+            return
         try:
             self._pool.shutdown(wait=True, cancel_futures=abort)
             os.fsync(self._manifest_fd)
             if not abort:
                 self._raise_error()
-                if self.run.format == "png":
-                    write_text_atomic(self.out / DATALIST, self._datalist())
-                write_text_atomic(self.out / CARD, self._card())  # last: the dataset is done
+                self._publish_listing(lambda name, data: write_bytes_atomic(self.out / name, data))
         finally:
             os.close(self._manifest_fd)
             os.close(self._lock_fd)
+
+    def _publish_listing(self, publish: Callable[[str, bytes], None]) -> None:
+        """The files that describe the finished run; the card last, once the dataset is done.
+        Object stores get the whole manifest here (a local one was appended line by line)."""
+        if self.dest is not None:
+            lines = "".join(json.dumps(self._entry(i)) + "\n" for i in sorted(self._done))
+            publish(MANIFEST, lines.encode("utf-8"))
+        if self.run.format == "png":
+            publish(DATALIST, self._datalist().encode("utf-8"))
+        publish(CARD, self._card().encode("utf-8"))
 
     def __enter__(self) -> DatasetWriter:
         return self

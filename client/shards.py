@@ -35,13 +35,14 @@ from PIL import Image
 from synthmed import __version__
 from synthmed.client.dataset import (
     CARD,
-    PNG_COMPRESS_LEVEL,
     RUN_FILE,
     SAME_GENERATOR,
     RunInfo,
     check_arrays,
     dataset_card,
+    encode_png,
     now,
+    read_run,
     sample_record,
     short,
 )
@@ -153,13 +154,6 @@ class ShardLayout:
         )
 
 
-def encode_png(array: np.ndarray) -> bytes:
-    """The PNG bytes the png format writes for the same array (same encoder, same level)."""
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
-
-
 def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
     """A tar of (name, bytes) in the order given, with fixed metadata (mtime 0, owner 0,
     mode 0644): equal members give equal archives, on any machine, at any time."""
@@ -170,21 +164,6 @@ def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
-
-
-def read_run(dest: Destination) -> dict | None:
-    """The run file of a dataset, None when there is none."""
-    try:
-        data = dest.read(RUN_FILE)
-    except FileNotFoundError:
-        return None
-    try:
-        meta = json.loads(data)
-        if not isinstance(meta, dict) or not isinstance(meta.get("generator"), dict):
-            raise ValueError("not a JSON object with a generator")
-    except ValueError as e:
-        raise UserInputError(f"{dest.url}/{RUN_FILE}: not a synthmed run file ({e})") from None
-    return meta
 
 
 def read_records(dest: Destination, layout: ShardLayout, shards: range) -> dict[int, dict]:

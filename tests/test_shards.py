@@ -1,7 +1,8 @@
 """`synthmed generate --format webdataset`: tar shards on a local disk and on a real S3 server
 (SeaweedFS on 127.0.0.1), written by one process or several (`--shard K/N`), killed and
-continued, and checked by `synthmed dataset verify`. Samples come from the bundled demo models
-run in-process (the same samples as through Triton: see tests/serving/test_generate.py)."""
+continued, and checked by `synthmed dataset verify`; and the png/npz formats on that server.
+Samples come from the bundled demo models run in-process (the same samples as through Triton:
+see tests/serving/test_generate.py)."""
 
 from __future__ import annotations
 
@@ -260,6 +261,41 @@ def test_s3_kill_resume_verify(
         np.testing.assert_array_equal(item["mask"].numpy(), mask)
     secret = s3.env["AWS_SECRET_ACCESS_KEY"]
     assert secret not in verify.stdout + verify.stderr and secret not in err.decode()
+
+
+@pytest.mark.parametrize("fmt", ["png", "npz"])
+def test_folder_formats_on_s3(
+    s3: LocalS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    from synthmed.client.torch_data import WrittenDataset
+
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    url = f"{s3.make_bucket(f'folders-{fmt}')}/ds"
+    local = tmp_path / "local"
+    args = ["generate", "--count", "9", "--seed", "3", "--format", fmt, "--out"]
+    assert run_cli(*args, local).exit_code == 0
+    assert run_cli(*args, url).exit_code == 0
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3.endpoint, key="k", secret="s", skip_instance_cache=True)
+    root = url.removeprefix("s3://")
+    # As if killed: the manifest (written at the end on object stores) and two samples gone.
+    victims = [f"{root}/manifest.jsonl"]
+    victims += [f"{root}/images/000004.png", f"{root}/masks/000007.png"] if fmt == "png" else [
+        f"{root}/samples/000004.npz"]  # fmt: skip
+    fs.rm(victims)
+    assert_one_line_error(run_cli(*args, url), "holds a dataset", "--resume")
+    assert_one_line_error(run_cli(*args, url, "--force"), "--force", "delete")
+    assert run_cli(*args, url, "--resume").exit_code == 0
+    remote, written = WrittenDataset(url), WrittenDataset(local)
+    assert len(remote) == len(written) == 9
+    for i in range(9):
+        np.testing.assert_array_equal(remote[i]["image"].numpy(), written[i]["image"].numpy())
+        np.testing.assert_array_equal(remote[i]["mask"].numpy(), written[i]["mask"].numpy())
+    lines = fs.cat_file(f"{root}/manifest.jsonl").decode().splitlines()
+    local_lines = (local / "manifest.jsonl").read_text().splitlines()
+    assert lines == sorted(local_lines, key=lambda line: json.loads(line)["index"])
 
 
 def _tar_names(data: bytes) -> list[str]:

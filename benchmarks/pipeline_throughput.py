@@ -340,7 +340,9 @@ def run_config(name: str, work: Path, args, gemm: dict, *, load_test: bool) -> d
 
 
 # What the served rows run with; see docs/performance.md for the settings that were tried.
-SERVING = RepositoryOptions()
+# No model_warmup: Triton's cumulative metrics (server_times) would count its requests, and
+# every path is warmed up by the measurement itself.
+SERVING = RepositoryOptions(warmup=False)
 
 
 def main() -> None:

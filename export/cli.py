@@ -308,6 +308,20 @@ def export_tensorrt_cmd(
     is_flag=True,
     help="python backend: idle onnxruntime threads spin-wait (off: measured faster on 2 cores).",
 )
+@click.option(
+    "--instance-kind",
+    type=click.Choice(["cpu", "gpu"]),
+    default=None,
+    help="Where model instances run; Triton refuses gpu on a node without GPUs.  "
+    "[default: cpu for python, gpu for onnxruntime and tensorrt]",
+)
+@click.option(
+    "--warmup/--no-warmup",
+    default=True,
+    show_default=True,
+    help="Warm-up requests (batch 1 and --max-batch-size) that each model instance runs "
+    "before Triton reports the model ready.",
+)
 def export_repository_cmd(
     onnx_dir: Path,
     engines: Path | None,
@@ -323,6 +337,8 @@ def export_repository_cmd(
     max_inflight_requests: int,
     cpu_threads: int,
     cpu_spinning: bool,
+    instance_kind: str | None,
+    warmup: bool,
 ) -> None:
     """Write a Triton model repository from an export: stage I, stage II, the ensemble
     `synthmed` (+ fused) when it holds the dual GAN, `synthmed_cstylegan2` when it holds that."""
@@ -341,6 +357,11 @@ def export_repository_cmd(
         fused=not no_fused,
         cpu_threads=cpu_threads,
         cpu_spinning=cpu_spinning,
+        instance_kind=instance_kind,
+        warmup=warmup,
     )
     names = write_repository(onnx_dir, out, options, engines_dir=engines, overwrite=overwrite)
-    click.echo(f"wrote {', '.join(names)} (version {version}, {backend} backend) to {out}")
+    click.echo(
+        f"wrote {', '.join(names)} (version {version}, {backend} backend, "
+        f"{options.kind} instances) to {out}"
+    )

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from synthmed.serving.server import GRPC_PORT, HTTP_PORT, METRICS_PORT
+
 
 def _bundled_repository() -> Path:
     """The model_repository/ folder of a source checkout, beside the serving/ package."""
@@ -27,9 +29,11 @@ def _bundled_repository() -> Path:
     show_default=True,
     help="Address for the HTTP, gRPC and metrics endpoints; 0.0.0.0 exposes them to the network.",
 )
-@click.option("--http-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001, show_default=True)
-@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, show_default=True)
+@click.option("--http-port", type=click.IntRange(1, 65535), default=HTTP_PORT, show_default=True)
+@click.option("--grpc-port", type=click.IntRange(1, 65535), default=GRPC_PORT, show_default=True)
+@click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), default=METRICS_PORT, show_default=True
+)
 @click.option(
     "--log-verbose",
     type=click.IntRange(min=0),

@@ -14,6 +14,10 @@ with protobuf's text format, so every field name is checked by the schema rather
 string template. Three backends: `onnxruntime` and `tensorrt` for Triton's native GPU
 backends (NVIDIA's container), `python` for a Triton build with only the python backend (the
 pip-installed server, CPU machines), which runs the same ONNX file with onnxruntime.
+
+Every composing model carries `model_warmup`, so Triton reports it READY only once each
+instance has run a request, and the first clients do not pay for lazy set-up; the instance
+kind (CPU or GPU) follows the backend unless asked for, since CPU-only nodes need KIND_CPU.
 """
 
 from __future__ import annotations
@@ -51,6 +55,13 @@ from synthmed.contract import (
 from synthmed.errors import UserInputError
 
 BACKENDS = ("onnxruntime", "tensorrt", "python")
+INSTANCE_KINDS = ("cpu", "gpu")
+# The python backend's model.py runs onnxruntime's CPU provider only (a CUDA provider inside
+# the python backend has crashed its stub for others), so its instances are CPU instances;
+# the native backends run on the GPU unless told otherwise. Triton refuses KIND_GPU on a node
+# without GPUs, whatever the backend: CPU-only nodes need `cpu`.
+_DEFAULT_KIND = {"onnxruntime": "gpu", "tensorrt": "gpu", "python": "cpu"}
+_KINDS = {"cpu": mc.ModelInstanceGroup.KIND_CPU, "gpu": mc.ModelInstanceGroup.KIND_GPU}
 PYTHON_MODEL = Path(__file__).with_name("python_backend") / "model.py"
 _DTYPES = {
     "float32": mc.TYPE_FP32,
@@ -63,7 +74,8 @@ _MODEL_FILE = {"onnxruntime": "model.onnx", "tensorrt": "model.plan", "python": 
 
 @dataclass(frozen=True)
 class RepositoryOptions:
-    """How the models are served: batching, instances, backend and version.
+    """How the models are served: batching, instances (count and kind), warm-up, backend and
+    version.
 
     `max_inflight_requests` bounds how far a fast stage I may run ahead of a slow stage II
     inside the ensemble; the field exists from Triton 25.11 on, so it is left out (0) unless
@@ -81,11 +93,18 @@ class RepositoryOptions:
     fused: bool = True
     cpu_threads: int = 0  # python backend: onnxruntime intra-op threads per instance (0: all)
     cpu_spinning: bool = False  # python backend: let idle onnxruntime threads spin-wait
+    instance_kind: str | None = None  # "cpu" or "gpu"; None: the backend's own (_DEFAULT_KIND)
+    warmup: bool = True  # model_warmup on every composing model (see _warmup)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise UserInputError(
                 f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
+        if self.instance_kind not in (None, *INSTANCE_KINDS):
+            raise UserInputError(
+                f"--instance-kind must be one of {', '.join(INSTANCE_KINDS)}, "
+                f"got {self.instance_kind!r}"
             )
         if self.max_batch_size < 1 or self.instances < 1 or self.version < 1:
             raise UserInputError("--max-batch-size, --instances and --version must be >= 1")
@@ -97,6 +116,27 @@ class RepositoryOptions:
             )
         if self.tensorrt_accelerator and self.backend != "onnxruntime":
             raise UserInputError("--tensorrt-accelerator applies to the onnxruntime backend only")
+        if self.backend == "tensorrt" and self.kind == "cpu":
+            raise UserInputError(
+                "--instance-kind cpu cannot serve --backend tensorrt: a TensorRT plan runs on a "
+                "GPU only (use --backend onnxruntime or python on CPU nodes)"
+            )
+        if self.backend == "python" and self.kind == "gpu":
+            raise UserInputError(
+                "--instance-kind gpu does not apply to --backend python: its model.py runs "
+                "onnxruntime on the CPU (use --backend onnxruntime or tensorrt for GPU instances)"
+            )
+        if self.tensorrt_accelerator and self.kind == "cpu":
+            # Triton loads the accelerator block on a CPU instance and ignores it.
+            raise UserInputError(
+                "--tensorrt-accelerator needs GPU instances but --instance-kind cpu asks for CPU "
+                "ones: drop one of the two"
+            )
+
+    @property
+    def kind(self) -> str:
+        """The instance kind written: the one asked for, else the backend's own."""
+        return self.instance_kind or _DEFAULT_KIND[self.backend]
 
 
 @dataclass
@@ -147,9 +187,9 @@ def model_config(spec: ServedModel, options: RepositoryOptions) -> mc.ModelConfi
         version_policy=mc.ModelVersionPolicy(latest=mc.ModelVersionPolicy.Latest(num_versions=1)),
         default_model_filename=_MODEL_FILE[options.backend],
     )
-    gpu = options.backend != "python"
-    kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
-    config.instance_group.append(mc.ModelInstanceGroup(kind=kind, count=options.instances))
+    config.instance_group.append(
+        mc.ModelInstanceGroup(kind=_KINDS[options.kind], count=options.instances)
+    )
     if options.backend == "tensorrt":
         config.platform = "tensorrt_plan"
     else:
@@ -173,14 +213,45 @@ def model_config(spec: ServedModel, options: RepositoryOptions) -> mc.ModelConfi
         accelerator.parameters["precision_mode"] = "FP16"
         accelerator.parameters["max_workspace_size_bytes"] = str(1 << 30)
         config.optimization.execution_accelerators.gpu_execution_accelerator.append(accelerator)
+    if options.warmup:
+        config.model_warmup.extend(_warmup(config))
     return config
+
+
+def _warmup(config: mc.ModelConfig) -> list[mc.ModelWarmup]:
+    """Requests Triton runs on each instance of the model before it marks the model READY.
+
+    The first request of a shape pays for lazy set-up: onnxruntime's memory arena and kernel
+    choices, cuDNN's algorithm search, the engine onnxruntime's TensorRT provider builds for
+    the shapes it has seen. Triton sends a warm-up sample of batch size B as B one-sample
+    requests in one execute call, as the dynamic batcher does, so batch 1 and max_batch_size
+    (the two ends of what the batcher forms) leave no client request paying for it.
+
+    Zeros, not `random_data`: Triton fills that with random bytes, which as FP32 are NaN and
+    Inf and as an INT64 class label are out of range (a failed warm-up fails the load). Zero
+    is a valid latent, an empty mask, class 0 and psi 0, and the compute does not depend on
+    the values. Every input is given, optional ones too: native backends need them all.
+    """
+    samples = []
+    for batch in sorted({1, config.max_batch_size}):
+        sample = mc.ModelWarmup(name=f"zeros_batch_{batch}", batch_size=batch)
+        for tensor in config.input:
+            sample.inputs[tensor.name].CopyFrom(
+                mc.ModelWarmup.Input(data_type=tensor.data_type, dims=tensor.dims, zero_data=True)
+            )
+        samples.append(sample)
+    return samples
 
 
 def ensemble_config(
     stage1: ServedModel, stage2: ServedModel, options: RepositoryOptions
 ) -> mc.ModelConfig:
     """`synthmed`: z -> stage I -> stage II (which takes the same z for its noise); outputs
-    stage II's image and stage I's mask."""
+    stage II's image and stage I's mask.
+
+    No model_warmup: Triton refuses one on an ensemble ("model_warmup can not be specified for
+    ensemble"); its steps warm up themselves, so the ensemble is ready warm.
+    """
     expected, got = stage1.inputs[Z.name]["shape"], stage2.inputs.get(Z.name, {}).get("shape")
     if got != expected:
         raise UserInputError(

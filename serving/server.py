@@ -37,6 +37,9 @@ from typing import Literal
 from synthmed.errors import SynthmedError, UserInputError
 
 LOG_PREFIX = "[tritonserver] "
+# Triton's own default ports (HTTP/REST, gRPC, Prometheus /metrics): `synthmed serve`, the
+# deploy/ files and their tests take them from here.
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 _POLL_S = 0.2
 # Lines Triton logs on every CPU-only start; they are never the reason a start failed.
 _NOISE = re.compile(r"CudaDriverHelper|NVML|DCGM|pinned memory|CUDA memory pool|^[|+]")
@@ -160,9 +163,9 @@ class TritonServer:
         model_repository: Path,
         *,
         host: str = "127.0.0.1",
-        http_port: int = 8000,
-        grpc_port: int = 8001,
-        metrics_port: int = 8002,
+        http_port: int = HTTP_PORT,
+        grpc_port: int = GRPC_PORT,
+        metrics_port: int = METRICS_PORT,
         log_verbose: int = 0,
         extra_args: Sequence[str] = (),
         echo_log: bool = True,

@@ -61,7 +61,16 @@ def test_bad_requests_get_tritons_error_and_the_server_keeps_serving(
     assert images.shape == (1, 64, 64, 3)
 
 
+def _batched_executions(server) -> dict[int, int]:
+    """Stage II's executions by batch size so far (warm-up included)."""
+    stats = _client(server).get_inference_statistics("synthmed_stage2", as_json=True)
+    batches = stats["model_stats"][0]["batch_stats"]
+    return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in batches}
+
+
 def test_concurrent_requests_are_batched(demo_server) -> None:
+    before = _batched_executions(demo_server)  # warm-up has already run batches of 1 and max
+
     def worker(k: int) -> None:
         client = _client(demo_server)
         for i in range(6):
@@ -72,9 +81,9 @@ def test_concurrent_requests_are_batched(demo_server) -> None:
         t.start()
     for t in threads:
         t.join()
-    stats = _client(demo_server).get_inference_statistics("synthmed_stage2", as_json=True)
-    sizes = {int(b["batch_size"]) for b in stats["model_stats"][0]["batch_stats"]}
-    assert max(sizes) > 1, sizes
+    after = _batched_executions(demo_server)
+    grew = {size for size, count in after.items() if count > before.get(size, 0)}
+    assert max(grew) > 1, (before, after)
 
 
 def test_serve_refuses_missing_repository_and_taken_port(tmp_path: Path) -> None:

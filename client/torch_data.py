@@ -86,6 +86,9 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
     return int(rank), int(world_size)
 
 
+STREAM_CHUNK = 8192  # indices per generate_indices call in a stream worker
+
+
 class TritonStream(IterableDataset):
     """Samples 0 .. count-1 of `seed` from Triton servers, generated while a DataLoader reads.
 
@@ -142,15 +145,18 @@ class TritonStream(IterableDataset):
         first, step = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         mine = self.indices()[first::step]
         with SynthMedClient(self.urls, **self.settings) as client:
-            samples = client.generate_indices(
-                mine,
-                seed=self.seed,
-                label=self.label,
-                truncation=self.truncation,
-                batch_size=self.batch_size,
-            )
-            for index, image, mask in samples:
-                yield _item(index, image.copy(), mask.copy())
+            # In chunks: a request list holds its indices as Python ints, and a stream may be
+            # millions long; the pipeline drains only once per chunk.
+            for start in range(0, len(mine), STREAM_CHUNK):
+                samples = client.generate_indices(
+                    mine[start : start + STREAM_CHUNK],
+                    seed=self.seed,
+                    label=self.label,
+                    truncation=self.truncation,
+                    batch_size=self.batch_size,
+                )
+                for index, image, mask in samples:
+                    yield _item(index, image.copy(), mask.copy())
 
 
 # --- reading a written dataset ---------------------------------------------------------------

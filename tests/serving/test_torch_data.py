@@ -130,6 +130,19 @@ def test_rank_arguments_override_and_the_stream_pickles(demo_server, generated: 
     assert [item["index"] for item in whole] == [0, 1, 2]  # no torch.distributed: all of it
 
 
+def test_a_stream_longer_than_a_chunk_is_seamless(
+    demo_server, generated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import synthmed.client.torch_data as torch_data
+
+    monkeypatch.setattr(torch_data, "STREAM_CHUNK", 4)
+    items = list(TritonStream(demo_server.url("grpc"), count=10, seed=SEED, batch_size=3))
+    assert [item["index"] for item in items] == list(range(10))
+    reader = WrittenDataset(generated)
+    for item in items:
+        np.testing.assert_array_equal(item["image"].numpy(), reader[item["index"]]["image"].numpy())
+
+
 def test_server_problems_surface_when_iteration_starts(demo_server) -> None:
     (port,) = free_ports(1)
     nobody = TritonStream(f"127.0.0.1:{port}", count=2, retries=0)  # no connection yet

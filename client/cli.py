@@ -290,9 +290,9 @@ def dataset() -> None:
 @click.option("--workers", type=int, default=8, show_default=True, help="Shards read at once.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def verify_cmd(url: str, workers: int, quiet: bool) -> None:
-    """Check the webdataset dataset at URL (a folder or fsspec URL) against its run.json: every
-    requested sample exactly once, every shard's sha256, every file decodes. Names the missing
-    sample ranges; exits non-zero unless the dataset is complete and intact."""
+    """Check the dataset at URL (a folder or fsspec URL) against its run.json: every requested
+    sample exactly once, every shard's sha256 (webdataset), every file decodes to an image and
+    its mask. Names the missing sample ranges; exits non-zero unless complete and intact."""
     from synthmed.client.verify import verify
 
     verdict = verify(url, workers=workers, progress=not quiet)

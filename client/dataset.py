@@ -45,6 +45,8 @@ MANIFEST, RUN_FILE, CARD = "manifest.jsonl", "run.json", "DATASET_CARD.md"
 DATALIST = "dataset.json"
 TOP_FILES = (MANIFEST, RUN_FILE, CARD, DATALIST)  # the files synthmed writes beside the folders
 SAMPLE_DIRS = ("images", "masks", "samples")
+# The manifest fields that name a sample's files, per format.
+SAMPLE_FILES = {"png": ("image", "mask"), "npz": ("file",)}
 # Generator fields a resumed run must share with the run it continues (all change the samples).
 SAME_GENERATOR = ("model", "weights_sha256", "label", "truncation")
 # Generator fields every manifest line repeats, when the run has them.
@@ -142,6 +144,30 @@ def encode_npz(image: np.ndarray, mask: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, image=image, mask=mask)
     return buffer.getvalue()
+
+
+def read_manifest(dest: Destination, count: int) -> dict[int, dict]:
+    """The first well-formed manifest entry of each index in range(count) (FileNotFoundError
+    when there is no manifest). A torn last line of a killed run is skipped, as --resume does."""
+    entries: dict[int, dict] = {}
+    for line in dest.read(MANIFEST).splitlines():
+        try:
+            entry = json.loads(line)
+            index = entry["index"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if type(index) is int and 0 <= index < count:
+            entries.setdefault(index, entry)
+    return entries
+
+
+def decode_sample(fmt: str, files: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """A folder-format sample's (image, mask) from its files' bytes, in SAMPLE_FILES order."""
+    if fmt == "npz":
+        with np.load(io.BytesIO(files[0])) as arrays:  # allow_pickle stays False: data, not code
+            return arrays["image"], arrays["mask"]
+    image, mask = (Image.open(io.BytesIO(data)) for data in files)
+    return np.array(image), np.array(mask)
 
 
 def read_run(dest: Destination) -> dict | None:

@@ -22,8 +22,7 @@ This is the only client module that imports torch; `synthmed.client` itself need
 
 from __future__ import annotations
 
-import io
-import json
+import functools
 import operator
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -33,12 +32,18 @@ from typing import Protocol, TypedDict
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from synthmed.client.client import SynthMedClient
 from synthmed.client.core import ClientBase, reason
-from synthmed.client.dataset import MANIFEST, RUN_FILE
+from synthmed.client.dataset import (
+    FORMATS,
+    MANIFEST,
+    RUN_FILE,
+    SAMPLE_FILES,
+    decode_sample,
+    read_manifest,
+)
 from synthmed.client.shards import WEBDATASET, ShardSamples, read_run
 from synthmed.client.storage import Destination
 from synthmed.errors import DataError, UserInputError
@@ -196,35 +201,20 @@ class _FolderSamples:
             raise DataError(message) from e
 
 
-def _decode_png(data: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    image, mask = (Image.open(io.BytesIO(d)) for d in data)
-    return np.array(image), np.array(mask)
-
-
-def _decode_npz(data: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(io.BytesIO(data[0])) as arrays:  # allow_pickle stays False: data, not code
-        return arrays["image"], arrays["mask"]
-
-
-def _manifest_files(dest: Destination, run: dict, fields: tuple[str, ...]) -> np.ndarray:
+def _manifest_files(dest: Destination, run: dict) -> np.ndarray:
     """The files of samples 0 .. count-1, from the manifest: a DataError unless every sample
     is listed, so that item i is sample i and len() is the run's count."""
     count = run.get("count")
     if type(count) is not int or count < 1:
         raise DataError(f"{dest.url}/{RUN_FILE}: count must be a positive integer, got {count!r}")
     try:
-        lines = dest.read(MANIFEST).splitlines()
+        entries = read_manifest(dest, count)
     except FileNotFoundError:
         raise DataError(f"{dest.url} has no {MANIFEST}: not a synthmed dataset") from None
-    rows: dict[int, list[str]] = {}
-    for line in lines:
-        try:
-            entry = json.loads(line)
-            index, row = entry["index"], [str(entry[f]) for f in fields]
-        except (ValueError, KeyError, TypeError):
-            continue  # the torn last line of a killed run, which --resume drops too
-        if type(index) is int and 0 <= index < count:
-            rows.setdefault(index, row)
+    fields = SAMPLE_FILES[run["format"]]
+    rows = {
+        i: [str(e[f]) for f in fields] for i, e in entries.items() if all(f in e for f in fields)
+    }
     if len(rows) < count:
         first = next(i for i in range(count) if i not in rows)
         command = run.get("command", "synthmed generate ...")
@@ -235,21 +225,16 @@ def _manifest_files(dest: Destination, run: dict, fields: tuple[str, ...]) -> np
     return np.array([rows[i] for i in range(count)], dtype=str)
 
 
-def _open_png(dest: Destination, run: dict) -> _FolderSamples:
-    """images/ + masks/ PNGs."""
-    return _FolderSamples(dest, _manifest_files(dest, run, ("image", "mask")), _decode_png)
-
-
-def _open_npz(dest: Destination, run: dict) -> _FolderSamples:
-    """samples/*.npz, arrays `image` and `mask`."""
-    return _FolderSamples(dest, _manifest_files(dest, run, ("file",)), _decode_npz)
+def _open_folder(dest: Destination, run: dict) -> _FolderSamples:
+    """png (images/ + masks/) or npz (samples/): the files the manifest lists."""
+    fmt = run["format"]
+    return _FolderSamples(dest, _manifest_files(dest, run), functools.partial(decode_sample, fmt))
 
 
 # A run file's "format" -> its reader: (the dataset's root, its run file) -> its samples.
 # A new format adds one entry here.
 READERS: dict[str, Callable[[Destination, dict], Samples]] = {
-    "png": _open_png,
-    "npz": _open_npz,
+    **dict.fromkeys(FORMATS, _open_folder),
     WEBDATASET: ShardSamples,
 }
 

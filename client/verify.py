@@ -1,24 +1,36 @@
-"""`synthmed dataset verify`: is a sharded dataset exactly what its run asked for?
+"""`synthmed dataset verify`: is a dataset exactly what its run asked for?
 
-Reads every shard back (from a folder or any fsspec URL) and checks the union that many
-processes wrote: each shard's sha256 against its record, that it holds exactly its own
-samples' keys with an image, a mask and a record each, that every PNG decodes to the right
-shape, and that no index is missing or duplicated. Missing samples are reported as ranges
-("samples 2000-2999 (shard 000002)"), which is what a user needs to rerun the right process.
+Reads everything back (from a folder or any fsspec URL). For shards it checks the union that
+many processes wrote: each shard's sha256 against its record, that it holds exactly its own
+samples' keys with an image, a mask and a record each, that every PNG decodes, and that no
+index is missing. For the png and npz formats: every index in the manifest once, with files
+that decode to an RGB image and a mask of its size. Missing samples are reported as ranges
+("samples 2000-2999"), which is what a user needs to rerun the right process.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 
+from synthmed.client.dataset import (
+    FORMATS,
+    MANIFEST,
+    SAMPLE_FILES,
+    decode_sample,
+    read_manifest,
+    read_run,
+)
 from synthmed.client.shards import (
     IMAGE_MEMBER,
     MASK_MEMBER,
@@ -27,7 +39,6 @@ from synthmed.client.shards import (
     SHARD_DIR,
     WEBDATASET,
     ShardLayout,
-    read_run,
     temporary_of,
 )
 from synthmed.client.storage import Destination
@@ -40,7 +51,7 @@ class Verdict:
 
     url: str
     count: int
-    shards: int
+    layout: str  # "in 10 shards", "as png files"
     samples_ok: int = 0
     problems: list[str] = field(default_factory=list)
     missing: list[tuple[int, int]] = field(default_factory=list)  # inclusive index ranges
@@ -53,7 +64,7 @@ class Verdict:
     def summary(self) -> str:
         """One line: the verdict."""
         if self.ok:
-            return f"{self.url}: {self.count} samples in {self.shards} shards, all intact"
+            return f"{self.url}: {self.count} samples {self.layout}, all intact"
         parts = []
         if self.missing:
             n = sum(b - a + 1 for a, b in self.missing)
@@ -143,15 +154,16 @@ def verify(url: str, *, workers: int = 8, progress: bool = True) -> Verdict:
     meta = read_run(dest)
     if meta is None:
         raise UserInputError(f"{url}: not a synthmed dataset (no run.json)")
-    if meta.get("format") != WEBDATASET:
-        raise UserInputError(
-            f"{url}: a {meta.get('format')} dataset; verify checks {WEBDATASET} datasets"
-        )
+    fmt = meta.get("format")
+    if fmt not in (*FORMATS, WEBDATASET):
+        raise UserInputError(f"{url}/run.json: unknown format {fmt!r}")
+    if fmt in FORMATS:
+        return _verify_folder(dest, meta, workers, progress)
     try:
         layout = ShardLayout(int(meta["count"]), int(meta["shard_size"]), int(meta["index_digits"]))
     except (KeyError, TypeError, ValueError) as e:
         raise UserInputError(f"{url}/run.json: missing or bad field {e}") from None
-    verdict = Verdict(dest.url, layout.count, layout.shards)
+    verdict = Verdict(dest.url, layout.count, f"in {layout.shards} shards")
     present = set(dest.list(SHARD_DIR))
     expected = {n for j in range(layout.shards) for n in _names(layout, j)}
     # A killed process's temporary files are not part of the dataset (its rerun removes them).
@@ -161,7 +173,8 @@ def verify(url: str, *, workers: int = 8, progress: bool = True) -> Verdict:
     have = [j for j in range(layout.shards) if _names(layout, j)[0] in present]
     missing = [i for j in range(layout.shards) if j not in have for i in layout.samples(j)]
     records = dest.read_many(layout.record_name(j) for j in have)
-    for j, problem_or_count in _check_all(dest, layout, have, records, meta, workers, progress):
+    check = functools.partial(_check_one, dest, layout, records, meta["seed"])
+    for j, problem_or_count in _map(check, have, workers, progress, "shard"):
         if isinstance(problem_or_count, int):
             verdict.samples_ok += problem_or_count
         else:
@@ -175,31 +188,69 @@ def _names(layout: ShardLayout, shard: int) -> tuple[str, str]:
     return tuple(n.rsplit("/", 1)[1] for n in (layout.tar_name(shard), layout.record_name(shard)))
 
 
-def _check_all(
-    dest: Destination,
-    layout: ShardLayout,
-    shards: list[int],
-    records: dict[str, bytes],
-    meta: dict,
-    workers: int,
-    progress: bool,
+def _check_one(
+    dest: Destination, layout: ShardLayout, records: dict[str, bytes], seed: int, shard: int
+) -> int | str:
+    """One shard: its intact sample count, or the problem."""
+    try:
+        raw = records.get(layout.record_name(shard))
+        record = json.loads(raw) if raw is not None else None
+        return check_shard(layout, shard, dest.read(layout.tar_name(shard)), record, seed)
+    except (DataError, ValueError) as e:
+        return str(e)
+
+
+def _map(
+    check: Callable[[int], int | str], items: list[int], workers: int, progress: bool, unit: str
 ) -> Iterator[tuple[int, int | str]]:
-    """(shard, intact sample count) or (shard, problem) for every shard, read concurrently."""
+    """(item, check(item)) for every item, read and decoded `workers` at a time, in order."""
     from tqdm import tqdm
 
-    def one(shard: int) -> int | str:
-        try:
-            raw = records.get(layout.record_name(shard))
-            record = json.loads(raw) if raw is not None else None
-            data = dest.read(layout.tar_name(shard))
-            return check_shard(layout, shard, data, record, meta["seed"])
-        except (DataError, ValueError) as e:
-            return str(e)
-
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = pool.map(one, shards)
-        bar = tqdm(total=len(shards), desc="verify", unit="shard", disable=not progress)
+        results = pool.map(check, items)
+        bar = tqdm(total=len(items), desc="verify", unit=unit, disable=not progress)
         with bar:
-            for shard, result in zip(shards, results, strict=True):
+            for item, result in zip(items, results, strict=True):
                 bar.update(1)
-                yield shard, result
+                yield item, result
+
+
+def _verify_folder(dest: Destination, meta: dict, workers: int, progress: bool) -> Verdict:
+    """png / npz: every index listed once, its files there and decodable."""
+    fmt, count = meta["format"], meta.get("count")
+    if type(count) is not int or count < 1:
+        raise UserInputError(f"{dest.url}/run.json: bad count {count!r}")
+    verdict = Verdict(dest.url, count, f"as {fmt} files")
+    try:
+        entries = read_manifest(dest, count)
+    except FileNotFoundError:
+        verdict.problems.append(
+            f"no {MANIFEST} (on object storage it is written when the run ends: rerun the "
+            "command with --resume)"
+        )
+        entries = {}
+    fields = SAMPLE_FILES[fmt]
+
+    def check(index: int) -> int | str:
+        entry = entries[index]
+        try:
+            names = [str(entry[f]) for f in fields]
+            image, mask = decode_sample(fmt, [dest.read(n) for n in names])
+        except (OSError, ValueError, KeyError, SyntaxError, zipfile.BadZipFile) as e:
+            return f"sample {index} ({', '.join(str(entry.get(f)) for f in fields)}): {e}"
+        if not (image.dtype == mask.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+                and mask.shape == image.shape[:2]):  # fmt: skip
+            return f"sample {index}: image {image.shape} and mask {mask.shape} are not a pair"
+        if entry.get("seed") != meta.get("seed"):
+            return f"sample {index}: manifest seed {entry.get('seed')} is not the run's"
+        return 1
+
+    missing = [i for i in range(count) if i not in entries]
+    for index, result in _map(check, sorted(entries), workers, progress, "sample"):
+        if isinstance(result, int):
+            verdict.samples_ok += result
+        else:
+            verdict.problems.append(result)
+            missing.append(index)
+    verdict.missing = to_ranges(sorted(missing))
+    return verdict

@@ -45,7 +45,10 @@ class LocalS3:
             f"-volume.port={volume}", f"-volume.port.grpc={grpc_v}",
             "-filer", f"-filer.port={filer}", f"-filer.port.grpc={grpc_f}",
             "-s3", f"-s3.port={s3}", f"-s3.port.grpc={grpc_s3}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=256",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            # Every bucket is a collection with volumes of its own: small volumes, and as many
+            # as the disk holds (0), or the fourth bucket fails with an "internal error".
+            "-master.volumeSizeLimitMB=64", "-volume.max=0",
         ]  # fmt: skip
         self.process: subprocess.Popen | None = None
 

@@ -204,6 +204,18 @@ def test_verify_names_a_missing_shards_range(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("dataset", "verify", tmp_path, "--quiet"), "no run.json")
 
 
+@pytest.mark.parametrize("fmt", ["png", "npz"])
+def test_verify_checks_the_folder_formats_too(tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / "ds"
+    assert run_cli("generate", "--count", "8", "--out", out, "--format", fmt).exit_code == 0
+    result = run_cli("dataset", "verify", out, "--quiet")
+    assert result.exit_code == 0 and f"8 samples as {fmt} files, all intact" in result.output
+    victim = out / ("masks/000005.png" if fmt == "png" else "samples/000005.npz")
+    victim.write_bytes(victim.read_bytes()[:40])  # truncated behind the writer's back
+    (out / ("images/000006.png" if fmt == "png" else "samples/000006.npz")).unlink()
+    assert_one_line_error(run_cli("dataset", "verify", out, "--quiet"), "samples 5-6", "missing")
+
+
 # --- object storage ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
@@ -275,7 +287,8 @@ def test_folder_formats_on_s3(
     local = tmp_path / "local"
     args = ["generate", "--count", "9", "--seed", "3", "--format", fmt, "--out"]
     assert run_cli(*args, local).exit_code == 0
-    assert run_cli(*args, url).exit_code == 0
+    result = run_cli(*args, url)
+    assert result.exit_code == 0, result.output
     import s3fs
 
     fs = s3fs.S3FileSystem(endpoint_url=s3.endpoint, key="k", secret="s", skip_instance_cache=True)

@@ -15,6 +15,8 @@ import numpy as np
 
 from synthmed.client.dataset import FORMATS, DatasetWriter, RunInfo
 from synthmed.client.shards import (
+    CODECS,
+    DEFAULT_CODEC,
     DEFAULT_SHARD_SIZE,
     JOB_COUNT_ENV,
     JOB_INDEX_ENV,
@@ -109,6 +111,13 @@ def _producer(
     help=f"Samples per {WEBDATASET} shard.  [default: {DEFAULT_SHARD_SIZE}]",
 )
 @click.option(
+    "--image-codec",
+    type=click.Choice(CODECS),
+    default=None,
+    help=f"How {WEBDATASET} shards store image and mask: png (compact) or npy (raw arrays, "
+    f"about 2x the bytes, almost no CPU).  [default: {DEFAULT_CODEC}]",
+)
+@click.option(
     "--shard",
     "part",
     default=None,
@@ -157,8 +166,8 @@ def _producer(
 )
 def generate(
     count: int, out: str, urls: tuple[str, ...], protocol: str, seed: int, batch_size: int,
-    concurrency: int, fmt: str, shard_size: int | None, part: str | None, resume: bool,
-    force: bool, workers: int, serve: bool,
+    concurrency: int, fmt: str, shard_size: int | None, image_codec: str | None,
+    part: str | None, resume: bool, force: bool, workers: int, serve: bool,
     model_repository: Path | None, model_kind: str, label: str | None, truncation: float | None,
 ) -> None:  # fmt: skip
     """Synthesize COUNT labelled pairs into --out: images/, masks/, manifest.jsonl, a dataset card.
@@ -181,7 +190,8 @@ def generate(
     if serve and urls:
         raise UserInputError("--serve starts its own server; leave out --url")
     _check_model_options(model_kind, label, truncation)
-    open_writer = _writer_for(out, fmt, shard_size, part, resume, force, workers)
+    shards = {"shard_size": shard_size, "codec": image_codec, "part": part}
+    open_writer = _writer_for(out, fmt, shards, resume, force, workers)
     model = MODELS[model_kind]
     repo = model_repository or BUNDLED_REPOSITORY
     with contextlib.ExitStack() as stack:
@@ -194,14 +204,15 @@ def generate(
 
 
 def _writer_for(
-    out: str, fmt: str, shard_size: int | None, part: str | None, resume: bool, force: bool,
-    workers: int,
-) -> Callable[[RunInfo], DatasetWriter | ShardWriter]:  # fmt: skip
+    out: str, fmt: str, shards: dict, resume: bool, force: bool, workers: int
+) -> Callable[[RunInfo], DatasetWriter | ShardWriter]:
     """Check the output options before any server starts; returns how to open the writer
-    once the generator (and so the run's identity) is known."""
+    once the generator (and so the run's identity) is known. `shards`: the webdataset-only
+    options as given (None: not given)."""
     if fmt != WEBDATASET:
-        for option, value in (("--shard-size", shard_size), ("--shard", part)):
-            if value is not None:
+        options = {"shard_size": "--shard-size", "codec": "--image-codec", "part": "--shard"}
+        for key, option in options.items():
+            if shards[key] is not None:
                 raise UserInputError(f"{option} applies to --format {WEBDATASET} only")
         if Part.from_env() is not None:
             raise UserInputError(
@@ -209,13 +220,15 @@ def _writer_for(
                 f"dataset only with --format {WEBDATASET}"
             )
         return lambda run: DatasetWriter(out, run, resume=resume, force=force, workers=workers)
-    parsed = Part.parse(part) if part is not None else Part.from_env()
-    size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
+    part = Part.parse(shards["part"]) if shards["part"] is not None else Part.from_env()
+    size = DEFAULT_SHARD_SIZE if shards["shard_size"] is None else shards["shard_size"]
     if size < 1:
         raise UserInputError(f"--shard-size must be >= 1, got {size}")
+    codec = shards["codec"] or DEFAULT_CODEC
     return lambda run: ShardWriter(
-        out, run, shard_size=size, part=parsed, resume=resume, force=force, workers=workers
-    )
+        out, run, shard_size=size, codec=codec, part=part, resume=resume, force=force,
+        workers=workers,
+    )  # fmt: skip
 
 
 def _check_model_options(model_kind: str, label: str | None, truncation: float | None) -> None:

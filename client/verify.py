@@ -32,13 +32,11 @@ from synthmed.client.dataset import (
     read_run,
 )
 from synthmed.client.shards import (
-    IMAGE_MEMBER,
-    MASK_MEMBER,
-    MEMBERS,
     RECORD_MEMBER,
     SHARD_DIR,
     WEBDATASET,
     ShardLayout,
+    decode_array,
     temporary_of,
 )
 from synthmed.client.storage import Destination
@@ -93,17 +91,20 @@ def to_ranges(indices: list[int]) -> list[tuple[int, int]]:
     return ranges
 
 
-def _check_png(data: bytes, mode: str, name: str) -> tuple[int, int]:
-    """Decode fully; the (height, width) of an image of `mode`, or DataError naming it."""
+def _check_array(
+    layout: ShardLayout, members: dict[str, bytes], key: str, member: str, ndim: int, shard: str
+) -> np.ndarray:
+    """Decode one member fully: uint8 with `ndim` dimensions (RGB for an image), or DataError
+    naming it."""
+    where = f"{shard}:{key}.{member}"
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            found, size = image.mode, image.size
+        array = decode_array(layout.codec, members[f"{key}.{member}"])
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{name} does not decode ({e})") from None
-    if found != mode:
-        raise DataError(f"{name} is {found}, expected {mode}")
-    return size[1], size[0]
+        raise DataError(f"{where} does not decode ({e})") from None
+    if array.dtype != np.uint8 or array.ndim != ndim or (ndim == 3 and array.shape[2] != 3):
+        expected = "uint8 [H, W, 3]" if ndim == 3 else "uint8 [H, W]"
+        raise DataError(f"{where} is {array.dtype} {list(array.shape)}, expected {expected}")
+    return array
 
 
 def check_shard(
@@ -124,15 +125,16 @@ def check_shard(
         raise DataError(f"{name} is not a readable tar ({e})") from None
     if len(names) != len(set(names)):
         raise DataError(f"{name} holds a member twice")
-    expected = {f"{layout.key(i)}.{m}" for i in layout.samples(shard) for m in MEMBERS}
+    expected = {f"{layout.key(i)}.{m}" for i in layout.samples(shard) for m in layout.members}
     if set(members) != expected:
         extra, lacking = sorted(set(members) - expected), sorted(expected - set(members))
         detail = f"unexpected {extra[:2]}" if extra else f"lacks {lacking[:2]}"
         raise DataError(f"{name} does not hold exactly samples {_span(layout, shard)}: {detail}")
     for i in layout.samples(shard):
         key = layout.key(i)
-        shape = _check_png(members[f"{key}.{IMAGE_MEMBER}"], "RGB", f"{name}:{key}.{IMAGE_MEMBER}")
-        if _check_png(members[f"{key}.{MASK_MEMBER}"], "L", f"{name}:{key}.{MASK_MEMBER}") != shape:
+        image = _check_array(layout, members, key, layout.image_member, 3, name)
+        mask = _check_array(layout, members, key, layout.mask_member, 2, name)
+        if mask.shape != image.shape[:2]:
             raise DataError(f"{name}:{key}: mask and image differ in size")
         try:
             entry = json.loads(members[f"{key}.{RECORD_MEMBER}"])
@@ -160,7 +162,7 @@ def verify(url: str, *, workers: int = 8, progress: bool = True) -> Verdict:
     if fmt in FORMATS:
         return _verify_folder(dest, meta, workers, progress)
     try:
-        layout = ShardLayout(int(meta["count"]), int(meta["shard_size"]), int(meta["index_digits"]))
+        layout = ShardLayout.of_run(meta)
     except (KeyError, TypeError, ValueError) as e:
         raise UserInputError(f"{url}/run.json: missing or bad field {e}") from None
     verdict = Verdict(dest.url, layout.count, f"in {layout.shards} shards")

@@ -68,12 +68,13 @@ def _tar_bytes(folder: Path) -> dict[str, bytes]:
 
 
 # --- local disk --------------------------------------------------------------------------------
-def test_shards_hold_exactly_the_png_formats_pixels(tmp_path: Path) -> None:
+@pytest.mark.parametrize("codec", ["png", "npy"])
+def test_shards_hold_exactly_the_png_formats_pixels(tmp_path: Path, codec: str) -> None:
     png, shards = tmp_path / "png", tmp_path / "wds"
     assert run_cli("generate", "--count", "20", "--seed", "3", "--out", png).exit_code == 0
     result = run_cli(
         "generate", "--count", "20", "--seed", "3", "--out", shards,
-        "--format", "webdataset", "--shard-size", "7",
+        "--format", "webdataset", "--shard-size", "7", "--image-codec", codec,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     tars = sorted(str(p) for p in (shards / SHARD_DIR).glob("*.tar"))
@@ -84,13 +85,16 @@ def test_shards_hold_exactly_the_png_formats_pixels(tmp_path: Path) -> None:
         assert record["index"] == int(key) and record["seed"] == 3
         image = np.asarray(Image.open(png / "images" / f"{key}.png"))
         mask = np.asarray(Image.open(png / "masks" / f"{key}.png"))
-        np.testing.assert_array_equal(sample["image.png"], image)
-        np.testing.assert_array_equal(sample["mask.png"][..., 0], mask)  # rgb8 makes it 3-channel
+        np.testing.assert_array_equal(sample[f"image.{codec}"], image)
+        got_mask = sample[f"mask.{codec}"]
+        if codec == "png":
+            got_mask = got_mask[..., 0]  # "rgb8" makes a greyscale PNG 3-channel
+        np.testing.assert_array_equal(got_mask, mask)
         seen.append(int(key))
     assert seen == list(range(20))
-    # The PNG bytes themselves are the png format's: one encoder for both formats.
-    raw = next(iter(wds.WebDataset(tars[:1], shardshuffle=False)))
-    assert raw["image.png"] == (png / "images" / f"{raw['__key__']}.png").read_bytes()
+    if codec == "png":  # the PNG bytes themselves are the png format's: one encoder for both
+        raw = next(iter(wds.WebDataset(tars[:1], shardshuffle=False)))
+        assert raw["image.png"] == (png / "images" / f"{raw['__key__']}.png").read_bytes()
     index = json.loads((shards / INDEX).read_text())
     assert [(s["first"], s["count"]) for s in index["shards"]] == [(0, 7), (7, 7), (14, 6)]
     for entry in index["shards"]:
@@ -98,6 +102,13 @@ def test_shards_hold_exactly_the_png_formats_pixels(tmp_path: Path) -> None:
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
     assert "complete" in (shards / "DATASET_CARD.md").read_text()
     assert run_cli("dataset", "verify", shards, "--quiet").exit_code == 0
+    from synthmed.client.torch_data import WrittenDataset
+
+    reader = WrittenDataset(shards)
+    for i in (0, 13, 19):  # random access through the torch reader, either codec
+        for field, folder in (("image", "images"), ("mask", "masks")):
+            written = np.asarray(Image.open(png / folder / f"{i:06d}.png"))
+            np.testing.assert_array_equal(reader[i][field].numpy(), written)
 
 
 def test_four_processes_one_killed_give_the_single_process_bytes(tmp_path: Path) -> None:
@@ -156,6 +167,7 @@ def test_a_rerun_continues_and_a_grown_count_redoes_the_last_shard(tmp_path: Pat
         (["--shard-size", "0"], ["--shard-size", ">= 1"]),
         (["--format", "png", "--shard", "0/2"], ["--shard", "webdataset"]),
         (["--format", "png", "--shard-size", "9"], ["--shard-size", "webdataset"]),
+        (["--format", "npz", "--image-codec", "npy"], ["--image-codec", "webdataset"]),
         (["--shard", "0/2", "--force"], ["--force", "--shard 0/2"]),
     ],
 )
@@ -185,6 +197,8 @@ def test_resume_with_another_shard_size_is_refused(tmp_path: Path) -> None:
     before = _tar_bytes(out)
     result = run_cli(*args, "--shard-size", "2", "--resume")
     assert_one_line_error(result, "--shard-size 2", "shard_size 3")
+    result = run_cli(*args, "--shard-size", "3", "--image-codec", "npy", "--resume")
+    assert_one_line_error(result, "--image-codec npy", "codec png")
     assert _tar_bytes(out) == before
 
 

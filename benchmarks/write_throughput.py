@@ -7,8 +7,9 @@ rate, side by side in one run.
 For each configuration (`demo`: the bundled 64x64 pair; `default`: the paper-scale 256x256 pair
 with random weights, see _pipeline_models.py) one local tritonserver serves the ensemble, and
 each round measures, one after the other: the server's own rate (the product's gRPC client,
-results dropped), `synthmed generate` to a png folder, to webdataset shards on the local disk,
-and to webdataset shards on a local S3 server (SeaweedFS, tests/s3server.py). All use the
+results dropped), `synthmed generate` to a png folder, to webdataset shards on the local disk
+(PNG members, then raw `--image-codec npy` ones), and to webdataset shards on a local S3
+server (SeaweedFS, tests/s3server.py). All use the
 same count, batch size and concurrency; the best of `--rounds` rounds is kept (noise only ever
 slows a run down). Every writer shares the two cores with the server, so "fraction of the
 server's rate" is what writing costs.
@@ -43,7 +44,12 @@ BATCH, CONCURRENCY = 8, 4
 SHARD_SIZE = 1000
 # About 4 s per measurement on 2 cores, so the CLI's start-up is a small share of each.
 COUNTS = {"demo": 4000, "default": 96}
-DESTINATIONS = ("png folder", "webdataset local disk", "webdataset local S3")
+DESTINATIONS = (
+    "png folder",
+    "webdataset local disk",
+    "webdataset npy local disk",
+    "webdataset local S3",
+)
 
 
 def _options() -> argparse.Namespace:
@@ -56,27 +62,45 @@ def _options() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _served(url: str, count: int) -> float:
+Rate = tuple[float, float]  # (images/s, this process's CPU ms per image)
+
+
+def _timed(run: callable, count: int) -> Rate:
+    """Wall-clock rate and this (client) process's CPU per image: what writing takes from
+    the server when the two share the cores."""
+    start, cpu = time.perf_counter(), time.process_time()
+    run()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return count / wall, 1e3 * cpu / count
+
+
+def _served(url: str, count: int) -> Rate:
     """The server's own rate: the same requests as `synthmed generate`, results dropped."""
     client = SynthMedClient(url, max_in_flight=CONCURRENCY)
-    start = time.perf_counter()
-    for _ in client.generate(count, seed=1, batch_size=BATCH):
-        pass
-    return count / (time.perf_counter() - start)
+
+    def run() -> None:
+        for _ in client.generate(count, seed=1, batch_size=BATCH):
+            pass
+
+    return _timed(run, count)
 
 
-def _written(url: str, count: int, out: str, fmt: str) -> float:
+def _written(url: str, count: int, out: str, fmt: str, codec: str = "png") -> Rate:
     """`synthmed generate` into `out`, start to finish (connect, write, index, card)."""
     args = ["generate", "--count", str(count), "--out", out, "--url", url, "--seed", "1"]
     args += ["--batch-size", str(BATCH), "--concurrency", str(CONCURRENCY), "--format", fmt]
     if fmt == "webdataset":
-        args += ["--shard-size", str(SHARD_SIZE)]
-    start = time.perf_counter()
-    result = CliRunner().invoke(cli, args)
-    elapsed = time.perf_counter() - start
-    if result.exit_code != 0:
-        raise RuntimeError(f"synthmed generate {out} failed: {result.output[-500:]}")
-    return count / elapsed
+        args += ["--shard-size", str(SHARD_SIZE), "--image-codec", codec]
+
+    def run() -> None:
+        result = CliRunner().invoke(cli, args)
+        if result.exit_code != 0:
+            raise RuntimeError(f"synthmed generate {out} failed: {result.output[-500:]}")
+
+    return _timed(run, count)
+
+
+SERVER = "server (results dropped)"
 
 
 def run_config(name: str, count: int, work: Path, s3: LocalS3, rounds: int) -> dict:
@@ -85,34 +109,35 @@ def run_config(name: str, count: int, work: Path, s3: LocalS3, rounds: int) -> d
     repo = work / name / "repository"
     write_repository(models.onnx, repo, RepositoryOptions())
     bucket = s3.make_bucket(f"bench-{name}")
-    rates: dict[str, list[float]] = {"server (results dropped)": []}
-    rates.update({d: [] for d in DESTINATIONS})
+    rates: dict[str, list[Rate]] = {k: [] for k in (SERVER, *DESTINATIONS)}
     http, grpc, metrics = free_ports()
     with TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
         url = server.url("grpc")
         _served(url, BATCH * CONCURRENCY * 2)  # warm-up
         for r in range(rounds):
-            rates["server (results dropped)"].append(_served(url, count))
+            rates[SERVER].append(_served(url, count))
             with tempfile.TemporaryDirectory(dir=work) as tmp:
                 rates["png folder"].append(_written(url, count, f"{tmp}/png", "png"))
                 rates["webdataset local disk"].append(
                     _written(url, count, f"{tmp}/wds", "webdataset")
                 )
+                rates["webdataset npy local disk"].append(
+                    _written(url, count, f"{tmp}/npy", "webdataset", "npy")
+                )
             rates["webdataset local S3"].append(
                 _written(url, count, f"{bucket}/round{r}", "webdataset")
             )
-            latest = ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items())
+            latest = ", ".join(f"{k} {v[-1][0]:.1f}" for k, v in rates.items())
             print(f"  [{name}] round {r + 1}: {latest}", flush=True)
-    server_rate = max(rates["server (results dropped)"])
-    rows = [
-        {
-            "destination": k,
-            "images_per_s": max(v),
-            "per_round": v,
-            "fraction_of_server": max(v) / server_rate,
-        }  # fmt: skip
-        for k, v in rates.items()
-    ]
+    server_rate = max(rate for rate, _ in rates[SERVER])
+    rows = []
+    for destination, measured in rates.items():
+        best = max(measured)  # the fastest round, with its CPU
+        rows.append({
+            "destination": destination, "images_per_s": best[0], "fraction_of_server":
+            best[0] / server_rate, "client_cpu_ms_per_image": best[1],
+            "per_round": [{"images_per_s": a, "client_cpu_ms_per_image": b} for a, b in measured],
+        })  # fmt: skip
     return {"name": name, "description": models.description, "count": count, "rows": rows}
 
 
@@ -120,11 +145,12 @@ def _table(config: dict) -> str:
     lines = [
         f"{config['name']}: {config['description']}, {config['count']} samples, batch {BATCH}, "
         f"{CONCURRENCY} in flight, shards of {SHARD_SIZE}",
-        f"{'destination':<28} {'images/s':>10} {'x server':>9}",
+        f"{'destination':<28} {'images/s':>10} {'x server':>9} {'client CPU ms/img':>18}",
     ]
     for row in config["rows"]:
         rate, fraction = row["images_per_s"], row["fraction_of_server"]
-        lines.append(f"{row['destination']:<28} {rate:>10.1f} {fraction:>9.3f}")
+        cpu = row["client_cpu_ms_per_image"]
+        lines.append(f"{row['destination']:<28} {rate:>10.1f} {fraction:>9.3f} {cpu:>18.2f}")
     return "\n".join(lines)
 
 

@@ -42,8 +42,8 @@ from tests.s3server import LocalS3  # noqa: E402
 RESULTS = Path(__file__).parent / "results" / "write_throughput.json"
 BATCH, CONCURRENCY = 8, 4
 SHARD_SIZE = 1000
-# About 4 s per measurement on 2 cores, so the CLI's start-up is a small share of each.
-COUNTS = {"demo": 4000, "default": 96}
+# About 15 s per measurement at 64x64 on 2 cores, so the CLI's start-up is a small share.
+COUNTS = {"demo": 16000, "default": 96}
 DESTINATIONS = (
     "png folder",
     "webdataset local disk",

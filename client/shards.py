@@ -25,7 +25,7 @@ import tarfile
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -65,6 +65,10 @@ DEFAULT_CODEC = "png"
 # run must agree on all of them.
 SAME_RUN = ("seed", "format", "shard_size", "index_digits")
 JOB_INDEX_ENV, JOB_COUNT_ENV = "JOB_COMPLETION_INDEX", "JOB_COMPLETIONS"
+# Samples per encoding task: a thread-pool task per sample cost more CPU than encoding a 64x64
+# sample as npy (benchmarks/write_throughput.py).
+ENCODE_CHUNK = 32
+Encoded = tuple[int, list[tuple[str, bytes]]]  # a sample's index and its (member, bytes)
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,16 @@ def read_records(dest: Destination, layout: ShardLayout, shards: range) -> dict[
     return records
 
 
+@dataclass
+class _OpenShard:
+    """A shard still being given its samples: those seen, those waiting to be encoded, and the
+    encoding tasks of the rest."""
+
+    seen: set[int] = field(default_factory=set)
+    chunk: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    encoded: list[Future] = field(default_factory=list)
+
+
 class ShardWriter:
     """Write this process's shards of one run into `out` (a path or fsspec URL); use as a
     context manager. The same interface as `DatasetWriter`: `pending()`, `submit()`, `close()`."""
@@ -275,11 +289,11 @@ class ShardWriter:
         self.workers = workers or os.cpu_count() or 1
         self._encoders = ThreadPoolExecutor(self.workers, thread_name_prefix="synthmed-encode")
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix="synthmed-publish")
-        # Back-pressure: at most 2 * workers samples encode at once, and at most two encoded
+        # Back-pressure: at most 2 * workers chunks encode at once, and at most two encoded
         # shards wait for their upload, so memory stays bounded whatever the store's speed.
         self._encode_slots = threading.BoundedSemaphore(2 * self.workers)
         self._publish_slots = threading.BoundedSemaphore(2)
-        self._open_shards: dict[int, dict[int, Future]] = {}
+        self._open_shards: dict[int, _OpenShard] = {}
         self._lock = threading.Lock()  # guards _finished and _error
         self._error: BaseException | None = None
         self._closed = False
@@ -337,12 +351,12 @@ class ShardWriter:
         and generator; a count that only grows (and, for parts, does not change at all)."""
         wanted = {"seed": self.run.seed, "format": WEBDATASET, "shard_size": shard_size}
         wanted["codec"] = codec
-        for field, new in wanted.items():
-            was = meta.get(field, DEFAULT_CODEC) if field == "codec" else meta.get(field)
+        for name, new in wanted.items():
+            was = meta.get(name, DEFAULT_CODEC) if name == "codec" else meta.get(name)
             if was != new:
-                option = "--image-codec" if field == "codec" else "--" + field.replace("_", "-")
+                option = "--image-codec" if name == "codec" else "--" + name.replace("_", "-")
                 raise UserInputError(
-                    f"{option} {new} differs from the run in {self.dest.url} ({field} {was})"
+                    f"{option} {new} differs from the run in {self.dest.url} ({name} {was})"
                 )
         for key in SAME_GENERATOR:
             new, was = self.run.generator.get(key), meta["generator"].get(key)
@@ -418,31 +432,40 @@ class ShardWriter:
             raise ValueError(f"sample {index} belongs to shard {shard}, not to this process's")
         if shard in self._finished:
             return
-        samples = self._open_shards.setdefault(shard, {})
-        if index in samples:
+        state = self._open_shards.setdefault(shard, _OpenShard())
+        if index in state.seen:
             return
-        self._encode_slots.acquire()
-        future = self._encoders.submit(self._encode, index, image.copy(), mask.copy())
-        future.add_done_callback(lambda _: self._encode_slots.release())
-        samples[index] = future
-        if len(samples) == len(self.layout.samples(shard)):
+        state.seen.add(index)
+        state.chunk.append((index, image.copy(), mask.copy()))
+        complete = len(state.seen) == len(self.layout.samples(shard))
+        if len(state.chunk) >= ENCODE_CHUNK or complete:
+            self._encode_slots.acquire()
+            future = self._encoders.submit(self._encode, state.chunk)
+            future.add_done_callback(lambda _: self._encode_slots.release())
+            state.encoded.append(future)
+            state.chunk = []
+        if complete:
             del self._open_shards[shard]
             self._publish_slots.acquire()
-            done = self._publisher.submit(self._publish, shard, samples)
+            done = self._publisher.submit(self._publish, shard, state.encoded)
             done.add_done_callback(self._published)
 
-    def _encode(self, index: int, image: np.ndarray, mask: np.ndarray) -> list[tuple[str, bytes]]:
-        key = self.layout.key(index)
-        record = json.dumps(sample_record(self._meta, index)).encode("utf-8")
-        return [
-            (f"{key}.{self.layout.image_member}", encode_array(self.layout.codec, image)),
-            (f"{key}.{self.layout.mask_member}", encode_array(self.layout.codec, mask)),
-            (f"{key}.{RECORD_MEMBER}", record),
-        ]
+    def _encode(self, chunk: list[tuple[int, np.ndarray, np.ndarray]]) -> list[Encoded]:
+        """A chunk of samples -> (index, its members) each."""
+        layout, encoded = self.layout, []
+        for index, image, mask in chunk:
+            key = layout.key(index)
+            record = json.dumps(sample_record(self._meta, index)).encode("utf-8")
+            encoded.append((index, [
+                (f"{key}.{layout.image_member}", encode_array(layout.codec, image)),
+                (f"{key}.{layout.mask_member}", encode_array(layout.codec, mask)),
+                (f"{key}.{RECORD_MEMBER}", record),
+            ]))  # fmt: skip
+        return encoded
 
-    def _publish(self, shard: int, samples: dict[int, Future]) -> None:
-        members = [m for index in sorted(samples) for m in samples[index].result()]
-        data = tar_bytes(members)
+    def _publish(self, shard: int, chunks: list[Future]) -> None:
+        samples = sorted(sample for chunk in chunks for sample in chunk.result())
+        data = tar_bytes([member for _, members in samples for member in members])
         first = self.layout.samples(shard)
         record = {
             "shard": self.layout.tar_name(shard),

@@ -20,15 +20,17 @@ Prints a table headed by the CPU and writes benchmarks/results/write_throughput.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from _machine import header, machine
-from _pipeline_models import CONFIGS, prepare
+from _pipeline_models import CONFIGS, BenchModels, prepare
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/s3server.py
@@ -43,7 +45,7 @@ RESULTS = Path(__file__).parent / "results" / "write_throughput.json"
 BATCH, CONCURRENCY = 8, 4
 SHARD_SIZE = 1000
 # About 15 s per measurement at 64x64 on 2 cores, so the CLI's start-up is a small share.
-COUNTS = {"demo": 16000, "default": 96}
+COUNTS = {"demo": 12000, "default": 96}
 DESTINATIONS = (
     "png folder",
     "webdataset local disk",
@@ -103,15 +105,49 @@ def _written(url: str, count: int, out: str, fmt: str, codec: str = "png") -> Ra
 SERVER = "server (results dropped)"
 
 
-def run_config(name: str, count: int, work: Path, s3: LocalS3, rounds: int) -> dict:
-    """One configuration: serve it and measure every destination `rounds` times."""
-    models = prepare(name, work / name, int8=False, calibration_count=0)
-    repo = work / name / "repository"
-    write_repository(models.onnx, repo, RepositoryOptions())
-    bucket = s3.make_bucket(f"bench-{name}")
+@contextlib.contextmanager
+def _placed(cores: set[int] | None) -> Iterator[None]:
+    """Run the block on `cores`: this thread, and every thread and process it starts (Linux
+    threads and children inherit their creator's CPU affinity). None: all cores."""
+    if cores is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _placements() -> dict[str, tuple[set[int] | None, set[int] | None]]:
+    """(server cores, client cores) per placement: sharing every core, as on one machine,
+    and split, the server on one core and the client (with the S3 server) on the others, as
+    when the client runs beside a remote server."""
+    cores = sorted(os.sched_getaffinity(0))
+    placements = {"shared": (None, None)}
+    if len(cores) >= 2:
+        placements["split"] = ({cores[0]}, set(cores[1:]))
+    return placements
+
+
+def run_config(
+    models: BenchModels, repo: Path, count: int, work: Path, rounds: int, placement: str
+) -> dict:
+    """One configuration and placement: serve it and measure every destination `rounds` times."""
+    name = models.name
+    server_cores, client_cores = _placements()[placement]
     rates: dict[str, list[Rate]] = {k: [] for k in (SERVER, *DESTINATIONS)}
     http, grpc, metrics = free_ports()
-    with TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
+    with contextlib.ExitStack() as stack:
+        with _placed(server_cores):
+            server = stack.enter_context(
+                TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics)
+            )
+        stack.enter_context(_placed(client_cores))
+        s3 = stack.enter_context(LocalS3(work / f"s3-{name}-{placement}"))
+        os.environ.update(s3.env)  # what `synthmed generate --out s3://...` reads
+        bucket = s3.make_bucket(f"bench-{name}")
         url = server.url("grpc")
         _served(url, BATCH * CONCURRENCY * 2)  # warm-up
         for r in range(rounds):
@@ -128,7 +164,7 @@ def run_config(name: str, count: int, work: Path, s3: LocalS3, rounds: int) -> d
                 _written(url, count, f"{bucket}/round{r}", "webdataset")
             )
             latest = ", ".join(f"{k} {v[-1][0]:.1f}" for k, v in rates.items())
-            print(f"  [{name}] round {r + 1}: {latest}", flush=True)
+            print(f"  [{name}, {placement}] round {r + 1}: {latest}", flush=True)
     server_rate = max(rate for rate, _ in rates[SERVER])
     rows = []
     for destination, measured in rates.items():
@@ -138,13 +174,18 @@ def run_config(name: str, count: int, work: Path, s3: LocalS3, rounds: int) -> d
             best[0] / server_rate, "client_cpu_ms_per_image": best[1],
             "per_round": [{"images_per_s": a, "client_cpu_ms_per_image": b} for a, b in measured],
         })  # fmt: skip
-    return {"name": name, "description": models.description, "count": count, "rows": rows}
+    return {
+        "name": name, "description": models.description, "count": count,
+        "placement": placement, "server_cores": sorted(server_cores or os.sched_getaffinity(0)),
+        "client_cores": sorted(client_cores or os.sched_getaffinity(0)), "rows": rows,
+    }  # fmt: skip
 
 
 def _table(config: dict) -> str:
     lines = [
         f"{config['name']}: {config['description']}, {config['count']} samples, batch {BATCH}, "
-        f"{CONCURRENCY} in flight, shards of {SHARD_SIZE}",
+        f"{CONCURRENCY} in flight, shards of {SHARD_SIZE}; server on cores "
+        f"{config['server_cores']}, client on cores {config['client_cores']}",
         f"{'destination':<28} {'images/s':>10} {'x server':>9} {'client CPU ms/img':>18}",
     ]
     for row in config["rows"]:
@@ -162,11 +203,17 @@ def main() -> None:
                "configs": {}}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="synthmed-write-") as tmp:
         work = Path(tmp)
-        with LocalS3(work / "s3") as s3:
-            os.environ.update(s3.env)  # what `synthmed generate --out s3://...` reads
-            for name in args.configs:
+        for name in args.configs:
+            models = prepare(name, work / name, int8=False, calibration_count=0)
+            for placement, (server_cores, _) in _placements().items():
+                # onnxruntime pins its intra-op threads to cores of its own choosing, whatever
+                # the process's affinity: a server confined to some cores gets that many threads.
+                threads = len(server_cores) if server_cores else 0
+                repo = work / name / f"repository-{placement}"
+                write_repository(models.onnx, repo, RepositoryOptions(cpu_threads=threads))
                 count = args.count or COUNTS[name]
-                results["configs"][name] = run_config(name, count, work, s3, args.rounds)
+                config = run_config(models, repo, count, work, args.rounds, placement)
+                results["configs"][f"{name}, {placement}"] = config
     print(f"\n{header(recorded)}\n")
     print("\n\n".join(_table(c) for c in results["configs"].values()))
     args.out.parent.mkdir(parents=True, exist_ok=True)

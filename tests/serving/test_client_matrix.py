@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
 
 from synthmed.client import (
     AsyncSynthMedClient,
@@ -111,11 +113,15 @@ def _server(repo: Path) -> TritonServer:
 
 @pytest.fixture(scope="module")
 def other_contract_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """The demo models declared 32x32: a server whose `synthmed` has another contract."""
+    """The demo models declared 32x32: a server whose `synthmed` has another contract. Its
+    configs drop their warm-up, which would feed the 64x64 models 32x32 masks and (rightly)
+    fail the load: this server only has to declare the other contract."""
     repo = tmp_path_factory.mktemp("other") / "repo"
     shutil.copytree(REPO_ROOT / "model_repository", repo)
-    for config in repo.glob("*/config.pbtxt"):
-        config.write_text(config.read_text().replace("dims: 64", "dims: 32"))
+    for path in repo.glob("*/config.pbtxt"):
+        config = text_format.Parse(path.read_text(), mc.ModelConfig())
+        del config.model_warmup[:]
+        path.write_text(text_format.MessageToString(config).replace("dims: 64", "dims: 32"))
     with _server(repo) as server:
         yield server
 

@@ -61,9 +61,6 @@ DEFAULT_SHARD_SIZE = 1000
 IMAGE, MASK, RECORD_MEMBER = "image", "mask", "json"
 CODECS = ("png", "npy")
 DEFAULT_CODEC = "png"
-# Run-file fields that fix which bytes every shard holds: a process joining or resuming the
-# run must agree on all of them.
-SAME_RUN = ("seed", "format", "shard_size", "index_digits")
 JOB_INDEX_ENV, JOB_COUNT_ENV = "JOB_COMPLETION_INDEX", "JOB_COMPLETIONS"
 # Samples per encoding task: a thread-pool task per sample cost more CPU than encoding a 64x64
 # sample as npy (benchmarks/write_throughput.py).
@@ -410,12 +407,6 @@ class ShardWriter:
         with self._lock:
             todo = [j for j in self.shards if j not in self._finished]
         return [i for j in todo for i in self.layout.samples(j)]
-
-    @property
-    def finished_shards(self) -> set[int]:
-        """Shards of this process that are published, as a copy."""
-        with self._lock:
-            return set(self._finished)
 
     def submit(self, index: int, image: np.ndarray, mask: np.ndarray) -> None:
         """Queue sample `index`; when its shard has all its samples, the shard is assembled and

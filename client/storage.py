@@ -73,13 +73,6 @@ class Destination:
         where = posixpath.join(self.url.rstrip("/"), name) if name else self.url
         return StorageError(f"cannot {action} {where}: {_reason(error)}")
 
-    def exists(self, name: str) -> bool:
-        """Whether object/file `name` exists."""
-        try:
-            return bool(self.fs.exists(self.path(name)))
-        except self._errors as e:
-            raise self._fail("reach", name, e) from e
-
     def read(self, name: str) -> bytes:
         """The bytes of `name` (FileNotFoundError when it is missing)."""
         try:

@@ -78,6 +78,27 @@ def test_through_triton_equals_in_process(demo_server, tmp_path: Path) -> None:
     assert _manifest(served)[0]["weights_sha256"]["stage1"]
 
 
+def test_webdataset_through_triton_equals_in_process(demo_server, tmp_path: Path) -> None:
+    from synthmed.client.torch_data import WrittenDataset
+
+    served, local = tmp_path / "served", tmp_path / "local"
+    url = demo_server.url("grpc")
+    result = run_cli(
+        "generate", "--count", 40, "--out", served, "--url", url, "--seed", 5,
+        "--format", "webdataset", "--shard-size", 16,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert run_cli("generate", "--count", 40, "--out", local, "--seed", 5).exit_code == 0
+    assert run_cli("dataset", "verify", served, "--quiet").exit_code == 0
+    shards, folder = WrittenDataset(served), WrittenDataset(local)
+    assert len(shards) == len(folder) == 40
+    for i in range(40):
+        for field in ("image", "mask"):
+            assert np.array_equal(shards[i][field].numpy(), folder[i][field].numpy()), (i, field)
+    run = json.loads((served / "run.json").read_text())
+    assert run["generator"]["servers"] == [url] and run["format"] == "webdataset"
+
+
 def test_sigkill_then_resume_gives_exactly_n_entries(demo_server, tmp_path: Path) -> None:
     out, count = tmp_path / "ds", 300
     process = _generate(out, demo_server.url("grpc"), count)

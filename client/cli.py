@@ -24,6 +24,7 @@ from synthmed.client.shards import (
     Part,
     ShardWriter,
 )
+from synthmed.client.storage import redact
 from synthmed.contract import CONDITIONAL, ENSEMBLE
 from synthmed.errors import DataError, UserInputError
 
@@ -266,7 +267,7 @@ def _run_info(info: dict, seed: int, count: int, fmt: str) -> RunInfo:
 
 def _without_process_options(args: list[str]) -> list[str]:
     """Drop --resume, --force and --shard K/N: they say how one process took part, not what
-    the dataset is."""
+    the dataset is. A password inside a URL (--out ftp://user:secret@...) is never recorded."""
     kept, skip = [], False
     for arg in args:
         if skip:
@@ -276,7 +277,7 @@ def _without_process_options(args: list[str]) -> list[str]:
         elif arg == "--shard":
             skip = True
         else:
-            kept.append(arg)
+            kept.append(redact(arg))
     return kept
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
@@ -38,6 +39,15 @@ def _storage_errors() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def redact(text: str) -> str:
+    """`text` with any URL's password replaced (scheme://user:secret@host -> user:***@host):
+    what synthmed prints or records of a location a user gave it."""
+    return _USERINFO.sub(r"\1\2:***@", text)
+
+
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)([^/@:\s]*):[^/@\s]*@")
+
+
 def _reason(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:300]
@@ -49,15 +59,17 @@ class Destination:
     def __init__(self, url: str | Path) -> None:
         import fsspec
 
-        self.url = str(url)
+        self.url = redact(str(url))  # for messages: never a password
         try:
             # A fresh driver per destination: fsspec's instance cache would keep a driver made
             # under another environment (endpoint, credentials) for the rest of the process.
-            self.fs, root = fsspec.core.url_to_fs(self.url, skip_instance_cache=True)
+            self.fs, root = fsspec.core.url_to_fs(str(url), skip_instance_cache=True)
         except (ImportError, ValueError) as e:
             scheme = self.url.split("://", 1)[0]
             hint = " (pip install 'synthmed[s3]')" if scheme in ("s3", "s3a") else ""
-            raise UserInputError(f"--out {self.url}: {_reason(e)}{hint}") from None
+            raise UserInputError(f"{self.url}: {redact(_reason(e))}{hint}") from None
+        except _storage_errors() as e:  # drivers that connect on construction (ftp, sftp)
+            raise StorageError(f"cannot reach {self.url}: {redact(_reason(e))}") from None
         self.root = root.rstrip("/")
         self.local = "file" in _protocols(self.fs)
         self._errors = _storage_errors()
@@ -71,7 +83,7 @@ class Destination:
 
     def _fail(self, action: str, name: str, error: BaseException) -> StorageError:
         where = posixpath.join(self.url.rstrip("/"), name) if name else self.url
-        return StorageError(f"cannot {action} {where}: {_reason(error)}")
+        return StorageError(f"cannot {action} {where}: {redact(_reason(error))}")
 
     def read(self, name: str) -> bytes:
         """The bytes of `name` (FileNotFoundError when it is missing)."""

@@ -332,6 +332,17 @@ def _tar_names(data: bytes) -> list[str]:
         return tar.getnames()
 
 
+def test_a_password_in_a_url_is_never_shown(tmp_path: Path) -> None:
+    (port,) = free_ports(1)  # nothing listens: fsspec's ftp driver connects on construction
+    result = run_cli("generate", "--count", "2", "--out", f"ftp://alice:s3cret@127.0.0.1:{port}/x")
+    assert_one_line_error(result, "ftp://alice:***@127.0.0.1")
+    assert "s3cret" not in result.output
+    from synthmed.client.cli import _without_process_options
+
+    recorded = _without_process_options(["--out", "sftp://bob:pw@host/data", "--resume"])
+    assert recorded == ["--out", "sftp://bob:***@host/data"]
+
+
 def test_an_endpoint_that_does_not_answer_is_one_line(tmp_path: Path) -> None:
     (port,) = free_ports(1)
     env = {

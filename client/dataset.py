@@ -294,10 +294,7 @@ class DatasetWriter:
         manifest is written once, when the run closes."""
         dest, r = self.dest, self.run
         if force:
-            raise UserInputError(
-                f"--force: delete {dest.url} yourself (synthmed never deletes from object "
-                "storage), or choose another --out"
-            )
+            dest.check_replaceable()
         meta = read_run(dest)
         if meta is None:
             if resume:

@@ -300,6 +300,8 @@ class ShardWriter:
     def _open(self, shard_size: int, codec: str, resume: bool, force: bool) -> dict:
         """Start, join or resume the run in OUT; returns its run file."""
         dest, run = self.dest, self.run
+        if force:
+            dest.check_replaceable()
         meta = read_run(dest)
         if meta is not None and force:
             self._remove_previous()

@@ -146,6 +146,15 @@ class Destination:
         except self._errors as e:
             raise self._fail("write", name, e) from e
 
+    def check_replaceable(self) -> None:
+        """--force replaces a dataset on a local disk only: synthmed never deletes from object
+        storage (a mistyped prefix could hold anyone's data, and no trash can brings it back)."""
+        if not self.local:
+            raise UserInputError(
+                f"--force: delete {self.url} yourself (synthmed never deletes from object "
+                "storage), or choose another --out"
+            )
+
     def remove(self, names: Iterable[str]) -> None:
         """Delete objects (missing ones are fine)."""
         for name in names:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import webdataset as wds
+from click.testing import Result
 from PIL import Image
 
 from synthmed.client.shards import INDEX, SHARD_DIR, Part, ShardLayout
@@ -254,6 +255,9 @@ def test_s3_kill_resume_verify(
         except FileNotFoundError:
             return []
 
+    refused = run_cli_env(s3, monkeypatch, "generate", "--count", "4", "--out", url,
+                          "--format", "webdataset", "--force")  # fmt: skip
+    assert_one_line_error(refused, "--force", "never deletes from object storage")
     run = _generate(url, 1000, "--shard-size", "100", "--batch-size", "4", env=s3.env)
     _kill_after_first_shard(run, records, total=10)
     refused = _generate(url, 1000, "--shard-size", "100", env=s3.env)
@@ -323,6 +327,13 @@ def test_folder_formats_on_s3(
     lines = fs.cat_file(f"{root}/manifest.jsonl").decode().splitlines()
     local_lines = (local / "manifest.jsonl").read_text().splitlines()
     assert lines == sorted(local_lines, key=lambda line: json.loads(line)["index"])
+
+
+def run_cli_env(s3: LocalS3, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
+    """`synthmed ARGS` in-process, in the environment that reaches the S3 server."""
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    return run_cli(*args)
 
 
 def _tar_names(data: bytes) -> list[str]:

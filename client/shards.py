@@ -202,16 +202,43 @@ def decode_array(codec: str, data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
+def _tar_info(name: str, size: int) -> tarfile.TarInfo:
+    """A member's metadata: fixed (mtime 0, owner 0, mode 0644), so equal members give equal
+    archives on any machine, at any time."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    return info
+
+
+# tarfile's own ustar header for a member, to be patched with each member's name and size.
+_HEADER = _tar_info("", 0).tobuf(tarfile.USTAR_FORMAT)
+_NAME, _SIZE, _CHECKSUM = slice(0, 100), slice(124, 136), slice(148, 156)
+
+
+def _header(name: str, size: int) -> bytes:
+    """tarfile's header for a member, byte for byte (tests compare the two), in a tenth of
+    the time: tarfile builds each header field by field, about 20 us, which was half of what
+    writing a 64x64 npy sample cost. Names too long for the name field go to tarfile."""
+    encoded = name.encode("utf-8")
+    if len(encoded) >= 100 or size >= 8**11:
+        return _tar_info(name, size).tobuf(tarfile.USTAR_FORMAT)
+    header = bytearray(_HEADER)
+    header[_NAME] = encoded.ljust(100, b"\0")
+    header[_SIZE] = b"%011o\0" % size
+    header[_CHECKSUM] = b" " * 8  # the checksum counts its own field as spaces
+    header[_CHECKSUM] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
 def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
-    """A tar of (name, bytes) in the order given, with fixed metadata (mtime 0, owner 0,
-    mode 0644): equal members give equal archives, on any machine, at any time."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    """A POSIX ustar archive of (name, bytes) in the order given, as tarfile writes it:
+    header, data padded to 512 bytes, two zero blocks, padding to a whole record."""
+    parts = []
+    for name, data in members:
+        parts += [_header(name, len(data)), data, bytes(-len(data) % tarfile.BLOCKSIZE)]
+    parts.append(bytes(2 * tarfile.BLOCKSIZE))
+    archive = b"".join(parts)
+    return archive + bytes(-len(archive) % tarfile.RECORDSIZE)
 
 
 def read_records(dest: Destination, layout: ShardLayout, shards: range) -> dict[int, dict]:

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ import webdataset as wds
 from click.testing import Result
 from PIL import Image
 
-from synthmed.client.shards import INDEX, SHARD_DIR, Part, ShardLayout
+from synthmed.client.shards import INDEX, SHARD_DIR, Part, ShardLayout, tar_bytes
 from synthmed.errors import UserInputError
 from synthmed.serving.server import free_ports
 from tests.conftest import assert_one_line_error, run_cli
@@ -177,6 +178,23 @@ def test_bad_options(tmp_path: Path, extra: list[str], fragments: list[str]) -> 
     base = ["generate", "--count", "4", "--out", out, "--format", "webdataset"]
     assert_one_line_error(run_cli(*base, *extra), *fragments)
     assert not out.exists()
+
+
+def test_archives_are_byte_for_byte_what_tarfile_writes() -> None:
+    def reference(members: list[tuple[str, bytes]]) -> bytes:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                tar.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
+
+    rng = np.random.default_rng(0)
+    names = ["000000.image.png", "000000.mask.npy", "0000001.json", "a" * 99, "b" * 100, "é.json"]
+    for k, sizes in enumerate(([0], [1, 511], [512, 513], [3000, 0, 10240], [])):
+        members = [(names[(i + k) % len(names)], rng.bytes(n)) for i, n in enumerate(sizes)]
+        assert tar_bytes(members) == reference(members), sizes
 
 
 def test_job_environment_selects_the_part(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -337,8 +355,6 @@ def run_cli_env(s3: LocalS3, monkeypatch: pytest.MonkeyPatch, *args: str) -> Res
 
 
 def _tar_names(data: bytes) -> list[str]:
-    import tarfile
-
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         return tar.getnames()
 

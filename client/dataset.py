@@ -227,7 +227,76 @@ def _remove_previous(out: Path, names: list[str]) -> None:
             path.unlink()
 
 
-class DatasetWriter:
+def new_run_file(run: RunInfo, **layout: object) -> dict:
+    """A fresh run file for `run`: what generated it, its seed and count, and the format's
+    `layout` fields (format, shard size, ...), which a resumed run must match."""
+    return {
+        "generator": run.generator,
+        "trained_on": run.trained_on,
+        "seed": run.seed,
+        **layout,
+        "count": run.count,
+        "index_digits": max(6, len(str(run.count - 1))),
+        "command": run.command,
+        "synthmed_version": __version__,
+        "started": now(),
+    }
+
+
+def check_same_generator(run: RunInfo, meta: dict, where: str) -> None:
+    """Refuse a run whose generator would make other samples than the one in `meta` (a run
+    file); `where` ends the message ("being resumed", "in s3://...")."""
+    for key in SAME_GENERATOR:
+        new, was = run.generator.get(key), meta["generator"].get(key)
+        if new != was:
+            raise UserInputError(
+                f"generator {key} {short(new)} differs from the run {where} ({key} {short(was)})"
+            )
+
+
+class BackgroundWriter:
+    """What both dataset writers share: their work runs on thread pools, the first failure is
+    kept and raised by the next call, and closing waits for the work (or, when the with-block
+    failed, drops what is queued and keeps what is done). Subclasses implement `_finish`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards _error and the subclass's progress
+        self._error: BaseException | None = None
+        self._closed = False
+
+    def _on_done(self, slots: threading.BoundedSemaphore) -> Callable[[Future], None]:
+        """A done-callback that frees a back-pressure slot and keeps the task's failure."""
+
+        def done(future: Future) -> None:
+            slots.release()
+            error = None if future.cancelled() else future.exception()
+            if error is not None:
+                with self._lock:
+                    self._error = self._error or error
+
+        return done
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Wait for the queued work, raise the first failure, write the closing files."""
+        self._finish(abort=False)
+
+    def _finish(self, *, abort: bool) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._finish(abort=exc_type is not None)
+
+
+class DatasetWriter(BackgroundWriter):
     """Write samples of one run into OUT; use as a context manager or call `close()`."""
 
     def __init__(
@@ -239,6 +308,7 @@ class DatasetWriter:
         force: bool = False,
         workers: int = 0,
     ) -> None:
+        super().__init__()
         self.run = run
         if run.count <= 0:
             raise UserInputError(f"--count must be positive, got {run.count}")
@@ -248,8 +318,7 @@ class DatasetWriter:
             raise UserInputError(f"--workers must be >= 0, got {workers}")
         if resume and force:
             raise UserInputError("--resume and --force cannot be combined")
-        self._lock = threading.Lock()  # guards the manifest, _done and _error
-        self._done: set[int] = set()
+        self._done: set[int] = set()  # guarded by _lock, as the manifest is
         # A URL other than file:// is object storage (see `_open_object_store`); the rest is
         # a local folder with a lock and an append-only manifest.
         text = str(out)
@@ -265,9 +334,7 @@ class DatasetWriter:
         # Back-pressure: at most 2 * workers samples (copies) wait or encode at any time.
         self._slots = threading.BoundedSemaphore(2 * self.workers)
         self._submitted: set[int] = set()
-        self._error: BaseException | None = None
         self._unsynced = 0
-        self._closed = False
 
     # --- preparing OUT -------------------------------------------------------------------
 
@@ -301,7 +368,7 @@ class DatasetWriter:
                 raise UserInputError(f"nothing to resume in {dest.url} (no {RUN_FILE})")
             if dest.list():
                 raise UserInputError(f"{dest.url} is not empty; choose another --out")
-            meta = self._fresh_meta()
+            meta = new_run_file(self.run, format=self.run.format)
         elif not resume:
             raise UserInputError(f"{dest.url} holds a dataset; pass --resume to continue it")
         else:
@@ -323,23 +390,9 @@ class DatasetWriter:
                 f"{self.out} is not empty; pass --resume to continue it or --force to replace it"
             )
         _remove_previous(self.out, names)
-        meta = self._fresh_meta()
+        meta = new_run_file(self.run, format=self.run.format)
         write_text_atomic(self.out / RUN_FILE, json.dumps(meta, indent=2) + "\n")
         return meta
-
-    def _fresh_meta(self) -> dict:
-        r = self.run
-        return {
-            "generator": r.generator,
-            "trained_on": r.trained_on,
-            "seed": r.seed,
-            "format": r.format,
-            "count": r.count,
-            "index_digits": max(6, len(str(r.count - 1))),
-            "command": r.command,
-            "synthmed_version": __version__,
-            "started": now(),
-        }
 
     def _prepare_resume(self) -> dict:
         path, r = self.out / RUN_FILE, self.run
@@ -363,8 +416,8 @@ class DatasetWriter:
         r = self.run
         try:
             old = {k: meta[k] for k in ("seed", "format", "count", "generator", "index_digits")}
-            old["generator"] = {k: old["generator"].get(k) for k in SAME_GENERATOR}
-            old["generator"]["model"] = meta["generator"]["model"]
+            if not isinstance(old["generator"], dict) or "model" not in old["generator"]:
+                raise KeyError("generator.model")
         except (KeyError, TypeError, AttributeError) as e:
             raise UserInputError(f"{where}: not a synthmed run file ({e})") from None
         for field, new in (("seed", r.seed), ("format", r.format)):
@@ -372,13 +425,7 @@ class DatasetWriter:
                 raise UserInputError(
                     f"--{field} {new} differs from the run being resumed ({field} {old[field]})"
                 )
-        for key in SAME_GENERATOR:
-            new, was = r.generator.get(key), old["generator"][key]
-            if new != was:
-                raise UserInputError(
-                    f"generator {key} {short(new)} differs from the run being resumed "
-                    f"({key} {short(was)})"
-                )
+        check_same_generator(r, meta, "being resumed")
         if r.count < old["count"]:
             raise UserInputError(
                 f"--count {r.count} is smaller than the run being resumed (count {old['count']})"
@@ -449,7 +496,7 @@ class DatasetWriter:
         image, mask = np.array(image, order="C"), np.array(mask, order="C")
         self._slots.acquire()
         future = self._pool.submit(self._write, index, image, mask)
-        future.add_done_callback(self._finished)
+        future.add_done_callback(self._on_done(self._slots))
 
     def _encode(self, index: int, image: np.ndarray, mask: np.ndarray) -> dict[str, bytes]:
         paths = self._paths(index)
@@ -481,22 +528,7 @@ class DatasetWriter:
                 os.fsync(self._manifest_fd)
                 self._unsynced = 0
 
-    def _finished(self, future: Future) -> None:
-        self._slots.release()
-        error = None if future.cancelled() else future.exception()
-        if error is not None:
-            with self._lock:
-                self._error = self._error or error
-
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error
-
     # --- closing -------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Wait for every write, raise the first write error, sync the manifest, write the card."""
-        self._finish(abort=False)
 
     def _finish(self, *, abort: bool) -> None:
         """On abort (an exception in the with-block) queued samples are dropped, finished ones
@@ -529,14 +561,6 @@ class DatasetWriter:
         if self.run.format == "png":
             publish(DATALIST, self._datalist().encode("utf-8"))
         publish(CARD, self._card().encode("utf-8"))
-
-    def __enter__(self) -> DatasetWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._finish(abort=exc_type is not None)
 
     def _card(self) -> str:
         if self.run.format == "npz":

@@ -27,24 +27,23 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 from PIL import Image
 
-from synthmed import __version__
 from synthmed.client.dataset import (
     CARD,
     RUN_FILE,
-    SAME_GENERATOR,
+    BackgroundWriter,
     RunInfo,
     check_arrays,
+    check_same_generator,
     dataset_card,
     encode_png,
+    new_run_file,
     now,
     read_run,
     sample_record,
-    short,
 )
 from synthmed.client.storage import Destination
 from synthmed.errors import DataError, SynthmedError, UserInputError
@@ -273,7 +272,7 @@ class _OpenShard:
     encoded: list[Future] = field(default_factory=list)
 
 
-class ShardWriter:
+class ShardWriter(BackgroundWriter):
     """Write this process's shards of one run into `out` (a path or fsspec URL); use as a
     context manager. The same interface as `DatasetWriter`: `pending()`, `submit()`, `close()`."""
 
@@ -289,6 +288,7 @@ class ShardWriter:
         force: bool = False,
         workers: int = 0,
     ) -> None:
+        super().__init__()
         if run.count <= 0:
             raise UserInputError(f"--count must be positive, got {run.count}")
         if shard_size < 1:
@@ -308,7 +308,7 @@ class ShardWriter:
         self._meta = self._open(shard_size, codec, resume, force)
         self.layout = ShardLayout.of_run(self._meta)
         self.shards = self.layout.owned(part)
-        self._finished = set(read_records(self.dest, self.layout, self.shards))
+        self._finished = set(read_records(self.dest, self.layout, self.shards))  # by _lock
         self._remove_leftovers()
         self.workers = workers or os.cpu_count() or 1
         self._encoders = ThreadPoolExecutor(self.workers, thread_name_prefix="synthmed-encode")
@@ -318,9 +318,6 @@ class ShardWriter:
         self._encode_slots = threading.BoundedSemaphore(2 * self.workers)
         self._publish_slots = threading.BoundedSemaphore(2)
         self._open_shards: dict[int, _OpenShard] = {}
-        self._lock = threading.Lock()  # guards _finished and _error
-        self._error: BaseException | None = None
-        self._closed = False
 
     # --- the run file ------------------------------------------------------------------
 
@@ -341,7 +338,9 @@ class ShardWriter:
                     f"{dest.url} is not empty; pass --resume to continue it or --force to "
                     "replace it"
                 )
-            return self._write_run(self._fresh_meta(shard_size, codec))
+            return self._write_run(
+                new_run_file(self.run, format=WEBDATASET, shard_size=shard_size, codec=codec)
+            )
         if not resume and self.part is None:
             raise UserInputError(
                 f"{dest.url} holds a dataset; pass --resume to continue it or --force to replace it"
@@ -351,22 +350,6 @@ class ShardWriter:
             meta.update(count=run.count, resumed=[*meta.get("resumed", []), now()])
             self._write_run(meta)
         return meta
-
-    def _fresh_meta(self, shard_size: int, codec: str) -> dict:
-        r = self.run
-        return {
-            "generator": r.generator,
-            "trained_on": r.trained_on,
-            "seed": r.seed,
-            "format": WEBDATASET,
-            "count": r.count,
-            "shard_size": shard_size,
-            "codec": codec,
-            "index_digits": max(6, len(str(r.count - 1))),
-            "command": r.command,
-            "synthmed_version": __version__,
-            "started": now(),
-        }
 
     def _write_run(self, meta: dict) -> dict:
         self.dest.publish(RUN_FILE, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
@@ -384,13 +367,7 @@ class ShardWriter:
                 raise UserInputError(
                     f"{option} {new} differs from the run in {self.dest.url} ({name} {was})"
                 )
-        for key in SAME_GENERATOR:
-            new, was = self.run.generator.get(key), meta["generator"].get(key)
-            if new != was:
-                raise UserInputError(
-                    f"generator {key} {short(new)} differs from the run in {self.dest.url} "
-                    f"({key} {short(was)})"
-                )
+        check_same_generator(self.run, meta, f"in {self.dest.url}")
         old = meta.get("count")
         if self.run.count < old or (self.part is not None and self.run.count != old):
             raise UserInputError(
@@ -461,14 +438,14 @@ class ShardWriter:
         if len(state.chunk) >= ENCODE_CHUNK or complete:
             self._encode_slots.acquire()
             future = self._encoders.submit(self._encode, state.chunk)
-            future.add_done_callback(lambda _: self._encode_slots.release())
+            future.add_done_callback(self._on_done(self._encode_slots))
             state.encoded.append(future)
             state.chunk = []
         if complete:
             del self._open_shards[shard]
             self._publish_slots.acquire()
             done = self._publisher.submit(self._publish, shard, state.encoded)
-            done.add_done_callback(self._published)
+            done.add_done_callback(self._on_done(self._publish_slots))
 
     def _encode(self, chunk: list[tuple[int, np.ndarray, np.ndarray]]) -> list[Encoded]:
         """A chunk of samples -> (index, its members) each."""
@@ -499,22 +476,7 @@ class ShardWriter:
         with self._lock:
             self._finished.add(shard)
 
-    def _published(self, future: Future) -> None:
-        self._publish_slots.release()
-        error = None if future.cancelled() else future.exception()
-        if error is not None:
-            with self._lock:
-                self._error = self._error or error
-
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error
-
     # --- closing -------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Publish every queued shard, raise the first failure, refresh the index and card."""
-        self._finish(abort=False)
 
     def _finish(self, *, abort: bool) -> None:
         """On abort queued shards are dropped and published ones kept; the index is left as
@@ -556,14 +518,6 @@ class ShardWriter:
             f"- `{SHARD_DIR}/NNNNNN.json`: the shard's sample range, sha256 and size",
             f"- `{INDEX}`: every shard's record; `synthmed dataset verify` checks the whole set",
         ]
-
-    def __enter__(self) -> ShardWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._finish(abort=exc_type is not None)
 
 
 def temporary_of(name: str) -> str | None:

@@ -16,7 +16,7 @@ import io
 import json
 import tarfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -155,16 +155,16 @@ def verify(url: str, *, workers: int = 8, progress: bool = True) -> Verdict:
     dest = Destination(url)
     meta = read_run(dest)
     if meta is None:
-        raise UserInputError(f"{url}: not a synthmed dataset (no run.json)")
+        raise UserInputError(f"{dest.url}: not a synthmed dataset (no run.json)")
     fmt = meta.get("format")
     if fmt not in (*FORMATS, WEBDATASET):
-        raise UserInputError(f"{url}/run.json: unknown format {fmt!r}")
+        raise UserInputError(f"{dest.url}/run.json: unknown format {fmt!r}")
     if fmt in FORMATS:
         return _verify_folder(dest, meta, workers, progress)
     try:
         layout = ShardLayout.of_run(meta)
     except (KeyError, TypeError, ValueError) as e:
-        raise UserInputError(f"{url}/run.json: missing or bad field {e}") from None
+        raise UserInputError(f"{dest.url}/run.json: missing or bad field {e}") from None
     verdict = Verdict(dest.url, layout.count, f"in {layout.shards} shards")
     present = set(dest.list(SHARD_DIR))
     expected = {n for j in range(layout.shards) for n in _names(layout, j)}
@@ -173,17 +173,29 @@ def verify(url: str, *, workers: int = 8, progress: bool = True) -> Verdict:
     if strays:
         verdict.problems.append(f"unexpected files in {SHARD_DIR}/: {', '.join(strays[:3])}")
     have = [j for j in range(layout.shards) if _names(layout, j)[0] in present]
-    missing = [i for j in range(layout.shards) if j not in have for i in layout.samples(j)]
     records = dest.read_many(layout.record_name(j) for j in have)
     check = functools.partial(_check_one, dest, layout, records, meta["seed"])
-    for j, problem_or_count in _map(check, have, workers, progress, "shard"):
-        if isinstance(problem_or_count, int):
-            verdict.samples_ok += problem_or_count
-        else:
-            verdict.problems.append(problem_or_count)
-            missing += list(layout.samples(j))
-    verdict.missing = to_ranges(sorted(missing))
+    results = _map(check, have, workers, progress, "shard")
+    _tally(verdict, range(layout.shards), results, layout.samples)
     return verdict
+
+
+def _tally(
+    verdict: Verdict,
+    units: Iterable[int],
+    results: Iterator[tuple[int, int | str]],
+    samples_of: Callable[[int], Iterable[int]],
+) -> None:
+    """Fill `verdict` from the checked units (shards or samples): a unit that was not checked
+    or has a problem counts its samples as missing."""
+    intact = set()
+    for unit, result in results:
+        if isinstance(result, int):
+            verdict.samples_ok += result
+            intact.add(unit)
+        else:
+            verdict.problems.append(result)
+    verdict.missing = to_ranges(sorted(i for u in units if u not in intact for i in samples_of(u)))
 
 
 def _names(layout: ShardLayout, shard: int) -> tuple[str, str]:
@@ -247,12 +259,6 @@ def _verify_folder(dest: Destination, meta: dict, workers: int, progress: bool) 
             return f"sample {index}: manifest seed {entry.get('seed')} is not the run's"
         return 1
 
-    missing = [i for i in range(count) if i not in entries]
-    for index, result in _map(check, sorted(entries), workers, progress, "sample"):
-        if isinstance(result, int):
-            verdict.samples_ok += result
-        else:
-            verdict.problems.append(result)
-            missing.append(index)
-    verdict.missing = to_ranges(sorted(missing))
+    results = _map(check, sorted(entries), workers, progress, "sample")
+    _tally(verdict, range(count), results, lambda index: (index,))
     return verdict

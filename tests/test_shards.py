@@ -197,6 +197,17 @@ def test_archives_are_byte_for_byte_what_tarfile_writes() -> None:
         assert tar_bytes(members) == reference(members), sizes
 
 
+def test_a_job_environment_needs_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    monkeypatch.setenv("JOB_COMPLETIONS", "4")
+    result = run_cli("generate", "--count", "4", "--out", tmp_path / "ds", "--format", "png")
+    assert_one_line_error(result, "JOB_COMPLETION_INDEX", "--format webdataset")
+    monkeypatch.delenv("JOB_COMPLETIONS")
+    result = run_cli("generate", "--count", "4", "--out", tmp_path / "ds", "--format", "webdataset")
+    assert_one_line_error(result, "JOB_COMPLETIONS is not", "--shard K/N")
+    assert not (tmp_path / "ds").exists()
+
+
 def test_job_environment_selects_the_part(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
     monkeypatch.setenv("JOB_COMPLETIONS", "8")
@@ -352,6 +363,24 @@ def run_cli_env(s3: LocalS3, monkeypatch: pytest.MonkeyPatch, *args: str) -> Res
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)
     return run_cli(*args)
+
+
+@pytest.mark.parametrize("fmt", ["png", "webdataset"])
+def test_a_prefix_holding_other_objects_is_refused(
+    s3: LocalS3, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    import s3fs
+
+    bucket = s3.make_bucket(f"occupied-{fmt}")
+    fs = s3fs.S3FileSystem(endpoint_url=s3.endpoint, key="k", secret="s", skip_instance_cache=True)
+    fs.pipe(f"{bucket.removeprefix('s3://')}/ds/notes.txt", b"someone's")
+    result = run_cli_env(
+        s3, monkeypatch, "generate", "--count", "2", "--out", f"{bucket}/ds", "--format", fmt
+    )
+    assert_one_line_error(result, f"{bucket}/ds is not empty")
+    assert fs.ls(f"{bucket.removeprefix('s3://')}/ds", refresh=True) == [
+        f"{bucket.removeprefix('s3://')}/ds/notes.txt"
+    ]
 
 
 def _tar_names(data: bytes) -> list[str]:

@@ -116,7 +116,7 @@ def _producer(
     type=click.Choice(CODECS),
     default=None,
     help=f"How {WEBDATASET} shards store image and mask: png (compact) or npy (raw arrays, "
-    f"about 2x the bytes, almost no CPU).  [default: {DEFAULT_CODEC}]",
+    f"about 2x the bytes, a tenth of the CPU).  [default: {DEFAULT_CODEC}]",
 )
 @click.option(
     "--shard",

@@ -16,6 +16,7 @@ rerunning the same command keeps its finished shards and redoes the rest.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -55,8 +56,9 @@ DEFAULT_SHARD_SIZE = 1000
 # A sample's members in its shard: KEY.image.<codec>, KEY.mask.<codec> and KEY.json. WebDataset
 # splits a name at its first dot, so the fields are "image.png" (or "image.npy"), ... and its
 # `.decode()` decodes both codecs. PNG is compact; npy (raw arrays, about 2x the bytes at
-# 64x64) costs almost no CPU, which matters when the writer shares a small machine with the
-# server: encoding two PNGs is 0.4 ms of CPU per 64x64 sample (benchmarks/write_throughput.py).
+# 64x64) costs a tenth of the CPU, which matters when the writer shares a small machine with
+# the server: encoding two PNGs is about 0.4 ms of CPU per 64x64 sample, a whole npy sample
+# 0.05 ms (benchmarks/write_throughput.py).
 IMAGE, MASK, RECORD_MEMBER = "image", "mask", "json"
 CODECS = ("png", "npy")
 DEFAULT_CODEC = "png"
@@ -64,7 +66,7 @@ JOB_INDEX_ENV, JOB_COUNT_ENV = "JOB_COMPLETION_INDEX", "JOB_COMPLETIONS"
 # Samples per encoding task: a thread-pool task per sample cost more CPU than encoding a 64x64
 # sample as npy (benchmarks/write_throughput.py).
 ENCODE_CHUNK = 32
-Encoded = tuple[int, list[tuple[str, bytes]]]  # a sample's index and its (member, bytes)
+Encoded = tuple[int, bytes]  # a sample's index and its members as they lie in its shard
 
 
 @dataclass(frozen=True)
@@ -185,12 +187,24 @@ class ShardLayout:
 
 
 def encode_array(codec: str, array: np.ndarray) -> bytes:
-    """One array as a shard member: PNG bytes identical to the png format's files, or .npy."""
+    """One array as a shard member: PNG bytes identical to the png format's files, or the
+    bytes `np.save` writes."""
     if codec == "png":
         return encode_png(array)
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
+    array = np.ascontiguousarray(array)
+    header = _NPY_HEADERS.get((array.shape, array.dtype.str))
+    if header is None:
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        data = buffer.getvalue()
+        _NPY_HEADERS[array.shape, array.dtype.str] = data[: len(data) - array.nbytes]
+        return data
+    return header + array.tobytes()
+
+
+# np.save's header for each (shape, dtype) seen: every sample of a run has the same two, and
+# building the header is 4 of the 5 us that np.save takes for a 64x64 array.
+_NPY_HEADERS: dict[tuple[tuple[int, ...], str], bytes] = {}
 
 
 def decode_array(codec: str, data: bytes) -> np.ndarray:
@@ -211,7 +225,17 @@ def _tar_info(name: str, size: int) -> tarfile.TarInfo:
 
 # tarfile's own ustar header for a member, to be patched with each member's name and size.
 _HEADER = _tar_info("", 0).tobuf(tarfile.USTAR_FORMAT)
-_NAME, _SIZE, _CHECKSUM = slice(0, 100), slice(124, 136), slice(148, 156)
+_NAME_END, _SIZE, _CHECKSUM = 100, slice(124, 136), slice(148, 156)
+
+
+@functools.lru_cache(maxsize=256)
+def _fields_after_name(size: int) -> tuple[bytes, bytes, int]:
+    """The header's bytes between the name and the checksum, those after the checksum, and
+    the checksum of the header without a name, for a member of `size` bytes."""
+    header = bytearray(_HEADER)
+    header[_SIZE] = b"%011o\0" % size
+    header[_CHECKSUM] = b" " * 8  # the checksum counts its own field as spaces
+    return bytes(header[_NAME_END : _CHECKSUM.start]), bytes(header[_CHECKSUM.stop :]), sum(header)
 
 
 def _header(name: str, size: int) -> bytes:
@@ -219,25 +243,34 @@ def _header(name: str, size: int) -> bytes:
     the time: tarfile builds each header field by field, about 20 us, which was half of what
     writing a 64x64 npy sample cost. Names too long for the name field go to tarfile."""
     encoded = name.encode("utf-8")
-    if len(encoded) >= 100 or size >= 8**11:
+    if len(encoded) >= _NAME_END or size >= 8**11:
         return _tar_info(name, size).tobuf(tarfile.USTAR_FORMAT)
-    header = bytearray(_HEADER)
-    header[_NAME] = encoded.ljust(100, b"\0")
-    header[_SIZE] = b"%011o\0" % size
-    header[_CHECKSUM] = b" " * 8  # the checksum counts its own field as spaces
-    header[_CHECKSUM] = b"%06o\0 " % sum(header)
-    return bytes(header)
+    middle, tail, checksum = _fields_after_name(size)
+    checksum += sum(encoded)  # the name field's zero padding adds nothing
+    return b"".join((encoded.ljust(_NAME_END, b"\0"), middle, b"%06o\0 " % checksum, tail))
 
 
-def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
-    """A POSIX ustar archive of (name, bytes) in the order given, as tarfile writes it:
-    header, data padded to 512 bytes, two zero blocks, padding to a whole record."""
+def tar_members(members: list[tuple[str, bytes]]) -> bytes:
+    """(name, bytes) members as they lie inside a POSIX ustar archive, in the order given:
+    header, data padded to 512 bytes each. A shard is its samples' runs of members, then
+    `tar_end`: each sample's run is built on its own, in the encoding threads."""
     parts = []
     for name, data in members:
         parts += [_header(name, len(data)), data, bytes(-len(data) % tarfile.BLOCKSIZE)]
-    parts.append(bytes(2 * tarfile.BLOCKSIZE))
-    archive = b"".join(parts)
-    return archive + bytes(-len(archive) % tarfile.RECORDSIZE)
+    return b"".join(parts)
+
+
+def tar_end(size: int) -> bytes:
+    """What follows `size` bytes of members to end the archive as tarfile does: two zero
+    blocks, then zeros up to a whole record."""
+    end = 2 * tarfile.BLOCKSIZE
+    return bytes(end + -(size + end) % tarfile.RECORDSIZE)
+
+
+def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """A POSIX ustar archive of (name, bytes) in the order given, as tarfile writes it."""
+    body = tar_members(members)
+    return body + tar_end(len(body))
 
 
 def read_records(dest: Destination, layout: ShardLayout, shards: range) -> dict[int, dict]:
@@ -448,30 +481,37 @@ class ShardWriter(BackgroundWriter):
             done.add_done_callback(self._on_done(self._publish_slots))
 
     def _encode(self, chunk: list[tuple[int, np.ndarray, np.ndarray]]) -> list[Encoded]:
-        """A chunk of samples -> (index, its members) each."""
+        """A chunk of samples -> (index, its members as they lie in the archive) each."""
         layout, encoded = self.layout, []
         for index, image, mask in chunk:
             key = layout.key(index)
             record = json.dumps(sample_record(self._meta, index)).encode("utf-8")
-            encoded.append((index, [
+            encoded.append((index, tar_members([
                 (f"{key}.{layout.image_member}", encode_array(layout.codec, image)),
                 (f"{key}.{layout.mask_member}", encode_array(layout.codec, mask)),
                 (f"{key}.{RECORD_MEMBER}", record),
-            ]))  # fmt: skip
+            ])))  # fmt: skip
         return encoded
 
     def _publish(self, shard: int, chunks: list[Future]) -> None:
+        """Write the shard from its samples' pieces, hashed as they go: joining a shard into
+        one buffer first cost as much CPU as encoding its npy samples."""
         samples = sorted(sample for chunk in chunks for sample in chunk.result())
-        data = tar_bytes([member for _, members in samples for member in members])
+        pieces = [members for _, members in samples]
+        size = sum(map(len, pieces))
+        pieces.append(tar_end(size))
+        digest = hashlib.sha256()
+        for piece in pieces:
+            digest.update(piece)
         first = self.layout.samples(shard)
         record = {
             "shard": self.layout.tar_name(shard),
             "first": first.start,
             "count": len(first),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "bytes": len(data),
+            "sha256": digest.hexdigest(),
+            "bytes": size + len(pieces[-1]),
         }
-        self.dest.publish(self.layout.tar_name(shard), data)
+        self.dest.publish(self.layout.tar_name(shard), pieces)
         self.dest.publish(self.layout.record_name(shard), json.dumps(record).encode("utf-8"))
         with self._lock:
             self._finished.add(shard)

@@ -133,16 +133,18 @@ class Destination:
             raise self._fail("list", folder, e) from e
         return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
 
-    def publish(self, name: str, data: bytes) -> None:
-        """Write `name` whole or not at all."""
+    def publish(self, name: str, data: bytes | list[bytes]) -> None:
+        """Write `name` whole or not at all: `data`, or the concatenation of its pieces (a
+        local file is written piece by piece, without a copy of the whole in memory)."""
+        pieces = [data] if isinstance(data, bytes) else data
         try:
             if self.local:
                 with atomic_path(self.path(name)) as tmp, open(tmp, "wb") as f:
-                    f.write(data)
+                    f.writelines(pieces)
                     f.flush()
                     os.fsync(f.fileno())  # a machine crash must not leave a short file renamed
             else:
-                self.fs.pipe_file(self.path(name), data)
+                self.fs.pipe_file(self.path(name), b"".join(pieces))
         except self._errors as e:
             raise self._fail("write", name, e) from e
 

@@ -1,7 +1,7 @@
 """Images/s that `synthmed generate` writes, by format and destination, against the server's own
 rate, side by side in one run.
 
-    python benchmarks/write_throughput.py                    # demo 64x64 and 256x256, ~6 min
+    python benchmarks/write_throughput.py         # 64x64 and 256x256, about 13 min on 2 cores
     python benchmarks/write_throughput.py --configs demo --rounds 1
 
 For each configuration (`demo`: the bundled 64x64 pair; `default`: the paper-scale 256x256 pair

@@ -37,7 +37,6 @@ from synthmed.evaluation.mask_statistics import mask_statistics
 from synthmed.latents import latents
 from synthmed.training.checkpoint import load_generator, read_generator_info
 from synthmed.training.data.dataset import PairedData, load_paired_data
-from synthmed.training.pixels import binary_mask
 from synthmed.training.sample import ConditionalSampler
 
 
@@ -59,7 +58,7 @@ def stage1_masks(run: Path, count: int, seed: int) -> np.ndarray:
         return np.concatenate([sampler.sample(seed, b, 0)[1] for b in batches]) > 0
     generator, info = load_generator(run, role="stage1")
     nz = info.model_config.nz
-    masks = [binary_mask(generator(torch.from_numpy(latents(seed, b, nz)))) for b in batches]
+    masks = [generator.mask(torch.from_numpy(latents(seed, b, nz))) for b in batches]
     return torch.cat(masks)[:, 0].numpy().astype(bool)
 
 

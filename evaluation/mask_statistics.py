@@ -57,6 +57,11 @@ def _branch_points(skeleton: np.ndarray) -> int:
     return int(ndimage.label(junction_pixels, structure=_EIGHT)[1])
 
 
+def count_pieces(mask: np.ndarray) -> int:
+    """8-connected vessel pieces of one bool mask [S, S] (the `segments` statistic)."""
+    return int(ndimage.label(mask, structure=_EIGHT)[1])
+
+
 def mask_statistics(masks: np.ndarray, region: np.ndarray) -> MaskStatistics:
     """Statistics of binary masks [N, S, S] inside `region` (bool [S, S])."""
     fractions, branches, segments, widths = [], [], [], []
@@ -67,7 +72,7 @@ def mask_statistics(masks: np.ndarray, region: np.ndarray) -> MaskStatistics:
         distance = ndimage.distance_transform_edt(mask)
         fractions.append(mask.sum() / area)
         branches.append(_branch_points(skeleton))
-        segments.append(ndimage.label(mask, structure=_EIGHT)[1])
+        segments.append(count_pieces(mask))
         widths.append(2 * distance[skeleton] - 1)
     return MaskStatistics(
         np.asarray(fractions, dtype=float),

@@ -1,7 +1,8 @@
 """The exported graphs: generators wrapped with their pixel conversions and the I/O of
 synthmed's contract (`synthmed.contract`: names, dtypes and shapes of every model's tensors).
 
-The mask is binarised in stage I's graph (tanh output > 0) and read back in stage II's graph
+The mask is binarised in stage I's graph (tanh output > 0, with the generator's hysteresis:
+`DCGANGenerator.mask`) and read back in stage II's graph
 as vessel where >= 128, so a hand-drawn, antialiased mask can be sent to stage II directly.
 Converting to UINT8 inside the graph cuts the bytes on the wire four-fold. With `dtype`
 float16 the generators run in half precision while the I/O types stay the same.
@@ -14,7 +15,6 @@ from torch import nn
 
 from synthmed.contract import CONDITIONAL, FUSED, MODELS, SINGLE, STAGE1, STAGE2
 from synthmed.training.pixels import (
-    binary_mask,
     conditional_to_uint8,
     mask_to_input,
     mask_to_uint8,
@@ -35,7 +35,7 @@ class Stage1Graph(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Latents float32 [B, nz] -> uint8 mask [B, H, W]."""
-        return mask_to_uint8(binary_mask(self.generator(z.to(self.dtype))))
+        return mask_to_uint8(self.generator.mask(z.to(self.dtype)))
 
 
 class Stage2Graph(nn.Module):
@@ -69,7 +69,7 @@ class FusedGraph(nn.Module):
         """Both stages, with the same binarisation between them as the ensemble and the same
         z to both; the mask passes between them as float, so no UINT8 tensor sits inside."""
         z = z.to(self.dtype)
-        mask = binary_mask(self.stage1(z))
+        mask = self.stage1.mask(z)
         return tanh_to_uint8(self.stage2(mask_to_input(mask), z)), mask_to_uint8(mask)
 
 

@@ -226,6 +226,7 @@ def test_resume_refuses_changed_data(retina64: Path, tmp_path: Path) -> None:
         (["--noise-rank", "65"], "--noise-rank must be in [1, --size 64], got 65"),
         (["--rotation-degrees", "200"], "--rotation-degrees must be in [0, 180], got 200.0"),
         (["--colour-jitter", "1.5"], "--colour-jitter must be in [0, 1), got 1.5"),
+        (["--mask-confidence", "1"], "--mask-confidence must be in [0, 1), got 1.0"),
         (
             ["--diff-augment", "colour"],
             "--diff-augment 'colour' for stage1: expected one of xflip, rotate90, translate",
@@ -259,6 +260,10 @@ def test_stage2_refuses_stage1_options_and_resume_keeps_its_augmentation(
     )
     assert_one_line_error(
         run_cli(*args, "--binary-fakes"), "--binary-fakes for stage2: only stage I draws masks"
+    )
+    assert_one_line_error(
+        run_cli(*args, "--mask-confidence", "0.9"),
+        "--mask-confidence for stage2: only stage I draws masks",
     )
     assert run_cli(*args, "--steps", "1", "--rotation-degrees", "0").exit_code == 0
     saved = json.loads((run / "config.json").read_text())["train"]["augment"]

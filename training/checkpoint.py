@@ -36,7 +36,8 @@ FORMAT = "synthmed-checkpoint/1"
 NORMALISATION = {
     "stage1": {
         "input": "z ~ N(0, 1), float32 [nz]",
-        "output": "tanh in [-1, 1]; mask = output > 0",
+        "output": "tanh in [-1, 1]; mask = output > 0, each piece kept only if its output "
+        "exceeds model_config.mask_confidence somewhere along it",
     },
     "stage2": {
         "input": "mask in {-1, 1} (1 = vessel)",

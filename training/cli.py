@@ -234,6 +234,13 @@ _TRAIN_OPTIONS = [
         "them (straight-through gradient).",
     ),
     _option(
+        "--mask-confidence",
+        type=float,
+        help="Stage I: keep a vessel piece only where the generator's output exceeds this "
+        "somewhere along it (0: every pixel > 0); default: chosen at each checkpoint so the "
+        "masks have about as many pieces as the training masks.",
+    ),
+    _option(
         "--upsample",
         type=click.Choice(UPSAMPLES),
         help="Stage I / single: the generator's doubling layers; resize (nearest, then 3x3) "

@@ -139,6 +139,9 @@ class TrainConfig:
     upsample: str = "transposed"
     # Stage I: the discriminator judges the generator's masks binarised (straight-through).
     binary_fakes: bool = False
+    # Stage I: the hysteresis confidence of the exported masks (DCGANConfig.mask_confidence);
+    # None: chosen at each checkpoint from the training masks (training/mask_confidence.py).
+    mask_confidence: float | None = None
     mask_threshold: float | None = None
     log_every: int = 10
     sample_every: int = 250
@@ -199,6 +202,10 @@ class TrainConfig:
                 f"be {self.size >> (self.d_scales - 1)} px (at least 32); at most {most} here"
             )
         yield from self._noise_problems()
+        if self.mask_confidence is not None and not 0 <= self.mask_confidence < 1:
+            yield f"--mask-confidence must be in [0, 1), got {self.mask_confidence}"
+        if self.mask_confidence is not None and self.kind != "stage1":
+            yield f"--mask-confidence for {self.kind}: only stage I draws masks"
         if self.binary_fakes and self.kind != "stage1":
             yield f"--binary-fakes for {self.kind}: only stage I draws masks"
         if self.upsample != "transposed" and self.kind == "stage2":

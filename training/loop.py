@@ -213,13 +213,16 @@ class TrainingLoop:
         data: dict[str, Any],
         precision: str,
         extra: dict[str, Any],
+        notes: dict[str, Any] | None = None,
     ) -> None:
-        """The resume state, then the EMA generator with config.json describing the run."""
+        """The resume state, then the EMA generator with config.json describing the run (and
+        `notes`: choices made for this generator after training)."""
         metadata = {
             "train": self.cfg.to_dict(),
             "data": data,
             "precision": precision,
             "synthmed_version": synthmed.__version__,
+            **(notes or {}),
         }
         save_training_state(
             self.run_dir / STATE_FILE, self._modules(), self._optimizers(), step, extra

@@ -3,7 +3,8 @@ class of a conditional StyleGAN2 (latent, class, truncation) -> image and mask.
 
 This is the reference the exported and served pipelines are checked against, and the way to
 look at a checkpoint before exporting it. Masks are binarised exactly as the exported graphs
-do: a generator's mask output > 0 is foreground.
+do: a generator's mask output > 0 is foreground (for stage I, with its hysteresis:
+`DCGANGenerator.mask`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from synthmed.latents import latents
 from synthmed.sampling import translate_feeds
 from synthmed.training.checkpoint import check_pair, load_generator
 from synthmed.training.pixels import (
-    binary_mask,
     conditional_to_uint8,
     mask_to_input,
     mask_to_uint8,
@@ -63,7 +63,7 @@ class TwoStagePipeline:
     def __call__(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Latents float32 [N, nz] -> (images uint8 [N,H,W,3], masks uint8 [N,H,W] in {0, 255})."""
         z = torch.from_numpy(z).to(self.device)
-        mask = binary_mask(self.stage1(z))
+        mask = self.stage1.mask(z)
         image = tanh_to_uint8(self.stage2(mask_to_input(mask), z))
         return image.cpu().numpy(), mask_to_uint8(mask).cpu().numpy()
 

@@ -9,7 +9,7 @@ the input mask in the generated image, which L1 and the discriminator only ask f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,9 +19,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from synthmed.atomic import atomic_path
+from synthmed.evaluation.distribution import common_fov
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.augment import augment
 from synthmed.training.data.dataset import PairedData
+from synthmed.training.mask_confidence import calibrate_mask_confidence
 from synthmed.training.models import (
     DCGANConfig,
     PatchDiscriminatorConfig,
@@ -156,6 +158,11 @@ class GanTask:
         """Latents from the global RNG, which the loop seeds per step."""
         return torch.randn(n, self.cfg.nz, device=device)
 
+    def checkpoint_config(self, generator: nn.Module, data: PairedData) -> tuple[Any, dict]:
+        """The model config saved with the EMA `generator`, and what config.json should
+        record about choices made for it after training (nothing, unless overridden)."""
+        return self.generator_config, {}
+
 
 class UnconditionalTask(GanTask):
     """DCGAN: noise -> mask (stage I) or noise -> RGB image (single-GAN baseline)."""
@@ -184,6 +191,24 @@ class UnconditionalTask(GanTask):
             upsample=cfg.upsample,
         )
         return config, config
+
+    def checkpoint_config(self, generator: nn.Module, data: PairedData) -> tuple[Any, dict]:
+        """Stage I: the mask confidence, given (--mask-confidence) or chosen for this EMA
+        generator on the training masks; it is set on `generator` too, so its masks are the
+        checkpoint's."""
+        if self.role != "stage1":
+            return self.generator_config, {}
+        notes = {}
+        confidence = self.cfg.mask_confidence
+        if confidence is None:
+            real = data.masks[:, 0].numpy().astype(bool)
+            confidence, pieces = calibrate_mask_confidence(
+                generator.eval(), real, common_fov(data.fov)
+            )
+            notes["mask_calibration"] = {"pieces_per_mask": pieces, "chosen": confidence}
+        config = replace(self.generator_config, mask_confidence=confidence)
+        generator.config = config
+        return config, notes
 
     def real(self, batch: Batch) -> torch.Tensor:
         """What the discriminator sees as real: masks for stage I, photographs otherwise."""

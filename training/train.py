@@ -214,12 +214,13 @@ class Trainer(TrainingLoop):
 
     def save(self, step: int) -> None:
         """Write the EMA generator and the resume state (rank 0)."""
+        model_config, notes = self.task.checkpoint_config(self.ema.module, self.data)
         self.write_checkpoint(
             step,
             generator=self.ema.module,
             role=self.task.role,
             model_name=self.task.generator_name,
-            model_config=self.task.generator_config,
+            model_config=model_config,
             data={
                 "path": str(Path(self.cfg.data).resolve()),
                 "fingerprint": self.data.fingerprint,
@@ -231,6 +232,7 @@ class Trainer(TrainingLoop):
                 "last_r1": self.last_r1,
                 **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
             },
+            notes=notes,
         )
 
 

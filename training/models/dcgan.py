@@ -19,6 +19,7 @@ from synthmed.training.models.layers import (
     norm_layer,
 )
 from synthmed.training.models.registry import register_model
+from synthmed.training.pixels import binary_mask
 
 
 def _doubling(c_in: int, c_out: int, upsample: str, *, bias: bool) -> list[nn.Module]:
@@ -47,6 +48,10 @@ class DCGANConfig:
     # has no uneven kernel overlap, the checkerboard that breaks 1-px vessels into specks
     # (Odena et al., 2016, "Deconvolution and Checkerboard Artifacts").
     upsample: str = "transposed"
+    # Stage I only: binarisation with hysteresis (training/pixels.py's binary_mask). A vessel
+    # piece is kept only where the output exceeds this somewhere along it; 0 keeps every
+    # pixel > 0. Chosen after training, on the training masks (training/mask_confidence.py).
+    mask_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         check_size(self.size, low=8)
@@ -56,6 +61,8 @@ class DCGANConfig:
         if self.upsample not in UPSAMPLES:
             expected = ", ".join(UPSAMPLES)
             raise ValueError(f"upsample must be one of {expected}, got {self.upsample!r}")
+        if not 0 <= self.mask_confidence < 1:
+            raise ValueError(f"mask_confidence must be in [0, 1), got {self.mask_confidence}")
 
     def widths(self, base: int) -> list[int]:
         """Channels per resolution from 4x4 up to size/2 (generator order)."""
@@ -90,6 +97,10 @@ class DCGANGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Generate from flat latents; [N, nz, 1, 1] is accepted too."""
         return self.net(z.reshape(z.shape[0], self.config.nz, 1, 1))
+
+    def mask(self, z: torch.Tensor) -> torch.Tensor:
+        """Stage I's vessel mask in {0., 1.} [N, 1, size, size], as every path serves it."""
+        return binary_mask(self(z), self.config.mask_confidence)
 
 
 @register_model("dcgan_discriminator", DCGANConfig)

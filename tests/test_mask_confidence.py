@@ -13,10 +13,10 @@ from scipy import ndimage
 from torch import nn
 
 from synthmed.export import torch2onnx
+from synthmed.latents import latents
 from synthmed.training.mask_confidence import CANDIDATES, calibrate_mask_confidence
 from synthmed.training.models import DCGANConfig
 from synthmed.training.pixels import binary_mask, hysteresis_reach
-from synthmed.latents import latents
 from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
 from tests.conftest import TINY_TRAIN, run_cli
 

@@ -295,7 +295,7 @@ class TritonServer:
                 pending = [
                     m for m in models if _http_status(f"{base}/models/{_quote(m)}/ready") != 200
                 ]
-                if not pending:
+                if not pending and self._metrics_answer():
                     return
             if time.monotonic() > deadline:
                 waiting = f" (models not ready: {', '.join(pending)})" if pending else ""
@@ -305,6 +305,14 @@ class TritonServer:
                     + (f"; last error: {last}" if last else "")
                 )
             time.sleep(_POLL_S)
+
+    def _metrics_answer(self) -> bool:
+        """Whether /metrics answers (or metrics are off). On a loaded machine Triton's metrics
+        port was seen refusing connections after every model was ready, so a scrape right
+        after start-up (or a test reading it) failed."""
+        if "--allow-metrics=false" in self.extra_args:
+            return True
+        return _http_status(f"http://{self.url('metrics')}/metrics") == 200
 
     def exit_reason(self, code: int, *, during: str) -> str:
         """One line for an exited server: the models that failed to load and why, else Triton's

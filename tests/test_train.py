@@ -227,6 +227,8 @@ def test_resume_refuses_changed_data(retina64: Path, tmp_path: Path) -> None:
         (["--rotation-degrees", "200"], "--rotation-degrees must be in [0, 180], got 200.0"),
         (["--colour-jitter", "1.5"], "--colour-jitter must be in [0, 1), got 1.5"),
         (["--mask-confidence", "1"], "--mask-confidence must be in [0, 1), got 1.0"),
+        (["--lr-decay-steps", "2001"], "--lr-decay-steps must be in [0, --steps 2000], got 2001"),
+        (["--d-layers", "2"], "--d-layers for stage1: only stage II's PatchGAN has it"),
         (
             ["--diff-augment", "colour"],
             "--diff-augment 'colour' for stage1: expected one of xflip, rotate90, translate",
@@ -273,6 +275,20 @@ def test_stage2_refuses_stage1_options_and_resume_keeps_its_augmentation(
         run_cli(*resumed, "--rotation-degrees", "5"), "--rotation-degrees cannot change on --resume"
     )
     assert run_cli(*resumed).exit_code == 0
+
+
+def test_stage2_learning_rate_decays_linearly_and_the_patchgan_depth_is_set(
+    retina64: Path, tmp_path: Path
+) -> None:
+    """pix2pix's schedule: constant, then falling linearly over the last --lr-decay-steps
+    (never reaching 0 within the run); --d-layers sets how many strided layers each PatchGAN
+    has (1 + layers + 1 convolutions)."""
+    args = ["train", "stage2", "--data", retina64, *TINY, "--steps", "6", "--out", tmp_path]
+    assert run_cli(*args, "--lr", "1e-3", "--lr-decay-steps", "4", "--d-layers", "1").exit_code == 0
+    assert [float(row["lr"]) for row in _losses(tmp_path)] == [1e-3] * 3 + [7.5e-4, 5e-4, 2.5e-4]
+    state = load_file(tmp_path / STATE_FILE)
+    convs = {k for k in state if k.startswith("discriminator.") and k.endswith("weight")}
+    assert len([k for k in convs if state[k].dim() == 4]) == 3
 
 
 def test_stage1_options_change_what_they_should(retina64: Path, tmp_path: Path) -> None:

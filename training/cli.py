@@ -141,6 +141,12 @@ _TRAIN_OPTIONS = [
     _option("--steps", type=int, help="Total optimisation steps."),
     _option("--batch-size", type=int, help="Batch size per process."),
     _option("--lr", type=float, help="Adam learning rate (G and D)."),
+    _option(
+        "--lr-decay-steps",
+        type=int,
+        help="Over the last this many steps both learning rates fall linearly to 0 "
+        "(pix2pix's schedule); 0: constant.",
+    ),
     _option("--beta1", type=float, help="Adam beta1."),
     _option("--seed", type=int, help="Seeds init, batches, augmentation, noise."),
     _option("--nz", type=int, help="Latent size (stage1, single; stage2 with noise channels)."),
@@ -166,6 +172,12 @@ _TRAIN_OPTIONS = [
         type=int,
         help="Stage II: PatchGAN discriminators at this many resolutions, each half the "
         "previous; the coarsest must be at least 32 px (pix2pixHD: 3).",
+    ),
+    _option(
+        "--d-layers",
+        type=int,
+        help="Stage II: strided layers of each PatchGAN: 3 judges 70x70 patches (pix2pix), "
+        "2 34x34, 1 16x16.",
     ),
     _option(
         "--fm-lambda",

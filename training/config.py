@@ -31,6 +31,7 @@ _POSITIVE_INTS = (
     "steps",
     "seg_steps",
     "d_scales",
+    "d_layers",
     "batch_size",
     "nz",
     "r1_interval",
@@ -110,6 +111,9 @@ class TrainConfig:
     # Stage II: pix2pixHD's discriminator scales and feature-matching weight (0: off).
     d_scales: int = 1
     fm_lambda: float = 0.0
+    # Stage II: strided layers of each PatchGAN (3: pix2pix's 70x70 receptive field, which at
+    # 64x64 is the whole image; 2: 34x34, 1: 16x16, a judge of local texture and vessels).
+    d_layers: int = 3
     # Stage II: per-pixel noise maps spread from a latent (0: a deterministic render of the
     # mask). With --mode-seeking the two renders of one mask must differ (UNetGeneratorConfig).
     noise_channels: int = 0
@@ -123,6 +127,9 @@ class TrainConfig:
     instance_noise_steps: int = 2000
     label_smoothing: float = 0.1
     ema_decay: float = 0.999
+    # pix2pix's schedule: over the last lr_decay_steps of --steps both learning rates fall
+    # linearly to 0 (0: constant). A function of the step alone, so --resume keeps it.
+    lr_decay_steps: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Stage I and the single GAN: DiffAugment (Zhao et al., 2020), transforms applied to every
     # discriminator input, real and generated, differentiably; and an R1 penalty on reals,
@@ -188,6 +195,10 @@ class TrainConfig:
                 yield f"{option(name)} must be >= 1, got {getattr(self, name)}"
         if not self.lr > 0:
             yield f"--lr must be > 0, got {self.lr}"
+        if not 0 <= self.lr_decay_steps <= self.steps:
+            yield (
+                f"--lr-decay-steps must be in [0, --steps {self.steps}], got {self.lr_decay_steps}"
+            )
         yield from self._range_problems(option)
         if self.mask_threshold is not None and not 0 < self.mask_threshold < 1:
             yield f"--mask-threshold must be in (0, 1), got {self.mask_threshold}"
@@ -208,6 +219,8 @@ class TrainConfig:
             yield f"--mask-confidence for {self.kind}: only stage I draws masks"
         if self.binary_fakes and self.kind != "stage1":
             yield f"--binary-fakes for {self.kind}: only stage I draws masks"
+        if self.d_layers != 3 and self.kind != "stage2":
+            yield f"--d-layers for {self.kind}: only stage II's PatchGAN has it"
         if self.upsample != "transposed" and self.kind == "stage2":
             yield "--upsample for stage2: expected transposed (it sets the DCGAN generator's)"
         for name in (

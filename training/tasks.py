@@ -290,6 +290,7 @@ class Pix2PixTask(GanTask):
                 norm=cfg.norm,
                 spectral_norm=cfg.spectral_norm,
                 scales=cfg.d_scales,
+                n_layers=cfg.d_layers,
             ),
         )
 

@@ -54,6 +54,14 @@ def _batch_index(cfg: TrainConfig, n: int, step: int, dist: Distributed) -> torc
     return index[dist.rank :: dist.world_size]
 
 
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Step `step`'s learning rate: --lr, falling linearly over the last --lr-decay-steps so
+    that the final updates are small (pix2pix's schedule)."""
+    if not cfg.lr_decay_steps:
+        return cfg.lr
+    return cfg.lr * min(1.0, (cfg.steps - step) / cfg.lr_decay_steps)
+
+
 class _Seen:
     """The discriminator as the generator's loss sees it: every input transformed as the
     discriminator's own inputs are (augmentation, instance noise), for its logits and for its
@@ -140,6 +148,8 @@ class Trainer(TrainingLoop):
     def train_step(self, step: int) -> dict[str, float]:
         """One discriminator update, then one generator update; returns the step's losses."""
         cfg, device = self.cfg, self.dist.device
+        for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
+            group["lr"] = learning_rate(cfg, step)
         torch.manual_seed(step_seed(cfg.seed, step, self.dist.rank, 1))
         augment_rng = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.dist.rank, 2))
         batch = self.task.batch(
@@ -191,6 +201,8 @@ class Trainer(TrainingLoop):
         self.scaler.update()
         self.discriminator.requires_grad_(True)
         self.ema.update_parameters(self.generator)
+        if cfg.lr_decay_steps:
+            stats["lr"] = learning_rate(cfg, step)
         return {"loss_d": loss_d, "loss_g": loss_g.item(), **g_stats, **stats}
 
     def _r1(self, reals: torch.Tensor, seen: Callable) -> float:

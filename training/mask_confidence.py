@@ -20,7 +20,7 @@ from torch import nn
 
 from synthmed.evaluation.mask_statistics import count_pieces
 from synthmed.latents import latents
-from synthmed.training.pixels import binary_mask
+from synthmed.training.pixels import reachable_output
 
 CANDIDATES = (0.0, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 TOLERANCE = 0.15
@@ -48,10 +48,11 @@ def calibrate_mask_confidence(
         generator(torch.from_numpy(latents(SEED, range(i, min(i + 64, MASKS)), nz)).to(device))
         for i in range(0, MASKS, 64)
     ]).float().cpu()  # fmt: skip
+    reach = reachable_output(outputs)[:, 0].numpy()
     target = pieces_per_mask(real_masks, region)
     found = {"training_masks": target}
     for confidence in CANDIDATES:
-        masks = binary_mask(outputs, confidence)[:, 0].numpy().astype(bool)
+        masks = reach > confidence
         found[str(confidence)] = pieces_per_mask(masks, region)
         if found[str(confidence)] <= (1 + TOLERANCE) * target:
             return confidence, found

@@ -40,13 +40,20 @@ def binary_mask(x: torch.Tensor, confidence: float = 0.0) -> torch.Tensor:
     detector): a DCGAN draws its trees confidently and the specks and broken twigs beside
     them near 0, so this drops those without thinning any vessel it keeps.
     """
-    vessel = (x > 0).to(x.dtype)
     if confidence <= 0:
-        return vessel
-    kept = (x > confidence).to(x.dtype)
+        return (x > 0).to(x.dtype)
+    return (reachable_output(x) > confidence).to(x.dtype)
+
+
+def reachable_output(x: torch.Tensor) -> torch.Tensor:
+    """The highest stage I output within `hysteresis_reach` steps along the vessel (output >
+    0) from each vessel pixel; 0 off the vessels. A pixel is kept at confidence c exactly when
+    this exceeds c, so one propagation serves every candidate confidence (the calibration's)."""
+    vessel = (x > 0).to(x.dtype)
+    reach = x * vessel
     for _ in range(hysteresis_reach(x.shape[-1])):
-        kept = F.max_pool2d(kept, 3, stride=1, padding=1) * vessel
-    return kept
+        reach = F.max_pool2d(reach, 3, stride=1, padding=1) * vessel
+    return reach
 
 
 def mask_to_uint8(mask: torch.Tensor) -> torch.Tensor:

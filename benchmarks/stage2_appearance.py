@@ -36,7 +36,7 @@ from synthmed.training.data.dataset import PairedData, load_paired_data
 BANDS = {"coarse (> 8 px)": (1, 4), "mid (4-8 px)": (4, 8), "fine (2-4 px)": (8, 16)}
 
 
-def _rings(mask: np.ndarray) -> dict[str, np.ndarray]:
+def pixel_classes(mask: np.ndarray) -> dict[str, np.ndarray]:
     """Pixel classes: mask pixels by thickness, and the rings just outside the mask."""
     neighbours = uniform_filter(mask.astype(np.float32), 3) * 9
     one = binary_dilation(mask)
@@ -59,7 +59,7 @@ def contrast_profile(data: PairedData) -> dict[str, dict[str, float]]:
         weight = uniform_filter(background.astype(np.float32), 9)
         local = uniform_filter(np.where(background, green, 0), 9) / np.maximum(weight, 1e-3)
         contrast = 1 - green / np.maximum(local, 1)
-        for name, where in _rings(mask).items():
+        for name, where in pixel_classes(mask).items():
             pooled.setdefault(name, []).append(contrast[where & fov & (weight > 0.2)])
     values = {name: np.concatenate(v) for name, v in pooled.items()}
     return {name: {"mean": float(v.mean()), "std": float(v.std())} for name, v in values.items()}

@@ -29,12 +29,11 @@ from _variants import variant_parser
 from scipy.ndimage import uniform_filter
 from stage2_appearance import pixel_classes
 
-from synthmed.evaluation.downstream import spread
+from synthmed.evaluation.downstream import score_model, spread
 from synthmed.evaluation.inputs import split_held_out, stage2_on_masks
-from synthmed.evaluation.segmentation_metrics import best_threshold
 from synthmed.training.checkpoint import load_generator
 from synthmed.training.data.dataset import PairedData, load_paired_data
-from synthmed.training.segmenter import SegmenterBudget, predict, train_segmenter
+from synthmed.training.segmenter import SegmenterBudget, train_segmenter
 
 
 def near_disc(images: torch.Tensor) -> np.ndarray:
@@ -54,10 +53,9 @@ def error_counts(
 ) -> dict[str, float]:
     """One segmenter's threshold, precision, recall by pixel class and false positives."""
     model = train_segmenter(sources, SegmenterBudget(), seed=seed, progress=False)
-    threshold = best_threshold(
-        predict(model, val.images), val.masks[:, 0].numpy(), val.fov[:, 0].numpy()
-    )
-    found = predict(model, test.images) > threshold
+    scores, probs = score_model(model, val, test)
+    threshold = scores["threshold"]
+    found = probs > threshold
     truth, fov = test.masks[:, 0].numpy() > 0, test.fov[:, 0].numpy() > 0
     classes = [pixel_classes(mask) for mask in truth]
     disc = near_disc(test.images)

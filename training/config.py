@@ -128,7 +128,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     ema_decay: float = 0.999
     # pix2pix's schedule: over the last lr_decay_steps of --steps both learning rates fall
-    # linearly to 0 (0: constant). A function of the step alone, so --resume keeps it.
+    # linearly to 0 (0: constant). A function of (step, --steps) alone, so a resumed run
+    # follows it exactly; raising --steps on --resume moves the decay to the new end.
     lr_decay_steps: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Stage I and the single GAN: DiffAugment (Zhao et al., 2020), transforms applied to every

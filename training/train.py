@@ -148,8 +148,9 @@ class Trainer(TrainingLoop):
     def train_step(self, step: int) -> dict[str, float]:
         """One discriminator update, then one generator update; returns the step's losses."""
         cfg, device = self.cfg, self.dist.device
+        lr = learning_rate(cfg, step)
         for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
-            group["lr"] = learning_rate(cfg, step)
+            group["lr"] = lr
         torch.manual_seed(step_seed(cfg.seed, step, self.dist.rank, 1))
         augment_rng = torch.Generator().manual_seed(step_seed(cfg.seed, step, self.dist.rank, 2))
         batch = self.task.batch(
@@ -202,7 +203,7 @@ class Trainer(TrainingLoop):
         self.discriminator.requires_grad_(True)
         self.ema.update_parameters(self.generator)
         if cfg.lr_decay_steps:
-            stats["lr"] = learning_rate(cfg, step)
+            stats["lr"] = lr
         return {"loss_d": loss_d, "loss_g": loss_g.item(), **g_stats, **stats}
 
     def _r1(self, reals: torch.Tensor, seen: Callable) -> float:

@@ -22,7 +22,9 @@ from synthmed.evaluation.mask_statistics import count_pieces
 from synthmed.latents import latents
 from synthmed.training.pixels import reachable_output
 
-CANDIDATES = (0.0, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+# The top three serve strong mode-seeking weights, whose generators draw even their specks
+# with saturated outputs (128x128, weight 8: segments +24 % at 0.999, +12 % at 0.9995).
+CANDIDATES = (0.0, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9995, 0.9999)
 TOLERANCE = 0.15
 MASKS = 500
 # Latents of a run seeded this way, so that the choice is not made on the samples of

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from synthmed.evaluation.distribution import intensity_kl
 from synthmed.evaluation.downstream import score_model
 from synthmed.training.data.dataset import PairedData
 from synthmed.training.segmenter import SegmenterBudget, train_segmenter
@@ -16,6 +17,26 @@ def f1(sources: list[PairedData], val: PairedData, test: PairedData, seed: int) 
     trained on `sources` with `synthmed evaluate`'s budget and segmenter seed `seed`."""
     model = train_segmenter(sources, SegmenterBudget(), seed=seed, progress=False)
     return score_model(model, val, test)[0]["f1_at_threshold"]
+
+
+def oracle_scores(
+    pairs: PairedData,
+    real: PairedData,
+    split: tuple[PairedData, PairedData],
+    seeds: list[int],
+    real_f1: list[float],
+    region: object,
+) -> dict:
+    """A stage II's renders of the real training masks judged as the oracle arm: F1 per
+    segmenter seed, its ratio to the real arm's F1 of the same seed, and the intensity KL to
+    the real training images inside `region` (the common field of view)."""
+    val, test = split
+    scores = [f1([pairs], val, test, s) for s in seeds]
+    return {
+        "f1": scores,
+        "ratio": [a / b for a, b in zip(scores, real_f1, strict=True)],
+        "kl": intensity_kl(real.images, pairs.images, region)["mean"],
+    }
 
 
 def _named_run(text: str) -> tuple[str, Path]:

@@ -28,16 +28,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _machine import header, machine
-from _variants import f1, variant_parser
+from _variants import f1, oracle_scores, variant_parser
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
 from synthmed.atomic import atomic_path
-from synthmed.evaluation.distribution import common_fov, intensity_kl
+from synthmed.evaluation.distribution import common_fov
 from synthmed.evaluation.downstream import spread
 from synthmed.evaluation.inputs import split_held_out
 from synthmed.training.data.dataset import PairedData, load_paired_data
+from synthmed.training.loop import ema_avg_fn
 
 CHANNELS = (16, 32, 64, 128)
 TIME_DIM = 128
@@ -134,6 +135,7 @@ def train(args: argparse.Namespace) -> None:
     ema = Denoiser().to(device).requires_grad_(False)
     ema.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    update_ema = ema_avg_fn(args.ema)  # the GAN runs' EMA, warm-up included
     args.out.mkdir(parents=True, exist_ok=True)
     for step in tqdm(range(1, args.steps + 1), desc="train diffusion", unit="step"):
         index = torch.randint(0, len(data), (args.batch_size,), device=device)
@@ -149,8 +151,7 @@ def train(args: argparse.Namespace) -> None:
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
-        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+        update_ema(list(ema.parameters()), list(model.parameters()), torch.tensor(step))
         if step % args.save_every == 0 or step == args.steps:
             with atomic_path(args.out / f"ema_{step:06d}.safetensors") as tmp:
                 save_file(ema.state_dict(), str(tmp))
@@ -199,13 +200,8 @@ def oracle(args: argparse.Namespace) -> None:
             batches.append(((x + 1) * 127.5 + 0.5).clamp(0, 255).to(torch.uint8))
         seconds = time.perf_counter() - start
         pairs = PairedData(real.names, torch.cat(batches), real.masks, real.fov, "diffusion")
-        scores = [f1([pairs], val, test, s) for s in seeds]
-        rows.append({
-            "variant": name, "checkpoint": str(path), "f1": scores,
-            "ratio": [a / b for a, b in zip(scores, real_f1, strict=True)],
-            "kl": intensity_kl(real.images, pairs.images, region)["mean"],
-            "render_seconds": seconds,
-        })  # fmt: skip
+        scores = oracle_scores(pairs, real, (val, test), seeds, real_f1, region)
+        rows.append({"variant": name, "checkpoint": str(path), **scores, "render_seconds": seconds})
     print(f"\n{args.sampler}, {args.sampling_steps} steps, {args.repeats} repeats\n")
     print("| variant | oracle F1 | F1 / real F1 | intensity KL |")
     print("|---|---:|---:|---:|")
@@ -238,6 +234,10 @@ def main() -> None:
     judge.add_argument("--sampler", choices=("ddim", "ancestral"), default="ddim")
     judge.add_argument("--sampling-steps", type=int, default=25)
     args = parser.parse_args()
+    if args.command == "oracle":
+        missing = [str(path) for _, path in args.run if not path.is_file()]
+        if missing:
+            parser.error(f"--run: no checkpoint file at {', '.join(missing)}")
     train(args) if args.command == "train" else oracle(args)
 
 

@@ -19,7 +19,7 @@ import json
 import torch
 from _machine import header, machine
 from _pipeline_models import flops
-from _variants import f1, variant_parser
+from _variants import f1, oracle_scores, variant_parser
 
 from synthmed.evaluation.distribution import common_fov, intensity_kl
 from synthmed.evaluation.downstream import spread
@@ -48,15 +48,10 @@ def main() -> None:
     for name, path in args.run:
         stage2, _ = load_generator(path, role="stage2")
         pairs = stage2_on_masks(stage2, real, args.seed, progress=False)
-        scores = [f1([pairs], val, test, s) for s in seeds]
-        kl = intensity_kl(real.images, pairs.images, region)["mean"]
-        ratios = [a / b for a, b in zip(scores, real_f1, strict=True)]
         example = torch.zeros(1, 1, size, size), torch.zeros(1, stage2.config.nz)
         gflop = flops(stage2, *example) / 1e9  # per image, as served
-        rows.append(
-            {"variant": name, "run": str(path), "f1": scores, "ratio": ratios, "kl": kl,
-             "gflop": gflop}
-        )  # fmt: skip
+        scores = oracle_scores(pairs, real, (val, test), seeds, real_f1, region)
+        rows.append({"variant": name, "run": str(path), **scores, "gflop": gflop})
     print(
         f"\nsize {size}, {len(real)} real training pairs, {args.repeats} repeats; "
         "real row: KL of the held-out real images (the floor)\n"

@@ -17,6 +17,8 @@ must reproduce; one whose removal costs nothing is not where stage II's gap can 
     flat-vessels vessel contrast 0.85 on mask pixels, 0 elsewhere: no width-dependent
                  contrast, no anti-aliased edges (what a map of the binary mask alone draws
                  at its simplest)
+    no-sensor-noise  no per-pixel sensor noise (still quantised to 8 bits)
+    no-blur      no optical blur before the sensor noise
 
 The renderer's private drawing functions are replaced in this process only; the random draws
 are kept, so each phantom keeps its layout, its mask and everything not ablated.
@@ -41,7 +43,11 @@ from synthmed.evaluation.downstream import spread
 from synthmed.evaluation.inputs import split_held_out
 from synthmed.training.data.dataset import load_paired_data
 
-_draw_vessels, _smooth_noise = phantom._draw_vessels, phantom._smooth_noise
+_draw_vessels, _smooth_noise, _finish = (
+    phantom._draw_vessels,
+    phantom._smooth_noise,
+    phantom._finish,
+)
 # _fundus_shading's calls to _smooth_noise, by their `cells` argument at size S: blotches 5,
 # choroidal ridges 18, mottle max(4, S // 6).
 _CHOROID = 18
@@ -69,6 +75,14 @@ def _without_noise(drop: Callable[[int, int], bool]) -> Callable:
     return noise
 
 
+def _no_sensor_noise(rgb: np.ndarray, rng: np.random.Generator, blur: float, noise: float):
+    return _finish(rgb, rng, blur, 0.0)  # draws the same normals, scaled by 0
+
+
+def _no_blur(rgb: np.ndarray, rng: np.random.Generator, blur: float, noise: float):
+    return _finish(rgb, rng, 0.0, noise)
+
+
 ABLATIONS: dict[str, dict[str, Callable]] = {
     "real": {},
     "near-mask": {"_draw_vessels": _near_mask},
@@ -80,6 +94,8 @@ ABLATIONS: dict[str, dict[str, Callable]] = {
         )
     },
     "flat-vessels": {"_draw_vessels": _flat_vessels},
+    "no-sensor-noise": {"_finish": _no_sensor_noise},
+    "no-blur": {"_finish": _no_blur},
 }
 
 
@@ -92,6 +108,7 @@ def render(name: str, out: Path, count: int, size: int, seed: int) -> None:
         phantom.write_phantom_dataset("retina", out, count, size, seed)
     finally:
         phantom._draw_vessels, phantom._smooth_noise = _draw_vessels, _smooth_noise
+        phantom._finish = _finish
 
 
 def main() -> None:

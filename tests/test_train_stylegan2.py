@@ -58,6 +58,44 @@ def test_r1_runs_where_the_augmentation_has_no_second_derivative(
     assert all(float(row["r1"]) > 0 for row in _rows(tmp_path / "run" / "losses.csv"))
 
 
+def test_mode_seeking_pairs_classes_and_binary_fakes_reach_the_discriminator(
+    retina64: Path, gray_cells64: Path, tmp_path: Path
+) -> None:
+    """--mode-seeking compares two latents of the same class (the G step's two halves share
+    labels); --binary-fakes shows the discriminator only masks in {-1, 1}, generated or real,
+    while the generator's own mask channel stays continuous."""
+    from synthmed.training.stylegan2_config import StyleGAN2TrainConfig
+    from synthmed.training.train_stylegan2 import StyleGAN2Trainer
+
+    cfg = StyleGAN2TrainConfig(
+        data=(str(retina64), str(gray_cells64)),
+        **{"z_dim": 16, "w_dim": 16, "mapping_layers": 1, "channel_base": 512},
+        **{"max_channels": 32, "batch_size": 8, "ada_target": None, "pl_weight": 0},
+        mode_seeking=1.0,
+        binary_fakes=True,
+    )
+    trainer = StyleGAN2Trainer(cfg, tmp_path / "run", resume=False, progress=False)
+    judged, mapped, made = [], [], []
+    trainer.D.register_forward_pre_hook(lambda m, args: judged.append(args[0].detach()))
+    trainer.G.mapping.register_forward_pre_hook(lambda m, args: mapped.append(args[1].clone()))
+    judge = trainer._judged
+    trainer._judged = lambda fake: made.append(fake.detach()) or judge(fake)
+    stats = trainer.train_step(1)  # odd step: no R1, so every D input is a fake or a real
+    assert math.isfinite(stats["mode_seeking_ratio"]) and stats["mode_seeking_ratio"] > 0
+    g_labels = mapped[0]
+    assert torch.equal(g_labels[:4], g_labels[4:])
+    assert len(judged) == 3  # the G step's fakes, the D step's fakes, the reals
+    for x in judged:
+        assert set(x[:, -1].unique().tolist()) <= {-1.0, 1.0}
+    assert not set(made[0][:, -1].unique().tolist()) <= {-1.0, 1.0}
+    # The straight-through gradient saturates as a tanh does: a raw mask value far from 0 is
+    # not pushed further (on the unbounded raw channel, that drift diverged training).
+    raw = torch.tensor([0.0, 6.0, -6.0]).view(1, 1, 1, 3).expand(1, 4, 1, 3).requires_grad_()
+    trainer._judged = judge
+    judge(raw)[:, -1].sum().backward()
+    assert raw.grad[0, -1, 0, 0] == 1 and raw.grad[0, -1, 0, 1:].abs().max() < 1e-4
+
+
 def test_resume_continues_exactly(retina64: Path, gray_cells64: Path, tmp_path: Path) -> None:
     # Lazy R1 and path length both fall after the interruption, and ADA's p moves.
     args = ["--data", retina64, "--data", gray_cells64, *TINY_STYLEGAN2, "--log-every", "1"]

@@ -80,6 +80,15 @@ _option = functools.partial(config_option, StyleGAN2TrainConfig)
     help="Transforms ADA may apply (default: all of them).",
 )
 @_option("--mask-threshold", type=float, help="Binarise many-level masks.", show_default=False)
+@_option(
+    "--mode-seeking",
+    type=float,
+    help="Weight of MSGAN's mode-seeking term between two latents of one class; 0: off.",
+)
+@_option(
+    "--binary-fakes/--no-binary-fakes",
+    help="The discriminator sees the generated mask channel binarised (straight-through).",
+)
 @_option("--sample-every", type=int)
 @_option("--checkpoint-every", type=int)
 @_option("--log-every", type=int)

@@ -70,6 +70,11 @@ class StyleGAN2TrainConfig:
     ada_kimg: float = 100.0
     augments: tuple[str, ...] = AUGMENTS
     mask_threshold: float | None = None
+    # What stage I's DCGAN needed against collapse (training/config.py), here too: MSGAN's
+    # mode-seeking term between two latents of the same class (0: off), and the discriminator
+    # judging the mask channel binarised (straight-through), as the exported sampler emits it.
+    mode_seeking: float = 0.0
+    binary_fakes: bool = False
     log_every: int = 10
     sample_every: int = 250
     checkpoint_every: int = 250
@@ -104,6 +109,7 @@ class StyleGAN2TrainConfig:
         checks += [
             ("lr", lambda v: v > 0, "> 0"),
             ("pl_weight", lambda v: v >= 0, ">= 0"),
+            ("mode_seeking", lambda v: v >= 0, ">= 0"),
             ("ada_kimg", lambda v: v > 0, "> 0"),
             ("r1_gamma", lambda v: v is None or v >= 0, ">= 0"),
             ("style_mixing", lambda v: 0 <= v <= 1, "in [0, 1]"),

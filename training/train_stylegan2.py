@@ -38,6 +38,7 @@ from synthmed.training.loop import (
 )
 from synthmed.training.models import CStyleGAN2Config, create_model
 from synthmed.training.stylegan2_config import StyleGAN2TrainConfig
+from synthmed.training.tasks import mode_seeking_term, straight_through_binary
 
 ROLE = "cstylegan2"
 GENERATOR = "cstylegan2_generator"
@@ -61,7 +62,8 @@ def model_config(cfg: StyleGAN2TrainConfig, data: ClassData) -> CStyleGAN2Config
 
 
 def _lazy_adam(params: Any, cfg: StyleGAN2TrainConfig, interval: int) -> torch.optim.Adam:
-    ratio = interval / (interval + 1)
+    """Adam for a network regularised every `interval` steps (0: never, plain Adam)."""
+    ratio = interval / (interval + 1) if interval else 1.0
     return torch.optim.Adam(
         params, lr=cfg.lr * ratio, betas=(cfg.beta1**ratio, cfg.beta2**ratio), eps=1e-8
     )
@@ -160,18 +162,31 @@ class StyleGAN2Trainer(TrainingLoop):
 
     def _fakes(
         self, labels: torch.Tensor, track: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Generated samples with style mixing: from a random layer on, a second w takes over."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Generated samples with style mixing (from a random layer on, a second w takes over),
+        their per-layer styles and their latents z."""
         n, num_ws = labels.shape[0], self.model_config.num_ws
-        w = self.G.mapping(torch.randn(n, self.cfg.z_dim, device=labels.device), labels)
+        z = torch.randn(n, self.cfg.z_dim, device=labels.device)
+        w = self.G.mapping(z, labels)
         if track:
             self.G.mapping.track_average(w, labels)
         ws = w[:, None].repeat(1, num_ws, 1)
         if self.cfg.style_mixing > 0 and torch.rand(()) < self.cfg.style_mixing:
             cutoff = int(torch.randint(1, num_ws, ()))
-            w2 = self.G.mapping(torch.randn_like(w[:, : self.cfg.z_dim]), labels)
+            w2 = self.G.mapping(torch.randn_like(z), labels)
             ws = torch.cat([ws[:, :cutoff], w2[:, None].expand(-1, num_ws - cutoff, -1)], dim=1)
-        return self.G.synthesis(ws, labels, "random"), ws
+        return self.G.synthesis(ws, labels, "random"), ws, z
+
+    def _judged(self, fake: torch.Tensor) -> torch.Tensor:
+        """A generated sample as the discriminator judges it: with --binary-fakes, its mask
+        channel binarised as the exported sampler emits it."""
+        if not self.cfg.binary_fakes:
+            return fake
+        # Through a tanh, as stage I's DCGAN ends: the synthesis network's outputs are
+        # unbounded, and a straight-through gradient on the raw channel drives it without
+        # limit, since the binarised mask the discriminator judges never changes.
+        mask = straight_through_binary(torch.tanh(fake[:, -1:]))
+        return torch.cat([fake[:, :-1], mask], dim=1)
 
     def _shown(self, x: torch.Tensor) -> torch.Tensor:
         """What the discriminator is shown of x: ADA's transforms at the current p."""
@@ -196,17 +211,28 @@ class StyleGAN2Trainer(TrainingLoop):
         stats: dict[str, float] = {}
 
         self.D.requires_grad_(False)
-        fake, _ = self._fakes(labels, track=True)
-        loss_g = F.softplus(-self._critic(fake, labels)).mean()
-        self._apply(loss_g, self.G, self.opt_g)
+        g_labels = labels
+        if cfg.mode_seeking > 0:  # the two halves share classes, so their outputs compare
+            half = labels.shape[0] // 2
+            g_labels = torch.cat([labels[:half], labels[:half], labels[2 * half :]])
+        fake, _, z = self._fakes(g_labels, track=True)
+        loss_g = F.softplus(-self._critic(self._judged(fake), g_labels)).mean()
         stats["loss_g"] = loss_g.item()
+        if cfg.mode_seeking > 0:
+            # On the outputs as exported (clamped to [-1, 1]): the synthesis network has no
+            # tanh, and on raw outputs the term is cheapest to satisfy by inflating them.
+            term, stats["mode_seeking_ratio"] = mode_seeking_term(
+                cfg.mode_seeking, fake.clamp(-1, 1), z
+            )
+            loss_g = loss_g + term
+        self._apply(loss_g, self.G, self.opt_g)
         if cfg.pl_weight > 0 and step % cfg.pl_interval == 0:
             self.lazy["path_length"] = self._path_length_step(labels)
         self.D.requires_grad_(True)
 
         with torch.no_grad():
-            fake, _ = self._fakes(labels)
-        logits_fake = self._critic(fake, labels)
+            fake, _, _ = self._fakes(labels)
+        logits_fake = self._critic(self._judged(fake), labels)
         logits_real = self._critic(reals, labels)
         self.ada.observe(logits_real)
         loss_d = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
@@ -231,7 +257,7 @@ class StyleGAN2Trainer(TrainingLoop):
     def _path_length_step(self, labels: torch.Tensor) -> float:
         """Penalise changes in |J_w^T y| from its running mean (smooth W -> image map)."""
         n = max(1, labels.shape[0] // 2)
-        fake, ws = self._fakes(labels[:n])
+        fake, ws, _ = self._fakes(labels[:n])
         noise = torch.randn_like(fake) / math.sqrt(fake.shape[2] * fake.shape[3])
         (grads,) = torch.autograd.grad((fake * noise).sum(), ws, create_graph=True)
         lengths = grads.square().sum(dim=2).mean(dim=1).sqrt()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from synthmed.training.adaptive_augment import AdaptiveProbability, augment
 from synthmed.training.models import create_model
-from synthmed.training.models.stylegan2_layers import ModulatedConv2d
+from synthmed.training.models.stylegan2_layers import ModulatedConv2d, NoiseInjection
 
 CONFIG = {
     "size": 64,
@@ -79,6 +79,22 @@ def test_the_class_changes_the_sample_and_z_alone_decides_it() -> None:
     with torch.no_grad():
         noisy = generator(z, torch.tensor([0, 1, 0]), noise_mode="random")
     assert not torch.equal(noisy, out)
+
+
+@pytest.mark.parametrize("batch", [4, 5])
+def test_paired_noise_is_shared_between_the_batch_halves(batch: int) -> None:
+    """Mode seeking's noise: sample i and i + N // 2 get the same per-pixel draw (an odd last
+    sample its own), and the draws differ between pairs and between calls."""
+    injection = NoiseInjection(8)
+    injection.strength.data.fill_(1.0)
+    noise = injection(torch.zeros(batch, 2, 8, 8), "paired")
+    half = batch // 2
+    assert torch.equal(noise[:half], noise[half : 2 * half])
+    assert torch.equal(noise[:, 0], noise[:, 1])  # one draw per pixel, all channels
+    assert not torch.equal(noise[0], noise[1])
+    if batch % 2:
+        assert not torch.equal(noise[-1], noise[0]) and not torch.equal(noise[-1], noise[1])
+    assert not torch.equal(injection(torch.zeros(batch, 2, 8, 8), "paired"), noise)
 
 
 def test_truncation_pulls_towards_the_class_average() -> None:

@@ -62,7 +62,7 @@ def test_mode_seeking_pairs_classes_and_binary_fakes_reach_the_discriminator(
     retina64: Path, gray_cells64: Path, tmp_path: Path
 ) -> None:
     """--mode-seeking compares two latents of the same class (the G step's two halves share
-    labels); --binary-fakes shows the discriminator only masks in {-1, 1}, generated or real,
+    labels and per-pixel noise, so only the latents tell them apart); --binary-fakes shows the discriminator only masks in {-1, 1}, generated or real,
     while the generator's own mask channel stays continuous."""
     from synthmed.training.stylegan2_config import StyleGAN2TrainConfig
     from synthmed.training.train_stylegan2 import StyleGAN2Trainer
@@ -81,6 +81,7 @@ def test_mode_seeking_pairs_classes_and_binary_fakes_reach_the_discriminator(
     judge = trainer._judged
     trainer._judged = lambda fake: made.append(fake.detach()) or judge(fake)
     stats = trainer.train_step(1)  # odd step: no R1, so every D input is a fake or a real
+    assert trainer.log_row(stats)["mode_seeking_ratio"] == stats["mode_seeking_ratio"]
     assert math.isfinite(stats["mode_seeking_ratio"]) and stats["mode_seeking_ratio"] > 0
     g_labels = mapped[0]
     assert torch.equal(g_labels[:4], g_labels[4:])

@@ -161,7 +161,7 @@ class StyleGAN2Trainer(TrainingLoop):
         return reals, self.data.labels[index].to(dist.device)
 
     def _fakes(
-        self, labels: torch.Tensor, track: bool = False
+        self, labels: torch.Tensor, track: bool = False, noise_mode: str = "random"
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Generated samples with style mixing (from a random layer on, a second w takes over),
         their per-layer styles and their latents z."""
@@ -175,7 +175,7 @@ class StyleGAN2Trainer(TrainingLoop):
             cutoff = int(torch.randint(1, num_ws, ()))
             w2 = self.G.mapping(torch.randn_like(z), labels)
             ws = torch.cat([ws[:, :cutoff], w2[:, None].expand(-1, num_ws - cutoff, -1)], dim=1)
-        return self.G.synthesis(ws, labels, "random"), ws, z
+        return self.G.synthesis(ws, labels, noise_mode), ws, z
 
     def _judged(self, fake: torch.Tensor) -> torch.Tensor:
         """A generated sample as the discriminator judges it: with --binary-fakes, its mask
@@ -211,11 +211,15 @@ class StyleGAN2Trainer(TrainingLoop):
         stats: dict[str, float] = {}
 
         self.D.requires_grad_(False)
-        g_labels = labels
-        if cfg.mode_seeking > 0:  # the two halves share classes, so their outputs compare
+        g_labels, noise_mode = labels, "random"
+        if cfg.mode_seeking > 0:
+            # The two halves share classes and per-pixel noise, so that what differs between
+            # them is the latents' doing: sampling holds the noise constant, and a generator
+            # that draws its layout from the noise draws one layout per class when served.
             half = labels.shape[0] // 2
             g_labels = torch.cat([labels[:half], labels[:half], labels[2 * half :]])
-        fake, _, z = self._fakes(g_labels, track=True)
+            noise_mode = "paired"
+        fake, _, z = self._fakes(g_labels, track=True, noise_mode=noise_mode)
         loss_g = F.softplus(-self._critic(self._judged(fake), g_labels)).mean()
         stats["loss_g"] = loss_g.item()
         if cfg.mode_seeking > 0:
@@ -313,7 +317,8 @@ class StyleGAN2Trainer(TrainingLoop):
 
     def log_row(self, losses: dict[str, float]) -> dict[str, float | str]:
         """Fixed CSV columns (R1 and path length hold their last value; blank before the first)."""
-        return {name: losses.get(name, "") for name in _COLUMNS}
+        columns = _COLUMNS + (("mode_seeking_ratio",) if self.cfg.mode_seeking > 0 else ())
+        return {name: losses.get(name, "") for name in columns}
 
 
 _COLUMNS = ("loss_g", "loss_d", "d_real", "d_fake", "r1", "path_length", "ada_p", "ada_rt")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 LRELU_GAIN = math.sqrt(2.0)
-NOISE_MODES = ("random", "const", "none")
+NOISE_MODES = ("random", "paired", "const", "none")
 
 
 def lrelu(x: torch.Tensor) -> torch.Tensor:
@@ -117,8 +117,10 @@ class ModulatedConv2d(nn.Module):
 class NoiseInjection(nn.Module):
     """Per-pixel noise with a learned strength; `const` mode uses a fixed stored pattern.
 
-    Training draws fresh noise ("random"). Exported graphs use "const", so an image is a pure
-    function of (z, class, truncation): reproducible synthesis needs no RNG inside the graph.
+    Training draws fresh noise ("random"; "paired" for mode seeking, where sample i and
+    sample i + N/2 get the same draw, so that their difference is the latents' doing). Exported
+    graphs use "const", so an image is a pure function of (z, class, truncation): reproducible
+    synthesis needs no RNG inside the graph.
     """
 
     def __init__(self, resolution: int) -> None:
@@ -132,6 +134,10 @@ class NoiseInjection(nn.Module):
             return x
         if mode == "random":
             noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device)
+        elif mode == "paired":  # sample i and i + N // 2 share a draw (an odd last: its own)
+            half = x.shape[0] // 2
+            draws = torch.randn(x.shape[0] - half, 1, x.shape[2], x.shape[3], device=x.device)
+            noise = torch.cat([draws[:half], draws])
         else:
             noise = self.noise_const
         return x + noise * self.strength

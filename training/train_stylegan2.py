@@ -223,10 +223,11 @@ class StyleGAN2Trainer(TrainingLoop):
         loss_g = F.softplus(-self._critic(self._judged(fake), g_labels)).mean()
         stats["loss_g"] = loss_g.item()
         if cfg.mode_seeking > 0:
-            # On the outputs as exported (clamped to [-1, 1]): the synthesis network has no
-            # tanh, and on raw outputs the term is cheapest to satisfy by inflating them.
+            # On the mask channel, as stage I's term is: on the image channels it is cheapest
+            # to satisfy with colours no photograph has. Through a tanh, since the synthesis
+            # network's outputs are unbounded and could otherwise simply be inflated.
             term, stats["mode_seeking_ratio"] = mode_seeking_term(
-                cfg.mode_seeking, fake.clamp(-1, 1), z
+                cfg.mode_seeking, torch.tanh(fake[:, -1:]), z
             )
             loss_g = loss_g + term
         self._apply(loss_g, self.G, self.opt_g)

@@ -62,8 +62,9 @@ def test_mode_seeking_pairs_classes_and_binary_fakes_reach_the_discriminator(
     retina64: Path, gray_cells64: Path, tmp_path: Path
 ) -> None:
     """--mode-seeking compares two latents of the same class (the G step's two halves share
-    labels and per-pixel noise, so only the latents tell them apart); --binary-fakes shows the discriminator only masks in {-1, 1}, generated or real,
-    while the generator's own mask channel stays continuous."""
+    labels and per-pixel noise, so only the latents tell them apart); --binary-fakes shows
+    the discriminator only masks in {-1, 1}, generated or real, while the generator's own
+    mask channel stays continuous."""
     from synthmed.training.stylegan2_config import StyleGAN2TrainConfig
     from synthmed.training.train_stylegan2 import StyleGAN2Trainer
 

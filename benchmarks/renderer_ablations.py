@@ -75,11 +75,13 @@ def _without_noise(drop: Callable[[int, int], bool]) -> Callable:
     return noise
 
 
-def _no_sensor_noise(rgb: np.ndarray, rng: np.random.Generator, blur: float, noise: float):
+def _no_sensor_noise(
+    rgb: np.ndarray, rng: np.random.Generator, blur: float, noise: float
+) -> np.ndarray:
     return _finish(rgb, rng, blur, 0.0)  # draws the same normals, scaled by 0
 
 
-def _no_blur(rgb: np.ndarray, rng: np.random.Generator, blur: float, noise: float):
+def _no_blur(rgb: np.ndarray, rng: np.random.Generator, blur: float, noise: float) -> np.ndarray:
     return _finish(rgb, rng, 0.0, noise)
 
 
@@ -102,13 +104,14 @@ ABLATIONS: dict[str, dict[str, Callable]] = {
 def render(name: str, out: Path, count: int, size: int, seed: int) -> None:
     """Write the training phantoms with ablation `name` applied."""
     replaced = ABLATIONS[name]
+    originals = {attr: getattr(phantom, attr) for attr in replaced}
     try:
         for attr, function in replaced.items():
             setattr(phantom, attr, function)
         phantom.write_phantom_dataset("retina", out, count, size, seed)
     finally:
-        phantom._draw_vessels, phantom._smooth_noise = _draw_vessels, _smooth_noise
-        phantom._finish = _finish
+        for attr, function in originals.items():
+            setattr(phantom, attr, function)
 
 
 def main() -> None:

@@ -122,6 +122,7 @@ def test_resume_continues_exactly(retina64: Path, gray_cells64: Path, tmp_path: 
         (["--data", "{retina}", "--class-name", "bad/name"], ("'bad/name'",)),
         (["--data", "{retina}", "--size", "32"], ("--size", "64 to 1024", "32")),
         (["--data", "{retina}", "--ada-target", "1.5"], ("--ada-target", "1.5")),
+        (["--data", "{retina}", "--mode-seeking", "-1"], ("--mode-seeking", ">= 0", "-1")),
         (["--data", "{missing}"], ("does not exist",)),
     ],
 )

@@ -37,6 +37,7 @@ from synthmed.training.loop import (
     step_seed,
 )
 from synthmed.training.models import CStyleGAN2Config, create_model
+from synthmed.training.models.stylegan2_layers import pair_halves
 from synthmed.training.stylegan2_config import StyleGAN2TrainConfig
 from synthmed.training.tasks import mode_seeking_term, straight_through_binary
 
@@ -216,9 +217,8 @@ class StyleGAN2Trainer(TrainingLoop):
             # The two halves share classes and per-pixel noise, so that what differs between
             # them is the latents' doing: sampling holds the noise constant, and a generator
             # that draws its layout from the noise draws one layout per class when served.
-            half = labels.shape[0] // 2
-            g_labels = torch.cat([labels[:half], labels[:half], labels[2 * half :]])
-            noise_mode = "paired"
+            n = labels.shape[0]
+            g_labels, noise_mode = pair_halves(labels[: n - n // 2], n), "paired"
         fake, _, z = self._fakes(g_labels, track=True, noise_mode=noise_mode)
         loss_g = F.softplus(-self._critic(self._judged(fake), g_labels)).mean()
         stats["loss_g"] = loss_g.item()

@@ -114,6 +114,12 @@ class ModulatedConv2d(nn.Module):
         return y
 
 
+def pair_halves(first: torch.Tensor, n: int) -> torch.Tensor:
+    """A batch of n in which sample i and i + n // 2 share row i of `first` (n - n // 2 rows;
+    an odd last sample keeps a row of its own): how mode seeking pairs its samples."""
+    return torch.cat([first[: n // 2], first])
+
+
 class NoiseInjection(nn.Module):
     """Per-pixel noise with a learned strength; `const` mode uses a fixed stored pattern.
 
@@ -134,10 +140,10 @@ class NoiseInjection(nn.Module):
             return x
         if mode == "random":
             noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device)
-        elif mode == "paired":  # sample i and i + N // 2 share a draw (an odd last: its own)
-            half = x.shape[0] // 2
-            draws = torch.randn(x.shape[0] - half, 1, x.shape[2], x.shape[3], device=x.device)
-            noise = torch.cat([draws[:half], draws])
+        elif mode == "paired":
+            n = x.shape[0]
+            draws = torch.randn(n - n // 2, 1, x.shape[2], x.shape[3], device=x.device)
+            noise = pair_halves(draws, n)
         else:
             noise = self.noise_const
         return x + noise * self.strength

@@ -222,6 +222,7 @@ def test_resume_refuses_changed_data(retina64: Path, tmp_path: Path) -> None:
         (["--r1-gamma", "-1"], "--r1-gamma must be >= 0, got -1.0"),
         (["--r1-interval", "0"], "--r1-interval must be >= 1, got 0"),
         (["--mode-seeking", "-1"], "--mode-seeking must be >= 0, got -1.0"),
+        (["--snapshot-every", "-5"], "--snapshot-every must be >= 0, got -5"),
         (["--noise-channels", "2"], "--noise-channels for stage1: only stage II renders from"),
         (["--noise-rank", "65"], "--noise-rank must be in [1, --size 64], got 65"),
         (["--rotation-degrees", "200"], "--rotation-degrees must be in [0, 180], got 200.0"),

@@ -98,10 +98,18 @@ def test_mode_seeking_pairs_classes_and_binary_fakes_reach_the_discriminator(
     assert raw.grad[0, -1, 0, 0] == 1 and raw.grad[0, -1, 0, 1:].abs().max() < 1e-4
 
 
-def test_resume_continues_exactly(retina64: Path, gray_cells64: Path, tmp_path: Path) -> None:
+def _same_weights(a: Path, b: Path) -> bool:
+    x, y = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_resume_continues_exactly_and_keeps_snapshots(
+    retina64: Path, gray_cells64: Path, tmp_path: Path
+) -> None:
     # Lazy R1 and path length both fall after the interruption, and ADA's p moves.
     args = ["--data", retina64, "--data", gray_cells64, *TINY_STYLEGAN2, "--log-every", "1"]
     args += ["--r1-interval", "3", "--pl-interval", "2", "--ada-kimg", "0.01"]
+    args += ["--snapshot-every", "2"]
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert run_cli("train", "stylegan2", *args, "--out", whole, "--steps", "5").exit_code == 0
     assert run_cli("train", "stylegan2", *args, "--out", split, "--steps", "2").exit_code == 0
@@ -109,8 +117,18 @@ def test_resume_continues_exactly(retina64: Path, gray_cells64: Path, tmp_path: 
     assert resumed.exit_code == 0, resumed.output
     assert _rows(split / "losses.csv") == _rows(whole / "losses.csv")
     assert len({row["ada_p"] for row in _rows(whole / "losses.csv")}) > 1
-    a, b = load_file(split / "model.safetensors"), load_file(whole / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _same_weights(split, whole)
+
+    # Snapshots at steps 2 and 4 (not at the last step, which the run folder holds), each a
+    # run folder that loads, the same whether or not the run was interrupted between them.
+    for run in (whole, split):
+        kept = sorted(p.name for p in (run / "snapshots").iterdir())
+        assert kept == ["step_000002", "step_000004"]
+    for name, step in (("step_000002", 2), ("step_000004", 4)):
+        _, info = load_generator(whole / "snapshots" / name, role="cstylegan2")
+        assert info.step == step
+        assert _same_weights(whole / "snapshots" / name, split / "snapshots" / name)
+    assert not _same_weights(whole / "snapshots" / "step_000002", whole)
 
 
 @pytest.mark.parametrize(
@@ -123,6 +141,7 @@ def test_resume_continues_exactly(retina64: Path, gray_cells64: Path, tmp_path: 
         (["--data", "{retina}", "--size", "32"], ("--size", "64 to 1024", "32")),
         (["--data", "{retina}", "--ada-target", "1.5"], ("--ada-target", "1.5")),
         (["--data", "{retina}", "--mode-seeking", "-1"], ("--mode-seeking", ">= 0", "-1")),
+        (["--data", "{retina}", "--snapshot-every", "-5"], ("--snapshot-every", ">= 0", "-5")),
         (["--data", "{missing}"], ("does not exist",)),
     ],
 )

@@ -12,6 +12,7 @@ Weights are only ever read from safetensors: a checkpoint from someone else cann
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from synthmed.atomic import atomic_path, write_text_atomic
+from synthmed.atomic import atomic_path, staged_folder, write_text_atomic
 from synthmed.errors import CheckpointError
 from synthmed.hashing import sha256_file
 from synthmed.training.models import create_model
@@ -30,6 +31,7 @@ from synthmed.training.models.registry import config_from_dict
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
+SNAPSHOTS_DIR = "snapshots"  # RUN/snapshots/step_NNNNNN/: kept generators (--snapshot-every)
 FORMAT = "synthmed-checkpoint/1"
 
 # How each role's tensors map to pixels; export bakes the same conversions into the graph.
@@ -128,6 +130,21 @@ def save_generator(
         **metadata,
     }
     write_text_atomic(run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def keep_snapshot(run_dir: Path, step: int) -> Path:
+    """Copy the run's generator as just saved (config.json and its weights) to
+    RUN/snapshots/step_NNNNNN/, a run folder of its own that every command loads.
+
+    A GAN's latest checkpoint is not always its best: a run can degrade after a good stretch
+    (the conditional StyleGAN2's retina class did, docs/quality.md), and the checkpoint that
+    `--resume` needs is overwritten every --checkpoint-every steps.
+    """
+    target = run_dir / SNAPSHOTS_DIR / f"step_{step:06d}"
+    with staged_folder(target) as staging:
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            shutil.copy2(run_dir / name, staging / name)
+    return target
 
 
 def read_generator_info(run_dir: Path | str, role: str | None = None) -> GeneratorInfo:

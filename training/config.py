@@ -49,6 +49,7 @@ RESUMABLE_OVERRIDES = (
     "steps",
     "sample_every",
     "checkpoint_every",
+    "snapshot_every",
     "log_every",
     "device",
     "precision",
@@ -154,6 +155,8 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 250
     checkpoint_every: int = 250
+    # Keep a copy of the generator every this many steps in RUN/snapshots/ (0: off).
+    snapshot_every: int = 0
     precision: str = "auto"
     device: str = "auto"
 
@@ -231,6 +234,7 @@ class TrainConfig:
             "r1_gamma",
             "mode_seeking",
             "noise_channels",
+            "snapshot_every",
         ):
             if getattr(self, name) < 0:
                 yield f"{option(name)} must be >= 0, got {getattr(self, name)}"

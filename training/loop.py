@@ -26,6 +26,7 @@ import synthmed
 from synthmed.errors import TrainingDivergedError, UserInputError
 from synthmed.training.checkpoint import (
     STATE_FILE,
+    keep_snapshot,
     load_training_state,
     read_generator_info,
     save_generator,
@@ -130,9 +131,9 @@ class TrainResult:
 
 class TrainingLoop:
     """The step loop of a training run. A subclass sets `cfg` (with steps, log_every,
-    sample_every, checkpoint_every), `run_dir`, `progress`, `dist`, `data` (with `masks`) and
-    `start_step` (or calls `load_state`), calls `open_logs` and implements `train_step`,
-    `evaluate`, `save` and `train_mode`."""
+    sample_every, checkpoint_every, snapshot_every), `run_dir`, `progress`, `dist`, `data`
+    (with `masks`) and `start_step` (or calls `load_state`), calls `open_logs` and implements
+    `train_step`, `evaluate`, `save` and `train_mode`."""
 
     cfg: Any
     run_dir: Path
@@ -286,8 +287,16 @@ class TrainingLoop:
                         self.tensorboard.write(step - 1, losses)
                     if step % cfg.sample_every == 0 or step == cfg.steps:
                         result.eval_metrics = self.evaluate(step)
-                    if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
+                    snapshot = cfg.snapshot_every > 0 and step % cfg.snapshot_every == 0
+                    if (
+                        step % cfg.checkpoint_every == 0
+                        or step == cfg.steps
+                        or stopping
+                        or snapshot
+                    ):
                         self.save(step)
+                    if snapshot:
+                        keep_snapshot(self.run_dir, step)
                 if stopping:
                     break
         bar.close()

@@ -9,7 +9,13 @@ from typing import Any
 import click
 
 from synthmed.errors import UserInputError
-from synthmed.training.cli import config_option, given_options, report_run, require_torch
+from synthmed.training.cli import (
+    SNAPSHOT_HELP,
+    config_option,
+    given_options,
+    report_run,
+    require_torch,
+)
 from synthmed.training.stylegan2_config import (
     ARCHITECTURES,
     AUGMENTS,
@@ -91,6 +97,7 @@ _option = functools.partial(config_option, StyleGAN2TrainConfig)
 )
 @_option("--sample-every", type=int)
 @_option("--checkpoint-every", type=int)
+@_option("--snapshot-every", type=int, help=SNAPSHOT_HELP)
 @_option("--log-every", type=int)
 @_option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")

@@ -37,7 +37,15 @@ _POSITIVE_INTS = (
 )
 
 # Settings that may change on resume without changing what is being trained.
-RESUMABLE_OVERRIDES = ("steps", "sample_every", "checkpoint_every", "log_every", "device", "data")
+RESUMABLE_OVERRIDES = (
+    "steps",
+    "sample_every",
+    "checkpoint_every",
+    "snapshot_every",
+    "log_every",
+    "device",
+    "data",
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,8 @@ class StyleGAN2TrainConfig:
     log_every: int = 10
     sample_every: int = 250
     checkpoint_every: int = 250
+    # Keep a copy of the generator every this many steps in RUN/snapshots/ (0: off).
+    snapshot_every: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -110,6 +120,7 @@ class StyleGAN2TrainConfig:
             ("lr", lambda v: v > 0, "> 0"),
             ("pl_weight", lambda v: v >= 0, ">= 0"),
             ("mode_seeking", lambda v: v >= 0, ">= 0"),
+            ("snapshot_every", lambda v: v >= 0, ">= 0"),
             ("ada_kimg", lambda v: v > 0, "> 0"),
             ("r1_gamma", lambda v: v is None or v >= 0, ">= 0"),
             ("style_mixing", lambda v: 0 <= v <= 1, "in [0, 1]"),

@@ -121,9 +121,10 @@ def config_option(config: type, flag: str, **kwargs: Any) -> Callable:
 
 
 _option = functools.partial(config_option, TrainConfig)
-SNAPSHOT_HELP = "Also keep the generator every this many steps in RUN/snapshots/ (0: off)."
 _augment_option = functools.partial(config_option, AugmentConfig)
 _AUGMENT_FIELDS = tuple(f.name for f in dataclasses.fields(AugmentConfig))
+# Shared with `synthmed train stylegan2` (stylegan2_cli.py).
+SNAPSHOT_HELP = "Also keep the generator every this many steps in RUN/snapshots/ (0: off)."
 
 _TRAIN_OPTIONS = [
     click.option(
@@ -281,11 +282,7 @@ _TRAIN_OPTIONS = [
     ),
     _option("--sample-every", type=int, help="Steps between sample grids."),
     _option("--checkpoint-every", type=int, help="Steps between checkpoints."),
-    _option(
-        "--snapshot-every",
-        type=int,
-        help=SNAPSHOT_HELP,
-    ),
+    _option("--snapshot-every", type=int, help=SNAPSHOT_HELP),
     _option("--log-every", type=int, help="Steps between losses.csv rows."),
     _option(
         "--precision",

@@ -14,7 +14,9 @@ show most):
   two-pixel rings outside the mask; mean and spread over pixels;
 - background texture: the radially averaged power spectrum of the vessel-free centre of the
   field of view (vessels dilated by 2 px replaced by the patch median, illumination removed
-  by a 15 px median filter), summed in three bands of wavelength, as a ratio to the real one.
+  by a 15 px median filter), summed in three bands of wavelength, as a ratio to the real one;
+  and at the patch's highest frequency, a period of 2 px: diagonally (the checkerboard of a
+  stride-2 transposed convolution) and along rows and columns.
 
 Prints a table, writes JSON.
 """
@@ -34,6 +36,7 @@ from synthmed.training.data.dataset import PairedData, load_paired_data
 
 # Texture bands by wavelength in pixels (spectrum radius r on a P-px patch: P / r px).
 BANDS = {"coarse (> 8 px)": (1, 4), "mid (4-8 px)": (4, 8), "fine (2-4 px)": (8, 16)}
+CHECKERBOARD, NYQUIST = "period 2 px, diagonal (checkerboard)", "period 2 px, rows and columns"
 
 
 def pixel_classes(mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -66,13 +69,14 @@ def contrast_profile(data: PairedData) -> dict[str, dict[str, float]]:
 
 
 def texture_power(data: PairedData) -> dict[str, float]:
-    """Mean background power per band over the images (green channel, centre patch)."""
+    """Mean background power per band, and at a period of 2 px, over the images (green
+    channel, centre patch)."""
     size = data.images.shape[-1]
     lo, hi = size // 4, size - size // 4
     patch = hi - lo
     yy, xx = np.indices((patch, patch))
     radius = np.hypot(yy - patch // 2, xx - patch // 2).astype(int)
-    totals = dict.fromkeys(BANDS, 0.0)
+    totals = dict.fromkeys([*BANDS, CHECKERBOARD, NYQUIST], 0.0)
     for image, mask in zip(data.images, data.masks, strict=True):
         green = image[1].numpy().astype(np.float32)[lo:hi, lo:hi] / 255
         keep = ~binary_dilation(mask[0].numpy() > 0, iterations=2)[lo:hi, lo:hi]
@@ -84,6 +88,9 @@ def texture_power(data: PairedData) -> dict[str, float]:
         for name, (r0, r1) in BANDS.items():
             ring = (radius >= r0 * patch / 32) & (radius < r1 * patch / 32)
             totals[name] += float(power[ring].mean())
+        # After fftshift, row and column 0 hold the frequency of period 2 px.
+        totals[CHECKERBOARD] += float(power[0, 0])
+        totals[NYQUIST] += float((power[0, 1:].mean() + power[1:, 0].mean()) / 2)
     return {name: total / len(data) for name, total in totals.items()}
 
 

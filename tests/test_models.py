@@ -126,6 +126,22 @@ def test_dcgan_grows_to_every_power_of_two(size: int, upsample: str) -> None:
     assert len(transposed) == (1 if upsample == "resize" else size.bit_length() - 2)
 
 
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_unet_resize_decoder_has_no_transposed_convolution(size: int) -> None:
+    """--upsample resize for stage II: every decoder level (the output layer too) doubles
+    by nearest-neighbour resizing and a 3x3 convolution, at every size."""
+    config = {"size": size, "ngf": 4, "max_channels": 8, "noise_channels": 2, "nz": 8}
+    resize = create_model("unet_generator", {**config, "upsample": "resize"}).eval()
+    transposed = create_model("unet_generator", config).eval()
+    mask, z = torch.randn(2, 1, size, size).sign(), torch.randn(2, 8)
+    with torch.no_grad():
+        assert resize(mask, z).shape == transposed(mask, z).shape == (2, 3, size, size)
+    kinds = [type(m) for m in resize.modules()]
+    levels = size.bit_length() - 1
+    assert torch.nn.ConvTranspose2d not in kinds and kinds.count(torch.nn.Upsample) == levels
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in transposed.modules()) == levels
+
+
 def test_discriminator_options_build_and_run() -> None:
     dcgan = create_model(
         "dcgan_discriminator", {"size": 32, "ndf": 8, "spectral_norm": True, "minibatch_std": True}
@@ -141,6 +157,8 @@ def test_bad_configs_are_refused() -> None:
         create_model("dcgan_generator", {"size": 48})
     with pytest.raises(CheckpointError, match="upsample must be one of transposed, resize"):
         create_model("dcgan_generator", {"size": 32, "upsample": "bilinear"})
+    with pytest.raises(CheckpointError, match="upsample must be one of transposed, resize"):
+        create_model("unet_generator", {"size": 32, "upsample": "bilinear"})
     with pytest.raises(CheckpointError, match="unknown model"):
         create_model("stylegan9", {})
     with pytest.raises(CheckpointError, match="unknown config fields"):

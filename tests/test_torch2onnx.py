@@ -47,6 +47,10 @@ def tiny_runs(retina64: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         "resize",
     ]
     assert run_cli("train", "stage1", *args, *TINY_TRAIN).exit_code == 0
+    runs["stage2_resize"] = root / "stage2_resize"
+    args = ["--data", retina64, "--out", runs["stage2_resize"], "--steps", "2"]
+    noise = ["--noise-channels", "2", "--mode-seeking", "1", "--upsample", "resize"]
+    assert run_cli("train", "stage2", *args, *noise, *TINY_TRAIN).exit_code == 0
     runs["stage2_noise"] = root / "stage2_noise"
     args = ["--data", retina64, "--out", runs["stage2_noise"], "--steps", "2"]
     noise = ["--noise-channels", "2", "--mode-seeking", "1"]
@@ -120,17 +124,21 @@ def test_fresh_tiny_runs_export_with_baseline(tiny_runs: dict[str, Path], tmp_pa
     assert image.shape == (2, 64, 64, 3) and image.dtype == np.uint8
 
 
-def test_resize_generator_exports_with_parity(tiny_runs: dict[str, Path], tmp_path: Path) -> None:
-    """--upsample resize puts nearest-neighbour Resize nodes in stage I's graph, verified like
-    the transposed convolutions (batch 1, 3, 16 against PyTorch)."""
+def test_resize_generators_export_with_parity(tiny_runs: dict[str, Path], tmp_path: Path) -> None:
+    """--upsample resize puts nearest-neighbour Resize nodes in stage I's and stage II's
+    graphs, verified like the transposed convolutions (batch 1, 3, 16 against PyTorch)."""
     out = tmp_path / "onnx"
     result = torch2onnx.export_onnx(
-        out, stage1=tiny_runs["stage1_resize"], stage2=tiny_runs["stage2"]
+        out, stage1=tiny_runs["stage1_resize"], stage2=tiny_runs["stage2_resize"]
     )
     assert {c.batch for c in result.checks} == {1, 3, 16}
     assert all(c.ok for c in result.checks)
-    ops = {node.op_type for node in onnx.load(str(out / "synthmed_stage1.onnx")).graph.node}
-    assert "Resize" in ops
+    ops = {
+        graph: {node.op_type for node in onnx.load(str(out / f"synthmed_{graph}.onnx")).graph.node}
+        for graph in ("stage1", "stage2")
+    }
+    assert "Resize" in ops["stage1"] and "Resize" in ops["stage2"]
+    assert "ConvTranspose" not in ops["stage2"]  # stage I's latent projection keeps one
 
 
 def test_noisy_stage2_exports_with_parity_and_renders_from_z(

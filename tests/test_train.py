@@ -259,9 +259,6 @@ def test_stage2_refuses_stage1_options_and_resume_keeps_its_augmentation(
         run_cli(*args, "--noise-channels", "-1"), "--noise-channels must be >= 0, got -1"
     )
     assert_one_line_error(
-        run_cli(*args, "--upsample", "resize"), "--upsample for stage2: expected transposed"
-    )
-    assert_one_line_error(
         run_cli(*args, "--binary-fakes"), "--binary-fakes for stage2: only stage I draws masks"
     )
     assert_one_line_error(

@@ -20,13 +20,13 @@ from synthmed.training.config import (
     GAN_LOSSES,
     PRECISIONS,
     RESUMABLE_OVERRIDES,
-    UPSAMPLES,
     AugmentConfig,
     TrainConfig,
     field_default,
 )
 from synthmed.training.demo import DEMO_DATA
 from synthmed.training.demo import ROLES as DEMO_ROLES
+from synthmed.training.models.layers import UPSAMPLES
 from synthmed.training.stylegan2_config import AUGMENTS
 
 if TYPE_CHECKING:
@@ -257,8 +257,9 @@ _TRAIN_OPTIONS = [
     _option(
         "--upsample",
         type=click.Choice(UPSAMPLES),
-        help="Stage I / single: the generator's doubling layers; resize (nearest, then 3x3) "
-        "avoids the transposed convolution's checkerboard.",
+        help="The generator's doubling layers (stage I and single: the DCGAN's; stage II: "
+        "the U-Net decoder's); resize (nearest, then 3x3) avoids the transposed "
+        "convolution's checkerboard.",
     ),
     _option("--ema-decay", type=float, help="EMA of generator weights."),
     click.option("--no-augment", is_flag=True, help="Turn off flips, rotation and colour jitter."),

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synthmed.errors import UserInputError
+from synthmed.training.models.layers import UPSAMPLES
 from synthmed.training.stylegan2_config import AUGMENTS
 
 KINDS = ("stage1", "stage2", "single")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 GAN_LOSSES = ("bce", "hinge")
-UPSAMPLES = ("transposed", "resize")  # how a DCGAN generator doubles its side
 # The differentiable transforms of adaptive_augment.py that each kind's discriminator input
 # can take: a mask has no colour; stage II's pairs are not augmented this way.
 DIFF_AUGMENTS = {
@@ -144,7 +144,8 @@ class TrainConfig:
     # the same vessel tree for most of its latent space, and how a stage II with noise maps
     # learns to ignore them (its two renders of one mask are compared).
     mode_seeking: float = 0.0
-    # Stage I and the single GAN: how the DCGAN generator doubles its side (see DCGANConfig).
+    # How the generator doubles its side (models/layers.py's UPSAMPLES): the DCGAN's layers,
+    # or stage II's U-Net decoder.
     upsample: str = "transposed"
     # Stage I: the discriminator judges the generator's masks binarised (straight-through).
     binary_fakes: bool = False
@@ -225,8 +226,6 @@ class TrainConfig:
             yield f"--binary-fakes for {self.kind}: only stage I draws masks"
         if self.d_layers != 3 and self.kind != "stage2":
             yield f"--d-layers for {self.kind}: only stage II's PatchGAN has it"
-        if self.upsample != "transposed" and self.kind == "stage2":
-            yield "--upsample for stage2: expected transposed (it sets the DCGAN generator's)"
         for name in (
             "instance_noise",
             "seg_lambda",

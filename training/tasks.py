@@ -283,6 +283,7 @@ class Pix2PixTask(GanTask):
                 noise_channels=cfg.noise_channels,
                 noise_rank=cfg.noise_rank,
                 nz=cfg.nz,
+                upsample=cfg.upsample,
             ),
             PatchDiscriminatorConfig(
                 in_channels=4,

@@ -11,23 +11,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from synthmed.training.config import UPSAMPLES
 from synthmed.training.models.layers import (
+    UPSAMPLES,
     check_size,
     discriminator_conv,
+    doubling,
     init_gan_weights,
     norm_layer,
 )
 from synthmed.training.models.registry import register_model
 from synthmed.training.pixels import binary_mask
-
-
-def _doubling(c_in: int, c_out: int, upsample: str, *, bias: bool) -> list[nn.Module]:
-    """Layers that double the side and map c_in to c_out channels (see DCGANConfig.upsample)."""
-    if upsample == "resize":
-        conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)
-        return [nn.Upsample(scale_factor=2, mode="nearest"), conv]
-    return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)]
 
 
 @dataclass(frozen=True)
@@ -43,10 +36,7 @@ class DCGANConfig:
     norm: str = "batch"
     spectral_norm: bool = False  # discriminator only; replaces its norm layers
     minibatch_std: bool = False  # discriminator only; see DCGANDiscriminator
-    # Generator only: how each layer doubles the side. "transposed" is Radford et al.'s stride-2
-    # transposed convolution; "resize" (nearest-neighbour doubling, then a 3x3 convolution)
-    # has no uneven kernel overlap, the checkerboard that breaks 1-px vessels into specks
-    # (Odena et al., 2016, "Deconvolution and Checkerboard Artifacts").
+    # Generator only: how each layer doubles the side (layers.UPSAMPLES).
     upsample: str = "transposed"
     # Stage I only: binarisation with hysteresis (training/pixels.py's binary_mask). A vessel
     # piece is kept only where the output exceeds this somewhere along it; 0 keeps every
@@ -85,11 +75,11 @@ class DCGANGenerator(nn.Module):
         ]
         for c_in, c_out in zip(widths, widths[1:], strict=False):
             layers += [
-                *_doubling(c_in, c_out, config.upsample, bias=False),
+                *doubling(c_in, c_out, config.upsample, bias=False),
                 norm_layer(config.norm, c_out),
                 nn.ReLU(inplace=True),
             ]
-        last = _doubling(widths[-1], config.out_channels, config.upsample, bias=True)
+        last = doubling(widths[-1], config.out_channels, config.upsample, bias=True)
         layers += [*last, nn.Tanh()]
         self.net = nn.Sequential(*layers)
         init_gan_weights(self)

@@ -7,6 +7,12 @@ import math
 from torch import nn
 
 NORMS = ("batch", "instance", "none")
+# How a generator doubles its side. "transposed": a stride-2 4x4 transposed convolution
+# (Radford et al.; pix2pix). "resize": nearest-neighbour doubling, then a 3x3 convolution,
+# which has no uneven kernel overlap and so no checkerboard (Odena et al., 2016,
+# "Deconvolution and Checkerboard Artifacts"): it breaks stage I's 1-px vessels into specks,
+# and puts a period-2 pattern into stage II's photographs (docs/quality.md).
+UPSAMPLES = ("transposed", "resize")
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -19,6 +25,16 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
+def doubling(c_in: int, c_out: int, upsample: str, *, bias: bool) -> list[nn.Module]:
+    """Layers that double the side and map c_in to c_out channels (`upsample`: UPSAMPLES)."""
+    if upsample == "resize":
+        conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)
+        return [nn.Upsample(scale_factor=2, mode="nearest"), conv]
+    if upsample == "transposed":
+        return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)]
+    raise ValueError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {upsample!r}")
 
 
 def discriminator_conv(conv: nn.Conv2d, spectral_norm: bool) -> nn.Module:

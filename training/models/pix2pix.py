@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from synthmed.training.models.layers import (
+    UPSAMPLES,
     check_size,
     discriminator_conv,
+    doubling,
     init_gan_weights,
     norm_layer,
 )
@@ -49,9 +51,16 @@ class UNetGeneratorConfig:
     noise_channels: int = 0
     noise_rank: int = 32
     nz: int = 100
+    # How each decoder level doubles the side (layers.UPSAMPLES). pix2pix's transposed
+    # convolution leaves a period-2 pattern in the photographs, 48 times the real power at the
+    # checkerboard frequency at 64x64 (docs/quality.md).
+    upsample: str = "transposed"
 
     def __post_init__(self) -> None:
         check_size(self.size, low=32)
+        if self.upsample not in UPSAMPLES:
+            expected = ", ".join(UPSAMPLES)
+            raise ValueError(f"upsample must be one of {expected}, got {self.upsample!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.noise_channels < 0 or self.nz < 1 or not 1 <= self.noise_rank <= self.size:
@@ -74,10 +83,10 @@ def _down(c_in: int, c_out: int, norm: str | None, first: bool) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
-def _up(c_in: int, c_out: int, norm: str, dropout: float) -> nn.Sequential:
+def _up(c_in: int, c_out: int, norm: str, dropout: float, upsample: str) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.ReLU(),
-        nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+        *doubling(c_in, c_out, upsample, bias=False),
         norm_layer(norm, c_out),
     ]
     if dropout > 0:
@@ -119,12 +128,14 @@ class UNetGenerator(nn.Module):
             ]
         )
         # up[i] maps level i to level i-1; all but the innermost take the skip concatenated.
-        ups = [_up(w[n - 1], w[n - 2], config.norm, config.dropout)]
+        up = config.upsample
+        ups = [_up(w[n - 1], w[n - 2], config.norm, config.dropout, up)]
         for i in range(n - 2, 0, -1):
-            ups.append(_up(2 * w[i], w[i - 1], config.norm, config.dropout if i >= n - 4 else 0.0))
+            dropout = config.dropout if i >= n - 4 else 0.0
+            ups.append(_up(2 * w[i], w[i - 1], config.norm, dropout, up))
         self.up = nn.ModuleList(ups)
         self.out = nn.Sequential(
-            nn.ReLU(), nn.ConvTranspose2d(2 * w[0], config.out_channels, 4, 2, 1), nn.Tanh()
+            nn.ReLU(), *doubling(2 * w[0], config.out_channels, up, bias=True), nn.Tanh()
         )
         init_gan_weights(self)
 

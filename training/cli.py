@@ -20,13 +20,13 @@ from synthmed.training.config import (
     GAN_LOSSES,
     PRECISIONS,
     RESUMABLE_OVERRIDES,
+    UPSAMPLES,
     AugmentConfig,
     TrainConfig,
     field_default,
 )
 from synthmed.training.demo import DEMO_DATA
 from synthmed.training.demo import ROLES as DEMO_ROLES
-from synthmed.training.models.layers import UPSAMPLES
 from synthmed.training.stylegan2_config import AUGMENTS
 
 if TYPE_CHECKING:

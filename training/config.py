@@ -13,13 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synthmed.errors import UserInputError
-from synthmed.training.models.layers import UPSAMPLES
 from synthmed.training.stylegan2_config import AUGMENTS
 
 KINDS = ("stage1", "stage2", "single")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 GAN_LOSSES = ("bce", "hinge")
+# How a generator doubles its side. "transposed": a stride-2 4x4 transposed convolution
+# (Radford et al.; pix2pix). "resize": nearest-neighbour doubling, then a 3x3 convolution,
+# which has no uneven kernel overlap and so no checkerboard (Odena et al., 2016,
+# "Deconvolution and Checkerboard Artifacts"), the pattern that breaks stage I's 1-px vessels
+# into specks and lies over stage II's photographs at a period of 2 px (docs/quality.md).
+UPSAMPLES = ("transposed", "resize")
 # The differentiable transforms of adaptive_augment.py that each kind's discriminator input
 # can take: a mask has no colour; stage II's pairs are not augmented this way.
 DIFF_AUGMENTS = {
@@ -144,8 +149,8 @@ class TrainConfig:
     # the same vessel tree for most of its latent space, and how a stage II with noise maps
     # learns to ignore them (its two renders of one mask are compared).
     mode_seeking: float = 0.0
-    # How the generator doubles its side (models/layers.py's UPSAMPLES): the DCGAN's layers,
-    # or stage II's U-Net decoder.
+    # How the generator doubles its side (UPSAMPLES): the DCGAN's layers, or stage II's U-Net
+    # decoder.
     upsample: str = "transposed"
     # Stage I: the discriminator judges the generator's masks binarised (straight-through).
     binary_fakes: bool = False

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from synthmed.training.config import UPSAMPLES
 from synthmed.training.models.layers import (
-    UPSAMPLES,
     check_size,
     discriminator_conv,
     doubling,

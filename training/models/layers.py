@@ -6,13 +6,9 @@ import math
 
 from torch import nn
 
+from synthmed.training.config import UPSAMPLES
+
 NORMS = ("batch", "instance", "none")
-# How a generator doubles its side. "transposed": a stride-2 4x4 transposed convolution
-# (Radford et al.; pix2pix). "resize": nearest-neighbour doubling, then a 3x3 convolution,
-# which has no uneven kernel overlap and so no checkerboard (Odena et al., 2016,
-# "Deconvolution and Checkerboard Artifacts"): it breaks stage I's 1-px vessels into specks,
-# and puts a period-2 pattern into stage II's photographs (docs/quality.md).
-UPSAMPLES = ("transposed", "resize")
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -28,7 +24,8 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
 
 
 def doubling(c_in: int, c_out: int, upsample: str, *, bias: bool) -> list[nn.Module]:
-    """Layers that double the side and map c_in to c_out channels (`upsample`: UPSAMPLES)."""
+    """Layers that double the side and map c_in to c_out channels (`upsample`: one of
+    training/config.py's UPSAMPLES)."""
     if upsample == "resize":
         conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)
         return [nn.Upsample(scale_factor=2, mode="nearest"), conv]

@@ -6,8 +6,6 @@ import math
 
 from torch import nn
 
-from synthmed.training.config import UPSAMPLES
-
 NORMS = ("batch", "instance", "none")
 
 
@@ -25,13 +23,11 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
 
 def doubling(c_in: int, c_out: int, upsample: str, *, bias: bool) -> list[nn.Module]:
     """Layers that double the side and map c_in to c_out channels (`upsample`: one of
-    training/config.py's UPSAMPLES)."""
+    training/config.py's UPSAMPLES, which every generator config checks)."""
     if upsample == "resize":
         conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)
         return [nn.Upsample(scale_factor=2, mode="nearest"), conv]
-    if upsample == "transposed":
-        return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)]
-    raise ValueError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {upsample!r}")
+    return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)]
 
 
 def discriminator_conv(conv: nn.Conv2d, spectral_norm: bool) -> nn.Module:

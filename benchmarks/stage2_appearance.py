@@ -11,7 +11,7 @@ show most):
 
 - vessel contrast, 1 - pixel / local background, by how thick the mask is around the pixel
   (mask pixels among its 3x3 neighbours: thin 1-3, mid 4-6, thick 7-9) and on the one- and
-  two-pixel rings outside the mask; mean and spread over pixels;
+  two-pixel rings outside the mask; mean, spread and 5th / 95th percentiles over pixels;
 - background texture: the radially averaged power spectrum of the vessel-free centre of the
   field of view (vessels dilated by 2 px replaced by the patch median, illumination removed
   by a 15 px median filter), summed in three bands of wavelength, as a ratio to the real one;
@@ -36,6 +36,8 @@ from synthmed.training.data.dataset import PairedData, load_paired_data
 
 # Texture bands by wavelength in pixels (spectrum radius r on a P-px patch: P / r px).
 BANDS = {"coarse (> 8 px)": (1, 4), "mid (4-8 px)": (4, 8), "fine (2-4 px)": (8, 16)}
+# Percentiles of each pixel class's contrast: how far the palest and darkest pixels reach.
+TAILS = (5, 95)
 CHECKERBOARD, NYQUIST = "period 2 px, diagonal (checkerboard)", "period 2 px, rows and columns"
 
 
@@ -53,7 +55,9 @@ def pixel_classes(mask: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def contrast_profile(data: PairedData) -> dict[str, dict[str, float]]:
-    """Mean and std of the green channel's vessel contrast per pixel class."""
+    """Mean, std and the TAILS percentiles of the green channel's vessel contrast per pixel
+    class: a segmenter learns a vessel's edge from the spread of its pixels, not from their
+    mean (docs/quality.md, rows 69-71)."""
     pooled: dict[str, list[np.ndarray]] = {}
     for image, mask, fov in zip(data.images, data.masks, data.fov, strict=True):
         green = image[1].numpy().astype(np.float32)
@@ -65,7 +69,14 @@ def contrast_profile(data: PairedData) -> dict[str, dict[str, float]]:
         for name, where in pixel_classes(mask).items():
             pooled.setdefault(name, []).append(contrast[where & fov & (weight > 0.2)])
     values = {name: np.concatenate(v) for name, v in pooled.items()}
-    return {name: {"mean": float(v.mean()), "std": float(v.std())} for name, v in values.items()}
+    return {
+        name: {
+            "mean": float(v.mean()),
+            "std": float(v.std()),
+            **{f"p{q}": float(np.percentile(v, q)) for q in TAILS},
+        }
+        for name, v in values.items()
+    }
 
 
 def texture_power(data: PairedData) -> dict[str, float]:
@@ -94,6 +105,12 @@ def texture_power(data: PairedData) -> dict[str, float]:
     return {name: total / len(data) for name, total in totals.items()}
 
 
+def _contrast_cell(stats: dict[str, float]) -> str:
+    """mean ± std (5th / 95th percentile)."""
+    tails = " / ".join(f"{stats[f'p{q}']:.3f}" for q in TAILS)
+    return f"{stats['mean']:.3f} ± {stats['std']:.3f} ({tails})"
+
+
 def main() -> None:
     parser = variant_parser(
         __doc__.split("\n\n")[0],
@@ -114,11 +131,13 @@ def main() -> None:
     result = {name: {"contrast": contrast_profile(d), "texture": texture_power(d)}
               for name, d in sets.items()}  # fmt: skip
     names = list(sets)
-    print("\n| green-channel vessel contrast | " + " | ".join(names) + " |")
+    tails = " / ".join(f"{q}th" for q in TAILS)
+    print(f"\n| green-channel vessel contrast: mean ± std ({tails} percentile) | "
+          + " | ".join(names) + " |")  # fmt: skip
     print("|---" + "|---:" * len(names) + "|")
     for cls in result["real"]["contrast"]:
         cells = [result[n]["contrast"][cls] for n in names]
-        print(f"| {cls} | " + " | ".join(f"{c['mean']:.3f} ± {c['std']:.3f}" for c in cells) + " |")
+        print(f"| {cls} | " + " | ".join(_contrast_cell(c) for c in cells) + " |")
     print("\n| background texture power, ratio to real | " + " | ".join(names[1:]) + " |")
     print("|---" + "|---:" * (len(names) - 1) + "|")
     for band, real_power in result["real"]["texture"].items():

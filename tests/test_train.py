@@ -32,8 +32,9 @@ def _losses(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-# Stage II with the segmentation-consistency loss: its frozen segmenter is kept in the run.
-SEG = ["--seg-lambda", "2", "--seg-steps", "3"]
+# Stage II with the segmentation-consistency and segmenter-matching losses: their frozen
+# segmenter is kept in the run.
+SEG = ["--seg-lambda", "2", "--seg-match-lambda", "5", "--seg-steps", "3"]
 # pix2pixHD's recipe: two discriminator scales and feature matching.
 HD = ["--d-scales", "2", "--fm-lambda", "10"]
 # Stage II rendering from noise maps, made to use them by the mode-seeking term.
@@ -102,7 +103,7 @@ def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
     assert resumed_weights.keys() == whole_weights.keys()
     assert all(torch.equal(resumed_weights[k], whole_weights[k]) for k in whole_weights)
     if extra == SEG:
-        assert all(row["seg"] for row in _losses(split))
+        assert all(row["seg"] and float(row["seg_match"]) > 0 for row in _losses(split))
         assert (split / CONSISTENCY_SEGMENTER).is_file()
     if extra == DIFFAUG_R1:
         assert all(float(row["r1"]) > 0 for row in _losses(split))
@@ -127,6 +128,24 @@ def test_consistency_loss_teaches_stage2_what_the_segmenter_finds(
     assert result.exit_code == 0, result.output
     seg = [float(row["seg"]) for row in _losses(tmp_path)]
     assert sum(seg[-5:]) / 5 < 0.8 * seg[0], seg  # the untrained generator's loss
+
+
+def test_segmenter_match_teaches_stage2_the_photographs_response(
+    retina64: Path, tmp_path: Path
+) -> None:
+    """With L1 off, the gap between the frozen segmenter's response to the renders and to the
+    paired photographs narrows as stage II learns (the same teacher as the consistency test)."""
+    args = ["--size", "32", "--ngf", "16", "--ndf", "16", "--batch-size", "8", "--lr", "1e-3"]
+    args += ["--l1-lambda", "0", "--seg-match-lambda", "50", "--seg-steps", "120"]
+    result = run_cli(
+        "train", "stage2", "--data", retina64, "--out", tmp_path, "--steps", "40", *args,
+        "--log-every", "1", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = _losses(tmp_path)
+    match = [float(row["seg_match"]) for row in rows]
+    assert sum(match[-5:]) / 5 < 0.8 * match[0], match  # the untrained generator's gap
+    assert "seg" not in rows[0]  # the consistency term stays off
 
 
 def test_stage2_learns_the_mapping(retina64: Path, tmp_path: Path) -> None:
@@ -216,6 +235,8 @@ def test_resume_refuses_changed_data(retina64: Path, tmp_path: Path) -> None:
         (["--size", "48"], "--size must be a power of two"),
         (["--precision", "bf16", "--device", "cpu"], "--precision bf16 needs a CUDA device"),
         (["--seg-lambda", "-1"], "--seg-lambda must be >= 0, got -1.0"),
+        (["--seg-match-lambda", "-1"], "--seg-match-lambda must be >= 0, got -1.0"),
+        (["--seg-match-lambda", "5"], "--seg-match-lambda for stage1: only stage II learns from"),
         (["--dropout", "1"], "--dropout must be in [0, 1.0), got 1.0"),
         (["--seg-steps", "0"], "--seg-steps must be >= 1, got 0"),
         (["--d-scales", "3"], "--d-scales 3 at --size 64: the coarsest scale would be 16 px"),

@@ -168,7 +168,13 @@ _TRAIN_OPTIONS = [
         help="Stage II: weight of the segmentation-consistency loss (a segmenter trained on "
         "the real pairs, frozen, must recover the mask from the generated image); 0: off.",
     ),
-    _option("--seg-steps", type=int, help="Steps of that frozen segmenter's training."),
+    _option(
+        "--seg-match-lambda",
+        type=float,
+        help="Stage II: weight of the segmenter-matching loss (the same frozen segmenter's "
+        "vessel probabilities on a render against those on the paired photograph); 0: off.",
+    ),
+    _option("--seg-steps", type=int, help="Steps of the frozen segmenter's training."),
     _option(
         "--d-scales",
         type=int,

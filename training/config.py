@@ -114,6 +114,9 @@ class TrainConfig:
     # frozen segmenter it uses, trained on the real pairs before the GAN starts.
     seg_lambda: float = 0.0
     seg_steps: int = 400
+    # Stage II: weight of the segmenter-matching term (0: off): the same frozen segmenter must
+    # respond to a render as it does to the paired photograph (tasks.segmenter_match).
+    seg_match_lambda: float = 0.0
     # Stage II: pix2pixHD's discriminator scales and feature-matching weight (0: off).
     d_scales: int = 1
     fm_lambda: float = 0.0
@@ -234,6 +237,7 @@ class TrainConfig:
         for name in (
             "instance_noise",
             "seg_lambda",
+            "seg_match_lambda",
             "fm_lambda",
             "r1_gamma",
             "mode_seeking",
@@ -242,6 +246,9 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 yield f"{option(name)} must be >= 0, got {getattr(self, name)}"
+        for name in ("seg_lambda", "seg_match_lambda"):
+            if getattr(self, name) > 0 and self.kind != "stage2":
+                yield f"{option(name)} for {self.kind}: only stage II learns from a segmenter"
         for name, high in (("ema_decay", 1.0), ("label_smoothing", 0.5), ("dropout", 1.0)):
             if not 0 <= getattr(self, name) < high:
                 yield f"{option(name)} must be in [0, {high}), got {getattr(self, name)}"

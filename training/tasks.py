@@ -3,8 +3,9 @@
 The training loop (train.py) is the same for all three kinds; a task supplies the parts that
 differ. Stage I and the single-GAN baseline are unconditional DCGANs (noise -> mask, noise ->
 RGB image); stage II is pix2pix (mask -> image, adversarial loss + lambda * L1), optionally
-with a segmentation-consistency term: a U-Net trained on the real pairs, then frozen, must find
-the input mask in the generated image, which L1 and the discriminator only ask for on average.
+with a U-Net trained on the real pairs, then frozen, as a judge: the segmentation-consistency
+term asks it to find the input mask in the generated image, the segmenter-matching term to
+respond to the generated image as it does to the paired photograph.
 """
 
 from __future__ import annotations
@@ -76,6 +77,18 @@ class Judge(Protocol):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Hidden activations, for feature matching."""
+
+
+def segmenter_match(
+    segmenter: SegmentationUNet, fake: torch.Tensor, real: torch.Tensor
+) -> torch.Tensor:
+    """Mean L1 between a frozen segmenter's vessel probabilities on the renders and on the
+    paired photographs. Unlike the consistency loss, whose target is the mask's crisp boundary
+    (a segmenter trained on such renders misses the softer edges of photographs: rows 3-5 of
+    docs/quality.md), its target keeps the photograph's ambiguity at each vessel edge."""
+    with torch.no_grad():
+        target = torch.sigmoid(segmenter(real.float()))
+    return (torch.sigmoid(segmenter(fake.float())) - target).abs().mean()
 
 
 def feature_matching(discriminator: Judge, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -300,9 +313,10 @@ class Pix2PixTask(GanTask):
     def prepare(
         self, data: PairedData, run_dir: Path, device: torch.device, *, save: bool, progress: bool
     ) -> None:
-        """With --seg-lambda: read the run's frozen segmenter, or train it on the real pairs
-        (seeded, so every rank of a distributed run trains the same one) and keep it."""
-        if self.cfg.seg_lambda <= 0:
+        """With --seg-lambda or --seg-match-lambda: read the run's frozen segmenter, or train it
+        on the real pairs (seeded, so every rank of a distributed run trains the same one) and
+        keep it."""
+        if self.cfg.seg_lambda <= 0 and self.cfg.seg_match_lambda <= 0:
             return
         budget = SegmenterBudget(steps=self.cfg.seg_steps)
         path = run_dir / CONSISTENCY_SEGMENTER
@@ -343,7 +357,8 @@ class Pix2PixTask(GanTask):
         self, discriminator: Judge, batch: Batch, fake: torch.Tensor
     ) -> tuple[torch.Tensor, dict]:
         """Adversarial term + lambda * L1 (+ seg_lambda * the frozen segmenter's loss on the
-        generated image against the input mask); `l1` is reported in [0, 1] pixel units."""
+        generated image against the input mask, + seg_match_lambda * segmenter_match); `l1`
+        is reported in [0, 1] pixel units."""
         l1 = (fake.float() - batch.images).abs().mean()
         adversarial = g_adversarial_loss(
             discriminator(torch.cat([batch.masks, fake], 1)), self.cfg.gan_loss
@@ -353,9 +368,12 @@ class Pix2PixTask(GanTask):
             fm = feature_matching(discriminator, torch.cat([batch.masks, batch.images], 1),
                                   torch.cat([batch.masks, fake], 1))  # fmt: skip
             loss, stats["fm"] = loss + self.cfg.fm_lambda * fm, fm.item()
-        if self.segmenter is not None:
+        if self.cfg.seg_lambda > 0:
             seg = segmentation_loss(self.segmenter(fake.float()), (batch.masks > 0).float())
             loss, stats["seg"] = loss + self.cfg.seg_lambda * seg, seg.item()
+        if self.cfg.seg_match_lambda > 0:
+            match = segmenter_match(self.segmenter, fake, batch.images)
+            loss, stats["seg_match"] = loss + self.cfg.seg_match_lambda * match, match.item()
         if self.cfg.mode_seeking > 0:
             # Halves of one batch: the first renders and the second renders of the same masks.
             half = self.second.shape[0]

@@ -80,15 +80,16 @@ class Judge(Protocol):
 
 
 def segmenter_match(
-    segmenter: SegmentationUNet, fake: torch.Tensor, real: torch.Tensor
+    segmenter: SegmentationUNet, fake_logits: torch.Tensor, real: torch.Tensor
 ) -> torch.Tensor:
-    """Mean L1 between a frozen segmenter's vessel probabilities on the renders and on the
-    paired photographs. Unlike the consistency loss, whose target is the mask's crisp boundary
-    (a segmenter trained on such renders misses the softer edges of photographs: rows 3-5 of
-    docs/quality.md), its target keeps the photograph's ambiguity at each vessel edge."""
+    """Mean L1 between a frozen segmenter's vessel probabilities on the renders (its logits
+    `fake_logits`, which the consistency term shares) and on the paired photographs. Unlike
+    the consistency loss, whose target is the mask's crisp boundary (a segmenter trained on
+    such renders misses the softer edges of photographs: rows 3-5 of docs/quality.md), its
+    target keeps the photograph's ambiguity at each vessel edge."""
     with torch.no_grad():
         target = torch.sigmoid(segmenter(real.float()))
-    return (torch.sigmoid(segmenter(fake.float())) - target).abs().mean()
+    return (torch.sigmoid(fake_logits) - target).abs().mean()
 
 
 def feature_matching(discriminator: Judge, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -368,12 +369,14 @@ class Pix2PixTask(GanTask):
             fm = feature_matching(discriminator, torch.cat([batch.masks, batch.images], 1),
                                   torch.cat([batch.masks, fake], 1))  # fmt: skip
             loss, stats["fm"] = loss + self.cfg.fm_lambda * fm, fm.item()
-        if self.cfg.seg_lambda > 0:
-            seg = segmentation_loss(self.segmenter(fake.float()), (batch.masks > 0).float())
-            loss, stats["seg"] = loss + self.cfg.seg_lambda * seg, seg.item()
-        if self.cfg.seg_match_lambda > 0:
-            match = segmenter_match(self.segmenter, fake, batch.images)
-            loss, stats["seg_match"] = loss + self.cfg.seg_match_lambda * match, match.item()
+        if self.segmenter is not None:  # one pass over the renders serves both terms
+            logits = self.segmenter(fake.float())
+            if self.cfg.seg_lambda > 0:
+                seg = segmentation_loss(logits, (batch.masks > 0).float())
+                loss, stats["seg"] = loss + self.cfg.seg_lambda * seg, seg.item()
+            if self.cfg.seg_match_lambda > 0:
+                match = segmenter_match(self.segmenter, logits, batch.images)
+                loss, stats["seg_match"] = loss + self.cfg.seg_match_lambda * match, match.item()
         if self.cfg.mode_seeking > 0:
             # Halves of one batch: the first renders and the second renders of the same masks.
             half = self.second.shape[0]

@@ -17,8 +17,13 @@ import torch
 from safetensors.torch import load_file
 
 from synthmed.training.checkpoint import STATE_FILE, load_generator
+from synthmed.training.config import TrainConfig
+from synthmed.training.models import create_model
+from synthmed.training.segmenter import SegmenterBudget
 from synthmed.training.tasks import (
     CONSISTENCY_SEGMENTER,
+    Batch,
+    make_task,
     mode_seeking_ratio,
     straight_through_binary,
 )
@@ -32,9 +37,9 @@ def _losses(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-# Stage II with the segmentation-consistency and segmenter-matching losses: their frozen
-# segmenter is kept in the run.
-SEG = ["--seg-lambda", "2", "--seg-match-lambda", "5", "--seg-steps", "3"]
+# Stage II with the segmentation-consistency and segmenter-matching losses and the PatchGAN
+# that sees the segmenter's view: their frozen segmenter is kept in the run.
+SEG = ["--seg-lambda", "2", "--seg-match-lambda", "5", "--seg-discriminator", "--seg-steps", "3"]
 # pix2pixHD's recipe: two discriminator scales and feature matching.
 HD = ["--d-scales", "2", "--fm-lambda", "10"]
 # Stage II rendering from noise maps, made to use them by the mode-seeking term.
@@ -105,6 +110,8 @@ def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
     if extra == SEG:
         assert all(row["seg"] and float(row["seg_match"]) > 0 for row in _losses(split))
         assert (split / CONSISTENCY_SEGMENTER).is_file()
+        first_layer = load_file(split / STATE_FILE)["discriminator.net.0.weight"]
+        assert first_layer.shape[1] == 5  # mask, RGB and the segmenter's view
     if extra == DIFFAUG_R1:
         assert all(float(row["r1"]) > 0 for row in _losses(split))
         assert all(float(row["mode_seeking_ratio"]) > 0 for row in _losses(split))
@@ -146,6 +153,34 @@ def test_segmenter_match_teaches_stage2_the_photographs_response(
     match = [float(row["seg_match"]) for row in rows]
     assert sum(match[-5:]) / 5 < 0.8 * match[0], match  # the untrained generator's gap
     assert "seg" not in rows[0]  # the consistency term stays off
+
+
+def test_seg_discriminator_judges_the_segmenters_view_and_learns_through_it() -> None:
+    """With --seg-discriminator both pairs carry the frozen segmenter's vessel probabilities as
+    a fifth channel, and the generator's adversarial gradient reaches the render through the
+    segmenter: with the first layer blind to mask and RGB, that channel is the only path."""
+    cfg = TrainConfig(
+        kind="stage2", data="unused", size=32, ngf=8, ndf=8, max_channels=16,
+        l1_lambda=0.0, seg_discriminator=True,
+    )  # fmt: skip
+    task = make_task(cfg)
+    _, discriminator = task.build()
+    torch.manual_seed(0)
+    segmenter = create_model("segmentation_unet", SegmenterBudget().model_config())
+    task.segmenter = segmenter.eval().requires_grad_(False)
+    masks = (torch.rand(4, 1, 32, 32) > 0.8).float() * 2 - 1
+    batch = Batch(torch.rand(4, 3, 32, 32) * 2 - 1, masks)
+    fake = (torch.rand(4, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    (real_in, is_real), (fake_in, _) = task.d_inputs(batch, fake.detach())
+    assert is_real and real_in.shape[1] == fake_in.shape[1] == 5
+    view = torch.sigmoid(task.segmenter(batch.images)) * 2 - 1
+    assert torch.allclose(real_in[:, 4:], view)
+    assert torch.equal(real_in[:, :4], torch.cat([batch.masks, batch.images], 1))
+    with torch.no_grad():
+        discriminator.net[0].weight[:, :4] = 0
+    loss, _ = task.g_loss(discriminator, batch, fake)
+    loss.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
 
 
 def test_stage2_learns_the_mapping(retina64: Path, tmp_path: Path) -> None:
@@ -237,6 +272,7 @@ def test_resume_refuses_changed_data(retina64: Path, tmp_path: Path) -> None:
         (["--seg-lambda", "-1"], "--seg-lambda must be >= 0, got -1.0"),
         (["--seg-match-lambda", "-1"], "--seg-match-lambda must be >= 0, got -1.0"),
         (["--seg-match-lambda", "5"], "--seg-match-lambda for stage1: only stage II learns from"),
+        (["--seg-discriminator"], "--seg-discriminator for stage1: only stage II learns from"),
         (["--dropout", "1"], "--dropout must be in [0, 1.0), got 1.0"),
         (["--seg-steps", "0"], "--seg-steps must be >= 1, got 0"),
         (["--d-scales", "3"], "--d-scales 3 at --size 64: the coarsest scale would be 16 px"),
@@ -443,6 +479,7 @@ def test_train_demo_rebuilds_one_stage_with_the_recorded_recipe(tmp_path: Path) 
     assert config["train"]["data"].startswith("synthmed data phantom --kind retina")
     assert config["train"]["augment"]["rotation_degrees"] == 0.0
     assert config["train"]["dropout"] == 0.0
+    assert config["train"]["seg_discriminator"] and config["train"]["seg_steps"] == 1  # scaled
     assert (tmp_path / "stage2" / "model.safetensors").is_file()
 
 

@@ -174,6 +174,12 @@ _TRAIN_OPTIONS = [
         help="Stage II: weight of the segmenter-matching loss (the same frozen segmenter's "
         "vessel probabilities on a render against those on the paired photograph); 0: off.",
     ),
+    _option(
+        "--seg-discriminator/--no-seg-discriminator",
+        help="Stage II: the PatchGAN also sees the same frozen segmenter's vessel "
+        "probabilities of each image it judges, so renders must look as ambiguous to a "
+        "segmenter as photographs do.",
+    ),
     _option("--seg-steps", type=int, help="Steps of the frozen segmenter's training."),
     _option(
         "--d-scales",

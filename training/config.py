@@ -117,6 +117,9 @@ class TrainConfig:
     # Stage II: weight of the segmenter-matching term (0: off): the same frozen segmenter must
     # respond to a render as it does to the paired photograph (tasks.segmenter_match).
     seg_match_lambda: float = 0.0
+    # Stage II: the PatchGAN also sees that segmenter's vessel probabilities of each image it
+    # judges (tasks.Pix2PixTask.judged), a fifth input channel.
+    seg_discriminator: bool = False
     # Stage II: pix2pixHD's discriminator scales and feature-matching weight (0: off).
     d_scales: int = 1
     fm_lambda: float = 0.0
@@ -246,7 +249,7 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 yield f"{option(name)} must be >= 0, got {getattr(self, name)}"
-        for name in ("seg_lambda", "seg_match_lambda"):
+        for name in ("seg_lambda", "seg_match_lambda", "seg_discriminator"):
             if getattr(self, name) > 0 and self.kind != "stage2":
                 yield f"{option(name)} for {self.kind}: only stage II learns from a segmenter"
         for name, high in (("ema_decay", 1.0), ("label_smoothing", 0.5), ("dropout", 1.0)):

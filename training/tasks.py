@@ -5,7 +5,8 @@ differ. Stage I and the single-GAN baseline are unconditional DCGANs (noise -> m
 RGB image); stage II is pix2pix (mask -> image, adversarial loss + lambda * L1), optionally
 with a U-Net trained on the real pairs, then frozen, as a judge: the segmentation-consistency
 term asks it to find the input mask in the generated image, the segmenter-matching term to
-respond to the generated image as it does to the paired photograph.
+respond to the generated image as it does to the paired photograph, and with
+--seg-discriminator the PatchGAN sees its vessel probabilities beside each image it judges.
 """
 
 from __future__ import annotations
@@ -90,6 +91,12 @@ def segmenter_match(
     with torch.no_grad():
         target = torch.sigmoid(segmenter(real.float()))
     return (torch.sigmoid(fake_logits) - target).abs().mean()
+
+
+def segmenter_view(logits: torch.Tensor) -> torch.Tensor:
+    """A frozen segmenter's logits as a discriminator channel: vessel probability in [-1, 1],
+    the range of the mask and image channels beside it."""
+    return torch.sigmoid(logits.float()) * 2 - 1
 
 
 def feature_matching(discriminator: Judge, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -300,7 +307,8 @@ class Pix2PixTask(GanTask):
                 upsample=cfg.upsample,
             ),
             PatchDiscriminatorConfig(
-                in_channels=4,
+                # mask + RGB, and with --seg-discriminator the segmenter's view of the RGB
+                in_channels=5 if cfg.seg_discriminator else 4,
                 ndf=cfg.ndf,
                 norm=cfg.norm,
                 spectral_norm=cfg.spectral_norm,
@@ -314,10 +322,11 @@ class Pix2PixTask(GanTask):
     def prepare(
         self, data: PairedData, run_dir: Path, device: torch.device, *, save: bool, progress: bool
     ) -> None:
-        """With --seg-lambda or --seg-match-lambda: read the run's frozen segmenter, or train it
-        on the real pairs (seeded, so every rank of a distributed run trains the same one) and
-        keep it."""
-        if self.cfg.seg_lambda <= 0 and self.cfg.seg_match_lambda <= 0:
+        """With --seg-lambda, --seg-match-lambda or --seg-discriminator: read the run's frozen
+        segmenter, or train it on the real pairs (seeded, so every rank of a distributed run
+        trains the same one) and keep it."""
+        cfg = self.cfg
+        if cfg.seg_lambda <= 0 and cfg.seg_match_lambda <= 0 and not cfg.seg_discriminator:
             return
         budget = SegmenterBudget(steps=self.cfg.seg_steps)
         path = run_dir / CONSISTENCY_SEGMENTER
@@ -347,30 +356,44 @@ class Pix2PixTask(GanTask):
             self.second = generator(masks[:half], self.second_latents)
         return fake
 
+    def judged(
+        self, masks: torch.Tensor, images: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What the discriminator judges: the (mask, image) pair, so that it also checks vessel
+        alignment; with --seg-discriminator, also the frozen segmenter's view of the image
+        (its `logits` when already computed, else computed here without gradient), so that
+        it tells renders from photographs by how ambiguous their vessels look to a segmenter,
+        which an L1 on that view (--seg-match-lambda) matches only on average."""
+        if not self.cfg.seg_discriminator:
+            return torch.cat([masks, images], 1)
+        if logits is None:
+            with torch.no_grad():
+                logits = self.segmenter(images.float())
+        return torch.cat([masks, images, segmenter_view(logits).to(images.dtype)], 1)
+
     def d_inputs(self, batch: Batch, fake: torch.Tensor) -> list[tuple[torch.Tensor, bool]]:
-        """The discriminator judges (mask, image) pairs, so it also checks vessel alignment."""
+        """Real and generated pairs, each judged as `judged` lays them out."""
         return [
-            (torch.cat([batch.masks, batch.images], 1), True),
-            (torch.cat([batch.masks, fake], 1), False),
+            (self.judged(batch.masks, batch.images), True),
+            (self.judged(batch.masks, fake), False),
         ]
 
     def g_loss(
         self, discriminator: Judge, batch: Batch, fake: torch.Tensor
     ) -> tuple[torch.Tensor, dict]:
-        """Adversarial term + lambda * L1 (+ seg_lambda * the frozen segmenter's loss on the
-        generated image against the input mask, + seg_match_lambda * segmenter_match); `l1`
-        is reported in [0, 1] pixel units."""
+        """Adversarial term on the judged render + lambda * L1 (+ seg_lambda * the frozen
+        segmenter's loss on the generated image against the input mask, + seg_match_lambda *
+        segmenter_match); `l1` is reported in [0, 1] pixel units."""
+        # One segmenter pass over the renders serves every term that looks through it.
+        logits = None if self.segmenter is None else self.segmenter(fake.float())
+        judged = self.judged(batch.masks, fake, logits)
         l1 = (fake.float() - batch.images).abs().mean()
-        adversarial = g_adversarial_loss(
-            discriminator(torch.cat([batch.masks, fake], 1)), self.cfg.gan_loss
-        )
+        adversarial = g_adversarial_loss(discriminator(judged), self.cfg.gan_loss)
         loss, stats = adversarial + self.cfg.l1_lambda * l1, {"l1": l1.item() / 2}
         if self.cfg.fm_lambda > 0:
-            fm = feature_matching(discriminator, torch.cat([batch.masks, batch.images], 1),
-                                  torch.cat([batch.masks, fake], 1))  # fmt: skip
+            fm = feature_matching(discriminator, self.judged(batch.masks, batch.images), judged)
             loss, stats["fm"] = loss + self.cfg.fm_lambda * fm, fm.item()
-        if self.segmenter is not None:  # one pass over the renders serves both terms
-            logits = self.segmenter(fake.float())
+        if logits is not None:
             if self.cfg.seg_lambda > 0:
                 seg = segmentation_loss(logits, (batch.masks > 0).float())
                 loss, stats["seg"] = loss + self.cfg.seg_lambda * seg, seg.item()

@@ -164,13 +164,14 @@ def test_seg_discriminator_judges_the_segmenters_view_and_learns_through_it() ->
         l1_lambda=0.0, seg_discriminator=True,
     )  # fmt: skip
     task = make_task(cfg)
-    _, discriminator = task.build()
+    generator, discriminator = task.build()
     torch.manual_seed(0)
     segmenter = create_model("segmentation_unet", SegmenterBudget().model_config())
     task.segmenter = segmenter.eval().requires_grad_(False)
     masks = (torch.rand(4, 1, 32, 32) > 0.8).float() * 2 - 1
     batch = Batch(torch.rand(4, 3, 32, 32) * 2 - 1, masks)
-    fake = (torch.rand(4, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    fake = task.generate(generator, batch)  # also the segmenter's pass over the renders
+    fake.retain_grad()
     (real_in, is_real), (fake_in, _) = task.d_inputs(batch, fake.detach())
     assert is_real and real_in.shape[1] == fake_in.shape[1] == 5
     view = torch.sigmoid(task.segmenter(batch.images)) * 2 - 1

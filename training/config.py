@@ -178,6 +178,11 @@ class TrainConfig:
         if problem is not None:
             raise UserInputError(problem)
 
+    @property
+    def uses_segmenter(self) -> bool:
+        """Whether stage II trains a frozen segmenter first: some term looks through it."""
+        return self.seg_lambda > 0 or self.seg_match_lambda > 0 or self.seg_discriminator
+
     def _problems(self) -> Iterator[str]:
         """Each invalid setting as a message naming its CLI option, expected vs got."""
 

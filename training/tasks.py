@@ -80,17 +80,13 @@ class Judge(Protocol):
         """Hidden activations, for feature matching."""
 
 
-def segmenter_match(
-    segmenter: SegmentationUNet, fake_logits: torch.Tensor, real: torch.Tensor
-) -> torch.Tensor:
-    """Mean L1 between a frozen segmenter's vessel probabilities on the renders (its logits
-    `fake_logits`, which the consistency term shares) and on the paired photographs. Unlike
+def segmenter_match(fake_logits: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+    """Mean L1 between a frozen segmenter's vessel probabilities on the renders and on the
+    paired photographs (its logits of each, computed once per step for every term). Unlike
     the consistency loss, whose target is the mask's crisp boundary (a segmenter trained on
     such renders misses the softer edges of photographs: rows 3-5 of docs/quality.md), its
     target keeps the photograph's ambiguity at each vessel edge."""
-    with torch.no_grad():
-        target = torch.sigmoid(segmenter(real.float()))
-    return (torch.sigmoid(fake_logits) - target).abs().mean()
+    return (torch.sigmoid(fake_logits) - torch.sigmoid(real_logits)).abs().mean()
 
 
 def segmenter_view(logits: torch.Tensor) -> torch.Tensor:
@@ -318,6 +314,7 @@ class Pix2PixTask(GanTask):
         )
 
     segmenter: SegmentationUNet | None = None
+    _real_logits: tuple[Batch, torch.Tensor] | None = None
 
     def prepare(
         self, data: PairedData, run_dir: Path, device: torch.device, *, save: bool, progress: bool
@@ -325,8 +322,7 @@ class Pix2PixTask(GanTask):
         """With --seg-lambda, --seg-match-lambda or --seg-discriminator: read the run's frozen
         segmenter, or train it on the real pairs (seeded, so every rank of a distributed run
         trains the same one) and keep it."""
-        cfg = self.cfg
-        if cfg.seg_lambda <= 0 and cfg.seg_match_lambda <= 0 and not cfg.seg_discriminator:
+        if not self.cfg.uses_segmenter:
             return
         budget = SegmenterBudget(steps=self.cfg.seg_steps)
         path = run_dir / CONSISTENCY_SEGMENTER
@@ -350,32 +346,45 @@ class Pix2PixTask(GanTask):
         noisy = self.cfg.noise_channels > 0
         self.latents = self.latent(masks.shape[0], masks.device) if noisy else None
         fake = generator(masks, self.latents)
+        # One segmenter pass over the renders serves the discriminator (detached) and every
+        # generator term that looks through the segmenter.
+        self.fake_logits = None if self.segmenter is None else self.segmenter(fake.float())
         if self.cfg.mode_seeking > 0:
             half = masks.shape[0] // 2
             self.second_latents = self.latent(half, masks.device)
             self.second = generator(masks[:half], self.second_latents)
         return fake
 
+    def real_logits(self, batch: Batch) -> torch.Tensor:
+        """The frozen segmenter's logits of the batch's photographs, computed once per batch:
+        the discriminator's real input, feature matching and the matching term share them."""
+        if self._real_logits is None or self._real_logits[0] is not batch:
+            with torch.no_grad():
+                self._real_logits = (batch, self.segmenter(batch.images.float()))
+        return self._real_logits[1]
+
     def judged(
-        self, masks: torch.Tensor, images: torch.Tensor, logits: torch.Tensor | None = None
+        self, masks: torch.Tensor, images: torch.Tensor, logits: torch.Tensor | None
     ) -> torch.Tensor:
         """What the discriminator judges: the (mask, image) pair, so that it also checks vessel
         alignment; with --seg-discriminator, also the frozen segmenter's view of the image
-        (its `logits` when already computed, else computed here without gradient), so that
-        it tells renders from photographs by how ambiguous their vessels look to a segmenter,
-        which an L1 on that view (--seg-match-lambda) matches only on average."""
+        (from its `logits`), so that it tells renders from photographs by how ambiguous
+        their vessels look to a segmenter, which an L1 on that view (--seg-match-lambda)
+        matches only on average."""
         if not self.cfg.seg_discriminator:
             return torch.cat([masks, images], 1)
-        if logits is None:
-            with torch.no_grad():
-                logits = self.segmenter(images.float())
         return torch.cat([masks, images, segmenter_view(logits).to(images.dtype)], 1)
 
     def d_inputs(self, batch: Batch, fake: torch.Tensor) -> list[tuple[torch.Tensor, bool]]:
-        """Real and generated pairs, each judged as `judged` lays them out."""
+        """Real and generated pairs, each judged as `judged` lays them out (the renders' view
+        from generate's segmenter pass, without its gradient)."""
+        view = self.cfg.seg_discriminator
         return [
-            (self.judged(batch.masks, batch.images), True),
-            (self.judged(batch.masks, fake), False),
+            (
+                self.judged(batch.masks, batch.images, self.real_logits(batch) if view else None),
+                True,
+            ),
+            (self.judged(batch.masks, fake, self.fake_logits.detach() if view else None), False),
         ]
 
     def g_loss(
@@ -384,21 +393,22 @@ class Pix2PixTask(GanTask):
         """Adversarial term on the judged render + lambda * L1 (+ seg_lambda * the frozen
         segmenter's loss on the generated image against the input mask, + seg_match_lambda *
         segmenter_match); `l1` is reported in [0, 1] pixel units."""
-        # One segmenter pass over the renders serves every term that looks through it.
-        logits = None if self.segmenter is None else self.segmenter(fake.float())
+        logits = self.fake_logits
         judged = self.judged(batch.masks, fake, logits)
         l1 = (fake.float() - batch.images).abs().mean()
         adversarial = g_adversarial_loss(discriminator(judged), self.cfg.gan_loss)
         loss, stats = adversarial + self.cfg.l1_lambda * l1, {"l1": l1.item() / 2}
         if self.cfg.fm_lambda > 0:
-            fm = feature_matching(discriminator, self.judged(batch.masks, batch.images), judged)
+            real_view = self.real_logits(batch) if self.cfg.seg_discriminator else None
+            real = self.judged(batch.masks, batch.images, real_view)
+            fm = feature_matching(discriminator, real, judged)
             loss, stats["fm"] = loss + self.cfg.fm_lambda * fm, fm.item()
         if logits is not None:
             if self.cfg.seg_lambda > 0:
                 seg = segmentation_loss(logits, (batch.masks > 0).float())
                 loss, stats["seg"] = loss + self.cfg.seg_lambda * seg, seg.item()
             if self.cfg.seg_match_lambda > 0:
-                match = segmenter_match(self.segmenter, logits, batch.images)
+                match = segmenter_match(logits, self.real_logits(batch))
                 loss, stats["seg_match"] = loss + self.cfg.seg_match_lambda * match, match.item()
         if self.cfg.mode_seeking > 0:
             # Halves of one batch: the first renders and the second renders of the same masks.

@@ -375,17 +375,17 @@ class Pix2PixTask(GanTask):
             return torch.cat([masks, images], 1)
         return torch.cat([masks, images, segmenter_view(logits).to(images.dtype)], 1)
 
+    def judged_real(self, batch: Batch) -> torch.Tensor:
+        """The batch's photographs as `judged` lays them out (the discriminator's real input,
+        and feature matching's reference)."""
+        view = self.real_logits(batch) if self.cfg.seg_discriminator else None
+        return self.judged(batch.masks, batch.images, view)
+
     def d_inputs(self, batch: Batch, fake: torch.Tensor) -> list[tuple[torch.Tensor, bool]]:
         """Real and generated pairs, each judged as `judged` lays them out (the renders' view
         from generate's segmenter pass, without its gradient)."""
-        view = self.cfg.seg_discriminator
-        return [
-            (
-                self.judged(batch.masks, batch.images, self.real_logits(batch) if view else None),
-                True,
-            ),
-            (self.judged(batch.masks, fake, self.fake_logits.detach() if view else None), False),
-        ]
+        view = self.fake_logits.detach() if self.cfg.seg_discriminator else None
+        return [(self.judged_real(batch), True), (self.judged(batch.masks, fake, view), False)]
 
     def g_loss(
         self, discriminator: Judge, batch: Batch, fake: torch.Tensor
@@ -399,9 +399,7 @@ class Pix2PixTask(GanTask):
         adversarial = g_adversarial_loss(discriminator(judged), self.cfg.gan_loss)
         loss, stats = adversarial + self.cfg.l1_lambda * l1, {"l1": l1.item() / 2}
         if self.cfg.fm_lambda > 0:
-            real_view = self.real_logits(batch) if self.cfg.seg_discriminator else None
-            real = self.judged(batch.masks, batch.images, real_view)
-            fm = feature_matching(discriminator, real, judged)
+            fm = feature_matching(discriminator, self.judged_real(batch), judged)
             loss, stats["fm"] = loss + self.cfg.fm_lambda * fm, fm.item()
         if logits is not None:
             if self.cfg.seg_lambda > 0:

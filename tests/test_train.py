@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from synthmed.training.checkpoint import STATE_FILE, load_generator
 from synthmed.training.config import TrainConfig
+from synthmed.training.demo import ROLES, demo_configs
 from synthmed.training.models import create_model
 from synthmed.training.segmenter import SegmenterBudget
 from synthmed.training.tasks import (
@@ -482,6 +483,17 @@ def test_train_demo_rebuilds_one_stage_with_the_recorded_recipe(tmp_path: Path) 
     assert config["train"]["dropout"] == 0.0
     assert config["train"]["seg_discriminator"] and config["train"]["seg_steps"] == 1  # scaled
     assert (tmp_path / "stage2" / "model.safetensors").is_file()
+
+
+def test_train_demo_at_128_trains_stage1_with_the_recipe_measured_there(tmp_path: Path) -> None:
+    """At 128x128 the 64x64 settings give masks 1.64x as alike as real ones; the demo trains
+    stage I with the heavier mode-seeking term, longer, and leaves stage II as at 64."""
+    at_64 = demo_configs(tmp_path, ROLES, 64, 1.0)
+    at_128 = demo_configs(tmp_path, ROLES, 128, 0.5)
+    assert (at_64["stage1"].mode_seeking, at_64["stage1"].steps) == (1.0, 4000)
+    assert (at_128["stage1"].mode_seeking, at_128["stage1"].steps) == (10.0, 3500)
+    assert at_128["stage1"].size == at_128["stage2"].size == 128
+    assert at_128["stage2"].seg_discriminator and at_128["stage2"].steps == 2000
 
 
 def test_train_demo_refuses_a_bad_size_before_drawing_phantoms(tmp_path: Path) -> None:

@@ -40,7 +40,10 @@ def _losses(run: Path) -> list[dict[str, str]]:
 
 # Stage II with the segmentation-consistency and segmenter-matching losses and the PatchGAN
 # that sees the segmenter's view: their frozen segmenter is kept in the run.
-SEG = ["--seg-lambda", "2", "--seg-match-lambda", "5", "--seg-discriminator", "--seg-steps", "3"]
+SEG = [
+    *("--seg-lambda", "2", "--seg-match-lambda", "5", "--seg-discriminator"),
+    *("--seg-steps", "3", "--seg-width", "4"),
+]
 # pix2pixHD's recipe: two discriminator scales and feature matching.
 HD = ["--d-scales", "2", "--fm-lambda", "10"]
 # Stage II rendering from noise maps, made to use them by the mode-seeking term.
@@ -110,7 +113,8 @@ def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
     assert all(torch.equal(resumed_weights[k], whole_weights[k]) for k in whole_weights)
     if extra == SEG:
         assert all(row["seg"] and float(row["seg_match"]) > 0 for row in _losses(split))
-        assert (split / CONSISTENCY_SEGMENTER).is_file()
+        segmenter_first_layer = load_file(split / CONSISTENCY_SEGMENTER)["encoders.0.0.weight"]
+        assert segmenter_first_layer.shape[0] == 4  # --seg-width
         first_layer = load_file(split / STATE_FILE)["discriminator.net.0.weight"]
         assert first_layer.shape[1] == 5  # mask, RGB and the segmenter's view
     if extra == DIFFAUG_R1:
@@ -277,6 +281,7 @@ def test_resume_refuses_changed_data(retina64: Path, tmp_path: Path) -> None:
         (["--seg-discriminator"], "--seg-discriminator for stage1: only stage II learns from"),
         (["--dropout", "1"], "--dropout must be in [0, 1.0), got 1.0"),
         (["--seg-steps", "0"], "--seg-steps must be >= 1, got 0"),
+        (["--seg-width", "0"], "--seg-width must be >= 1, got 0"),
         (["--d-scales", "3"], "--d-scales 3 at --size 64: the coarsest scale would be 16 px"),
         (["--r1-gamma", "-1"], "--r1-gamma must be >= 0, got -1.0"),
         (["--r1-interval", "0"], "--r1-interval must be >= 1, got 0"),

@@ -182,6 +182,11 @@ _TRAIN_OPTIONS = [
     ),
     _option("--seg-steps", type=int, help="Steps of the frozen segmenter's training."),
     _option(
+        "--seg-width",
+        type=int,
+        help="Base channels of the frozen segmenter (doubled at each of its 3 levels).",
+    ),
+    _option(
         "--d-scales",
         type=int,
         help="Stage II: PatchGAN discriminators at this many resolutions, each half the "

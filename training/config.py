@@ -35,6 +35,7 @@ DIFF_AUGMENTS = {
 _POSITIVE_INTS = (
     "steps",
     "seg_steps",
+    "seg_width",
     "d_scales",
     "d_layers",
     "batch_size",
@@ -114,6 +115,9 @@ class TrainConfig:
     # frozen segmenter it uses, trained on the real pairs before the GAN starts.
     seg_lambda: float = 0.0
     seg_steps: int = 400
+    # Base channels of that segmenter (its U-Net doubles them at each of 3 levels). Its passes
+    # over every batch are most of a --seg-discriminator step's arithmetic.
+    seg_width: int = 16
     # Stage II: weight of the segmenter-matching term (0: off): the same frozen segmenter must
     # respond to a render as it does to the paired photograph (tasks.segmenter_match).
     seg_match_lambda: float = 0.0

@@ -324,7 +324,7 @@ class Pix2PixTask(GanTask):
         trains the same one) and keep it."""
         if not self.cfg.uses_segmenter:
             return
-        budget = SegmenterBudget(steps=self.cfg.seg_steps)
+        budget = SegmenterBudget(steps=self.cfg.seg_steps, base_channels=self.cfg.seg_width)
         path = run_dir / CONSISTENCY_SEGMENTER
         if path.is_file():
             model = create_model("segmentation_unet", budget.model_config())

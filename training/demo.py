@@ -39,7 +39,7 @@ DEMO_RUNS = {
         "binary_fakes": True,
     },
     "stage2": {
-        "steps": 4000,
+        "steps": 5000,
         "batch_size": 16,
         "ngf": 32,
         "ndf": 32,

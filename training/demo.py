@@ -48,8 +48,8 @@ DEMO_RUNS = {
         # 0.958x real F1, against the deterministic U-Net's 0.936x (docs/quality.md). The
         # PatchGAN that also sees a frozen segmenter's view of each image: 0.970x and 0.969x
         # over two training seeds, against 0.959x and 0.951x without it (rows 75-76).
-        # 5,000 steps rather than 4,000: 0.978-0.979x over two seeds (rows 89, 92) against
-        # 0.965-0.974x for six 4,000-step runs; at 6,000 the colours drift (row 93).
+        # 5,000 steps rather than 4,000: 0.976x over three seeds against 0.971x for the same
+        # runs at 4,000 (rows 89-96); at 6,000 the gain is gone or the colours drift.
         "noise_channels": 4,
         "mode_seeking": 1.0,
         "seg_discriminator": True,

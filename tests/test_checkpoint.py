@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from synthmed.errors import CheckpointError
 from synthmed.training.checkpoint import (
@@ -33,6 +34,11 @@ def test_config_records_model_data_and_training(stage1_run: Path, retina64: Path
     assert config["data"]["count"] == 12 and len(config["data"]["fingerprint"]) == 64
     assert config["train"]["lr"] == 2e-4 and config["train"]["beta1"] == 0.5
     assert "output" in config["normalisation"]
+    # what a bit-for-bit repeat of the run needs to match (the tests run in this process)
+    trained_on = config["trained_on"]
+    assert trained_on["threads"] == torch.get_num_threads() and trained_on["world_size"] == 1
+    assert trained_on["torch"] == torch.__version__ and trained_on["device"] == "cpu"
+    assert trained_on["cpu"] and "AVX2" in trained_on["vector_extensions"]
     info = read_generator_info(stage1_run)
     assert info.step == 2 and info.image_size == 64
 

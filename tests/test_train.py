@@ -126,6 +126,31 @@ def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
         assert all(float(row["mode_seeking_ratio"]) > 0 for row in _losses(split))
 
 
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [("stage1", DIFFAUG_R1), ("stage2", [*SEG, *NOISE])],
+    ids=["stage1-diffaug", "stage2-consistency-noise"],
+)
+def test_sampling_and_checkpoints_do_not_move_the_run(
+    kind: str, extra: list[str], retina64: Path, tmp_path: Path
+) -> None:
+    """Evaluating and checkpointing read the run and never change it: a run that samples and
+    saves every step ends bit for bit where one that does both only at its end does. (Stage
+    I's checkpoint calibrates the mask confidence on the EMA generator, and evaluation puts
+    the EMA in eval mode; neither may reach the next step.)"""
+    args = ["train", kind, "--data", retina64, *TINY, *extra, "--steps", "6"]
+    busy, quiet = tmp_path / "busy", tmp_path / "quiet"
+    every_step = ["--sample-every", "1", "--checkpoint-every", "1"]
+    assert run_cli(*args, *every_step, "--out", busy).exit_code == 0
+    at_end = ["--sample-every", "100", "--checkpoint-every", "100"]
+    assert run_cli(*args, *at_end, "--out", quiet).exit_code == 0
+    assert _losses(busy) == _losses(quiet)
+    for name in ("model.safetensors", STATE_FILE):
+        busy_weights, quiet_weights = load_file(busy / name), load_file(quiet / name)
+        assert busy_weights.keys() == quiet_weights.keys()
+        assert all(torch.equal(busy_weights[k], quiet_weights[k]) for k in busy_weights), name
+
+
 def test_consistency_loss_teaches_stage2_what_the_segmenter_finds(
     retina64: Path, tmp_path: Path
 ) -> None:

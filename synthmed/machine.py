@@ -10,6 +10,7 @@ having run alike. Needs no third-party package (numpy only as a fallback).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from pathlib import Path
@@ -52,9 +53,11 @@ def _numpy_flags() -> set[str] | None:
     return {flag for name, flag in NUMPY_FLAGS.items() if features.get(name)}
 
 
+@functools.cache
 def cpu() -> dict:
     """{"model", "cores", "flags": {flag: bool or None}, "flags_from"}: /proc/cpuinfo on Linux,
-    else platform.processor() and numpy's detection; None where nothing could tell."""
+    else platform.processor() and numpy's detection; None where nothing could tell. Read once
+    per process (training records it at every checkpoint); treat the dict as read-only."""
     model, flags = _proc_cpuinfo()
     source = "/proc/cpuinfo" if flags is not None else None
     if flags is None:

@@ -38,6 +38,13 @@ def _losses(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _assert_same_tensors(a: Path, b: Path) -> None:
+    """Two safetensors files hold the same names and bit-identical tensors."""
+    first, second = load_file(a), load_file(b)
+    assert first.keys() == second.keys(), (a, b)
+    assert all(torch.equal(first[k], second[k]) for k in first), (a, b)
+
+
 # Stage II with the segmentation-consistency and segmenter-matching losses and the PatchGAN
 # that sees the segmenter's view: their frozen segmenter is kept in the run.
 SEG = [
@@ -105,12 +112,7 @@ def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
     assert resumed.exit_code == 0, resumed.output
     assert _losses(split) == _losses(whole)
     assert [row["step"] for row in _losses(split)] == [str(i) for i in range(8)]
-    resumed_weights, whole_weights = (
-        load_file(split / "model.safetensors"),
-        load_file(whole / "model.safetensors"),
-    )
-    assert resumed_weights.keys() == whole_weights.keys()
-    assert all(torch.equal(resumed_weights[k], whole_weights[k]) for k in whole_weights)
+    _assert_same_tensors(split / "model.safetensors", whole / "model.safetensors")
     if extra == SEG:
         assert all(row["seg"] and float(row["seg_match"]) > 0 for row in _losses(split))
         segmenter_first_layer = load_file(split / CONSISTENCY_SEGMENTER)["encoders.0.0.weight"]
@@ -146,9 +148,7 @@ def test_sampling_and_checkpoints_do_not_move_the_run(
     assert run_cli(*args, *at_end, "--out", quiet).exit_code == 0
     assert _losses(busy) == _losses(quiet)
     for name in ("model.safetensors", STATE_FILE):
-        busy_weights, quiet_weights = load_file(busy / name), load_file(quiet / name)
-        assert busy_weights.keys() == quiet_weights.keys()
-        assert all(torch.equal(busy_weights[k], quiet_weights[k]) for k in busy_weights), name
+        _assert_same_tensors(busy / name, quiet / name)
 
 
 def test_consistency_loss_teaches_stage2_what_the_segmenter_finds(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from synthmed.evaluation.distribution import intensity_kl
+from synthmed.evaluation.distribution import brightness_outliers, intensity_kl
 from synthmed.evaluation.downstream import score_model
 from synthmed.training.data.dataset import PairedData
 from synthmed.training.segmenter import SegmenterBudget, train_segmenter
@@ -28,14 +28,16 @@ def oracle_scores(
     region: object,
 ) -> dict:
     """A stage II's renders of the real training masks judged as the oracle arm: F1 per
-    segmenter seed, its ratio to the real arm's F1 of the same seed, and the intensity KL to
-    the real training images inside `region` (the common field of view)."""
+    segmenter seed, its ratio to the real arm's F1 of the same seed, the intensity KL to the
+    real training images inside `region` (the common field of view), and the share of renders
+    darker or brighter than every real image."""
     val, test = split
     scores = [f1([pairs], val, test, s) for s in seeds]
     return {
         "f1": scores,
         "ratio": [a / b for a, b in zip(scores, real_f1, strict=True)],
         "kl": intensity_kl(real.images, pairs.images, region)["mean"],
+        "outliers": brightness_outliers(real.images, pairs.images, region),
     }
 
 

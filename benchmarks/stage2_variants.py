@@ -9,7 +9,8 @@ mask; a segmentation U-Net is trained on those pairs with `synthmed evaluate`'s 
 split, `--repeats` times (segmenter seeds 0, 1, ...), and scored on the held-out real test
 images. The real arm (the real pairs themselves) is trained with the same seeds, so each
 repeat's F1 ratio cancels part of the seed noise. Also the intensity KL to the real training
-images (held-out real: the floor). Prints a table, writes JSON.
+images and the share of renders darker or brighter than all of them (held-out real: the
+floors). Prints a table, writes JSON.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from _machine import header, machine
 from _pipeline_models import flops
 from _variants import f1, oracle_scores, variant_parser
 
-from synthmed.evaluation.distribution import common_fov, intensity_kl
+from synthmed.evaluation.distribution import brightness_outliers, common_fov, intensity_kl
 from synthmed.evaluation.downstream import spread
 from synthmed.evaluation.inputs import split_held_out, stage2_on_masks
 from synthmed.training.checkpoint import load_generator
@@ -41,10 +42,12 @@ def main() -> None:
     region = common_fov(real.fov)
     seeds = [args.seed + r for r in range(args.repeats)]
     real_f1 = [f1([real], val, test, s) for s in seeds]
-    floor = intensity_kl(real.images, torch.cat([val.images, test.images]), region)["mean"]
-    rows = [
-        {"variant": "real", "f1": real_f1, "ratio": [1.0] * len(seeds), "kl": floor, "gflop": None}
-    ]
+    held_images = torch.cat([val.images, test.images])
+    floor = {
+        "kl": intensity_kl(real.images, held_images, region)["mean"],
+        "outliers": brightness_outliers(real.images, held_images, region),
+    }
+    rows = [{"variant": "real", "f1": real_f1, "ratio": [1.0] * len(seeds), **floor, "gflop": None}]
     for name, path in args.run:
         stage2, _ = load_generator(path, role="stage2")
         pairs = stage2_on_masks(stage2, real, args.seed, progress=False)
@@ -56,14 +59,16 @@ def main() -> None:
         f"\nsize {size}, {len(real)} real training pairs, {args.repeats} repeats; "
         "real row: KL of the held-out real images (the floor)\n"
     )
-    print("| variant | GFLOP/image | oracle F1 | F1 / real F1 | intensity KL |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| variant | GFLOP/image | oracle F1 | F1 / real F1 | intensity KL | brightness outliers |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
         (m, s), (rm, rs) = spread(row["f1"]), spread(row["ratio"])
         gflop = "-" if row["gflop"] is None else f"{row['gflop']:.3f}"
         print(
             f"| {row['variant']} | {gflop} | {m:.3f} ± {s:.3f} | {rm:.3f} ± {rs:.3f} "
-            f"| {row['kl']:.4f} |"
+            f"| {row['kl']:.4f} | {row['outliers']:.3f} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine(), "size": size, "rows": rows}, indent=1))

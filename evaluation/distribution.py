@@ -45,3 +45,17 @@ def intensity_kl(real: torch.Tensor, other: torch.Tensor, region: np.ndarray) ->
     p, q = intensity_histograms(real, region), intensity_histograms(other, region)
     per_channel = {name: kl_divergence(p[i], q[i]) for i, name in enumerate(CHANNELS)}
     return {**per_channel, "mean": float(np.mean(list(per_channel.values())))}
+
+
+def brightness_outliers(real: torch.Tensor, other: torch.Tensor, region: np.ndarray) -> float:
+    """The share of `other`'s images whose mean intensity inside `region` is below the darkest
+    real image's or above the brightest one's, for uint8 sets [N, 3, S, S]. The KL pools
+    pixels, so a few nearly black or washed-out images hide in it; this counts them. A fresh
+    image of the real kind lands outside N real ones' range with probability 2 / (N + 1)."""
+
+    def brightness(images: torch.Tensor) -> torch.Tensor:
+        return images[:, :, torch.from_numpy(region)].float().mean(dim=(1, 2))
+
+    reference, values = brightness(real), brightness(other)
+    outside = (values < reference.min()) | (values > reference.max())
+    return float(outside.float().mean())

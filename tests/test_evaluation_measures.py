@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from synthmed.evaluation.distribution import common_fov, intensity_kl, kl_divergence
+from synthmed.evaluation.distribution import (
+    brightness_outliers,
+    common_fov,
+    intensity_kl,
+    kl_divergence,
+)
 from synthmed.evaluation.mask_statistics import mask_statistics
 from synthmed.evaluation.privacy import (
     PrivacyAudit,
@@ -91,6 +96,19 @@ def test_kl_divergence_is_asymmetric_and_nonnegative() -> None:
     p, q = np.array([90, 10, 0, 0]), np.array([25, 25, 25, 25])
     assert kl_divergence(p, q) > 0 and kl_divergence(q, p) > 0
     assert kl_divergence(p, q) != pytest.approx(kl_divergence(q, p))
+
+
+def test_brightness_outliers_count_images_beyond_the_real_range() -> None:
+    """Real images of brightness 50..149; of the other set, the nearly black and the
+    washed-out ones count, a dark patch inside an image of ordinary mean does not."""
+    real = torch.arange(50, 150, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4)
+    region = np.ones((4, 4), dtype=bool)
+    other = real[40:50].clone()  # ten ordinary images
+    other[0], other[1] = 49, 150
+    other[2, :, :2] = 0  # half black, half 200: mean 100
+    other[2, :, 2:] = 200
+    assert brightness_outliers(real, other, region) == pytest.approx(0.2)
+    assert brightness_outliers(real, real, region) == 0.0
 
 
 def test_common_fov_is_the_majority_of_fields_of_view() -> None:

@@ -318,6 +318,7 @@ def test_resume_refuses_changed_data(retina64: Path, tmp_path: Path) -> None:
         (["--colour-jitter", "1.5"], "--colour-jitter must be in [0, 1), got 1.5"),
         (["--mask-confidence", "1"], "--mask-confidence must be in [0, 1), got 1.0"),
         (["--lr-decay-steps", "2001"], "--lr-decay-steps must be in [0, --steps 2000], got 2001"),
+        (["--fixed-bn-steps", "-1"], "--fixed-bn-steps must be in [0, --steps 2000], got -1"),
         (["--d-layers", "2"], "--d-layers for stage1: only stage II's PatchGAN has it"),
         (
             ["--diff-augment", "colour"],

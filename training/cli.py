@@ -149,6 +149,12 @@ _TRAIN_OPTIONS = [
         help="Over the last this many steps both learning rates fall linearly to 0 "
         "(pix2pix's schedule); 0: constant.",
     ),
+    _option(
+        "--fixed-bn-steps",
+        type=int,
+        help="Over the last this many steps the generator trains with its batch-norm "
+        "statistics measured and fixed, as it is exported; 0: batch statistics throughout.",
+    ),
     _option("--beta1", type=float, help="Adam beta1."),
     _option("--seed", type=int, help="Seeds init, batches, augmentation, noise."),
     _option("--nz", type=int, help="Latent size (stage1, single; stage2 with noise channels)."),

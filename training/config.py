@@ -50,9 +50,12 @@ _POSITIVE_INTS = (
     "checkpoint_every",
 )
 
-# Settings that may differ on resume without changing what is being trained.
+# Settings that may differ on resume without changing what has been trained: the length of
+# the run, and whether its last steps fix the batch-norm statistics (so that a run trained
+# without them can be finished with them).
 RESUMABLE_OVERRIDES = (
     "steps",
+    "fixed_bn_steps",
     "sample_every",
     "checkpoint_every",
     "snapshot_every",
@@ -147,6 +150,11 @@ class TrainConfig:
     # linearly to 0 (0: constant). A function of (step, --steps) alone, so a resumed run
     # follows it exactly; raising --steps on --resume moves the decay to the new end.
     lr_decay_steps: int = 0
+    # Over the last fixed_bn_steps of --steps the generator trains with batch-norm statistics
+    # measured once and then fixed (its norm layers in eval mode), so that the discriminator
+    # judges the renders as exported rather than as normalised by their batch (0: off).
+    # Like lr_decay_steps, a function of (step, --steps).
+    fixed_bn_steps: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Stage I and the single GAN: DiffAugment (Zhao et al., 2020), transforms applied to every
     # discriminator input, real and generated, differentiably; and an R1 penalty on reals,
@@ -220,13 +228,17 @@ class TrainConfig:
                 yield f"{option(name)} must be >= 1, got {getattr(self, name)}"
         if not self.lr > 0:
             yield f"--lr must be > 0, got {self.lr}"
-        if not 0 <= self.lr_decay_steps <= self.steps:
-            yield (
-                f"--lr-decay-steps must be in [0, --steps {self.steps}], got {self.lr_decay_steps}"
-            )
+        yield from self._window_problems(option)
         yield from self._range_problems(option)
         if self.mask_threshold is not None and not 0 < self.mask_threshold < 1:
             yield f"--mask-threshold must be in (0, 1), got {self.mask_threshold}"
+
+    def _window_problems(self, option: Callable[[str], str]) -> Iterator[str]:
+        """Schedules over the last N steps: N must fit in the run."""
+        for name in ("lr_decay_steps", "fixed_bn_steps"):
+            value = getattr(self, name)
+            if not 0 <= value <= self.steps:
+                yield f"{option(name)} must be in [0, --steps {self.steps}], got {value}"
 
     def _range_problems(self, option: Callable[[str], str]) -> Iterator[str]:
         """Weights that must not be negative, fractions that must stay below a bound, and

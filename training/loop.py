@@ -174,8 +174,9 @@ class TrainingLoop:
             )
             self.tensorboard = TensorBoardLog(self.run_dir / "tensorboard")
 
-    def train_mode(self) -> None:
-        """Put the trained modules in training mode (evaluation switches the EMA to eval)."""
+    def train_mode(self, step: int) -> None:
+        """Put the trained modules in the mode of step `step` (training mode; evaluation
+        switches the EMA to eval)."""
         raise NotImplementedError
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -292,7 +293,7 @@ class TrainingLoop:
         with stop.installed():
             while step < cfg.steps:
                 t0 = time.perf_counter()
-                self.train_mode()
+                self.train_mode(step)
                 result.last_losses = losses = self.train_step(step)
                 busy += time.perf_counter() - t0
                 if self.dist.any_true(not all(math.isfinite(v) for v in losses.values())):

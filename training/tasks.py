@@ -231,10 +231,14 @@ class UnconditionalTask(GanTask):
         """What the discriminator sees as real: masks for stage I, photographs otherwise."""
         return batch.masks if self.role == "stage1" else batch.images
 
+    def generator_inputs(self, batch: Batch) -> tuple[torch.Tensor]:
+        """One latent per real example."""
+        return (self.latent(batch.images.shape[0], batch.images.device),)
+
     def generate(self, generator: nn.Module, batch: Batch) -> torch.Tensor:
         """Fakes for this step, one per real example; the latents are kept for g_loss's
         mode-seeking term, which pairs them with their fakes."""
-        self.latents = self.latent(batch.images.shape[0], batch.images.device)
+        (self.latents,) = self.generator_inputs(batch)
         fake = generator(self.latents)
         return straight_through_binary(fake) if self.cfg.binary_fakes else fake
 
@@ -338,13 +342,17 @@ class Pix2PixTask(GanTask):
                     save_file(model.state_dict(), str(tmp))
         self.segmenter = model.eval().requires_grad_(False).to(device)
 
+    def generator_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's masks and one fresh latent each (none for a deterministic render, which
+        draws nothing, so such runs keep their random stream)."""
+        masks = batch.masks
+        noisy = self.cfg.noise_channels > 0
+        return masks, self.latent(masks.shape[0], masks.device) if noisy else None
+
     def generate(self, generator: nn.Module, batch: Batch) -> torch.Tensor:
         """The photograph for each mask of the batch, from fresh latents; with the
         mode-seeking term, also a second render of the first half's masks, from other ones."""
-        masks = batch.masks
-        # A deterministic render draws nothing, so such runs keep their random stream.
-        noisy = self.cfg.noise_channels > 0
-        self.latents = self.latent(masks.shape[0], masks.device) if noisy else None
+        masks, self.latents = self.generator_inputs(batch)
         fake = generator(masks, self.latents)
         # One segmenter pass over the renders serves the discriminator (detached) and every
         # generator term that looks through the segmenter.

@@ -17,6 +17,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from synthmed.errors import UserInputError
 from synthmed.training.adaptive_augment import augment
+from synthmed.training.batch_norm import batch_norms, measured_generator
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.dataset import PairedData, load_paired_data
 from synthmed.training.distributed import Distributed, no_sync, setup
@@ -114,6 +115,7 @@ class Trainer(TrainingLoop):
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.start_step = 0
         self.last_r1 = float("nan")
+        self.measured: tuple[int, torch.nn.Module | None] = (-1, None)
         if resume:
             self._load_state()
         self.g_ddp = self.dist.wrap(self.generator)
@@ -125,10 +127,21 @@ class Trainer(TrainingLoop):
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator, "ema": self.ema}
 
-    def train_mode(self) -> None:
-        """Generator and discriminator in training mode (batch norm, dropout)."""
+    def train_mode(self, step: int) -> None:
+        """Generator and discriminator in training mode (batch norm, dropout); within
+        --fixed-bn-steps of the end, the generator's batch norm in eval mode. Its statistics
+        are measured for the live generator at the window's first step; a run resumed later
+        in the window saved those (eval mode leaves them be)."""
         self.generator.train()
         self.discriminator.train()
+        first_fixed = self.cfg.steps - self.cfg.fixed_bn_steps
+        if not self.cfg.fixed_bn_steps or step < first_fixed:
+            return
+        if step == first_fixed:
+            measured = measured_generator(self.generator, self.task, self.data, self.dist.device)
+            self.generator.load_state_dict(measured.state_dict())
+        for layer in batch_norms(self.generator):
+            layer.eval()
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
@@ -220,17 +233,26 @@ class Trainer(TrainingLoop):
         self.scaler.scale(penalty * (self.cfg.r1_gamma / 2) * self.cfg.r1_interval).backward()
         return penalty.item()
 
+    def measured_ema(self, step: int) -> torch.nn.Module:
+        """The EMA generator as sampled and saved: with batch-norm statistics of its own
+        (batch_norm.py), measured once per step even when a step both samples and saves."""
+        if self.measured[0] != step:
+            ema = measured_generator(self.ema.module, self.task, self.data, self.dist.device)
+            self.measured = (step, ema)
+        return self.measured[1]
+
     def evaluate(self, step: int) -> dict[str, float]:
         """EMA metrics and a sample grid (rank 0)."""
-        metrics, rows = self.task.evaluate(self.ema.module.eval(), self.fixed)
+        metrics, rows = self.task.evaluate(self.measured_ema(step), self.fixed)
         return self.record_samples(step, rows, metrics)
 
     def save(self, step: int) -> None:
         """Write the EMA generator and the resume state (rank 0)."""
-        model_config, notes = self.task.checkpoint_config(self.ema.module, self.data)
+        generator = self.measured_ema(step)
+        model_config, notes = self.task.checkpoint_config(generator, self.data)
         self.write_checkpoint(
             step,
-            generator=self.ema.module,
+            generator=generator,
             role=self.task.role,
             model_name=self.task.generator_name,
             model_config=model_config,

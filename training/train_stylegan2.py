@@ -117,8 +117,8 @@ class StyleGAN2Trainer(TrainingLoop):
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
 
-    def train_mode(self) -> None:
-        """Generator and discriminator in training mode."""
+    def train_mode(self, step: int) -> None:
+        """Generator and discriminator in training mode, at every step."""
         self.G.train()
         self.D.train()
 

@@ -72,7 +72,8 @@ def test_fixed_statistics_resume_exactly_and_are_what_is_saved(
     """--fixed-bn-steps: the window's statistics are measured once, at its first step, for the
     live generator; a run resumed before the window or inside it ends bit for bit where an
     uninterrupted one does (the option may be given on resume, to finish an older run with
-    it); and the window changes the training."""
+    it); and the window changes the training. The saved generator is the EMA's weights with the
+    statistics the generator trained with in the window."""
     base = ["train", "stage2", "--data", retina64, *TINY_TRAIN, "--size", "32", "--log-every", "1"]
     noise = ["--noise-channels", "2", "--mode-seeking", "1"]
     whole, before, inside = tmp_path / "whole", tmp_path / "before", tmp_path / "inside"
@@ -95,6 +96,11 @@ def test_fixed_statistics_resume_exactly_and_are_what_is_saved(
         for name in ("model.safetensors", STATE_FILE):
             first, second = load_file(run / name), load_file(whole / name)
             assert all(torch.equal(first[k], second[k]) for k in first), (run, name)
+
+    saved, state = load_file(whole / "model.safetensors"), load_file(whole / STATE_FILE)
+    for name, tensor in saved.items():  # the EMA's weights, the statistics it trained with
+        source = "generator." if name.endswith(("running_mean", "running_var")) else "ema.module."
+        assert torch.equal(tensor, state[source + name]), name
 
     plain = tmp_path / "plain"
     assert run_cli(*base, *noise, "--steps", "8", "--out", plain).exit_code == 0

@@ -49,6 +49,19 @@ def recalibrated(model: nn.Module, inputs: Iterable[tuple[torch.Tensor, ...]]) -
     return measured.eval()
 
 
+@torch.no_grad()
+def with_statistics_of(model: nn.Module, source: nn.Module) -> nn.Module:
+    """A copy of `model`, in eval mode, with the batch-norm running statistics of `source`
+    (the same architecture): an EMA whose generator trains with fixed statistics is sampled
+    with those. Measuring the EMA's own instead gave the 128x128 stage II an intensity KL of
+    0.155 and 26 % renders darker or brighter than any photograph, against 0.043 and 1.2 %."""
+    copied = copy.deepcopy(model)
+    for ours, theirs in zip(batch_norms(copied), batch_norms(source), strict=True):
+        ours.running_mean.copy_(theirs.running_mean)
+        ours.running_var.copy_(theirs.running_var)
+    return copied.eval()
+
+
 def training_inputs(
     task: GanTask, data: PairedData, device: torch.device
 ) -> Iterator[tuple[torch.Tensor | None, ...]]:

@@ -17,7 +17,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from synthmed.errors import UserInputError
 from synthmed.training.adaptive_augment import augment
-from synthmed.training.batch_norm import batch_norms, measured_generator
+from synthmed.training.batch_norm import batch_norms, measured_generator, with_statistics_of
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.dataset import PairedData, load_paired_data
 from synthmed.training.distributed import Distributed, no_sync, setup
@@ -127,6 +127,11 @@ class Trainer(TrainingLoop):
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator, "ema": self.ema}
 
+    def fixed_bn(self, step: int) -> bool:
+        """Whether step `step` trains the generator with fixed batch-norm statistics (within
+        --fixed-bn-steps of the end)."""
+        return bool(self.cfg.fixed_bn_steps) and step >= self.cfg.steps - self.cfg.fixed_bn_steps
+
     def train_mode(self, step: int) -> None:
         """Generator and discriminator in training mode (batch norm, dropout); within
         --fixed-bn-steps of the end, the generator's batch norm in eval mode. Its statistics
@@ -134,10 +139,9 @@ class Trainer(TrainingLoop):
         in the window saved those (eval mode leaves them be)."""
         self.generator.train()
         self.discriminator.train()
-        first_fixed = self.cfg.steps - self.cfg.fixed_bn_steps
-        if not self.cfg.fixed_bn_steps or step < first_fixed:
+        if not self.fixed_bn(step):
             return
-        if step == first_fixed:
+        if not self.fixed_bn(step - 1):
             measured = measured_generator(self.generator, self.task, self.data, self.dist.device)
             self.generator.load_state_dict(measured.state_dict())
         for layer in batch_norms(self.generator):
@@ -234,10 +238,14 @@ class Trainer(TrainingLoop):
         return penalty.item()
 
     def measured_ema(self, step: int) -> torch.nn.Module:
-        """The EMA generator as sampled and saved: with batch-norm statistics of its own
-        (batch_norm.py), measured once per step even when a step both samples and saves."""
+        """The EMA generator as sampled and saved after `step` steps: with batch-norm
+        statistics of its own (batch_norm.py), or, once the generator trains with fixed
+        ones, with those; made once per step even when a step both samples and saves."""
         if self.measured[0] != step:
-            ema = measured_generator(self.ema.module, self.task, self.data, self.dist.device)
+            if self.fixed_bn(step - 1):
+                ema = with_statistics_of(self.ema.module, self.generator)
+            else:
+                ema = measured_generator(self.ema.module, self.task, self.data, self.dist.device)
             self.measured = (step, ema)
         return self.measured[1]
 

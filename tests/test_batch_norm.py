@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from synthmed.training.batch_norm import batch_norms, measured_generator, recalibrated
-from synthmed.training.checkpoint import STATE_FILE, load_generator
+from synthmed.training.checkpoint import STATE_FILE, load_generator, read_generator_info
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.dataset import load_paired_data
 from synthmed.training.tasks import make_task
@@ -57,7 +57,8 @@ def test_saved_stage2_carries_statistics_of_its_own_weights(retina64: Path, tmp_
     assert all(torch.equal(saved[k], ema[k]) for k in weights)
     assert not any(torch.equal(saved[k], ema[k]) for k in statistics)
 
-    generator, _ = load_generator(tmp_path)
+    generator, info = load_generator(tmp_path)
+    assert info.metadata["batch_norm_statistics"] == "measured"
     cfg = TrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text())["train"])
     data = load_paired_data(retina64, cfg.size, progress=False)
     again = measured_generator(generator, make_task(cfg), data, torch.device("cpu"))
@@ -97,6 +98,7 @@ def test_fixed_statistics_resume_exactly_and_are_what_is_saved(
             first, second = load_file(run / name), load_file(whole / name)
             assert all(torch.equal(first[k], second[k]) for k in first), (run, name)
 
+    assert read_generator_info(whole).metadata["batch_norm_statistics"] == "fixed in training"
     saved, state = load_file(whole / "model.safetensors"), load_file(whole / STATE_FILE)
     for name, tensor in saved.items():  # the EMA's weights, the statistics it trained with
         source = "generator." if name.endswith(("running_mean", "running_var")) else "ema.module."

@@ -258,6 +258,9 @@ class Trainer(TrainingLoop):
         """Write the EMA generator and the resume state (rank 0)."""
         generator = self.measured_ema(step)
         model_config, notes = self.task.checkpoint_config(generator, self.data)
+        if batch_norms(generator):  # which statistics it carries (measured_ema)
+            fixed = self.fixed_bn(step - 1)
+            notes["batch_norm_statistics"] = "fixed in training" if fixed else "measured"
         self.write_checkpoint(
             step,
             generator=generator,

@@ -3,8 +3,8 @@
 Why: the EMA averages a generator's weights and, beside them, its batch-norm running
 statistics. Those averaged statistics belong to the weights the run passed through, not to
 their average, and the two can part: at 128x128 the stage II saved at step 4,000 rendered the
-real masks with an intensity KL of 0.238 to the photographs (floor 0.0065), paler and browner
-than they are; with its statistics measured again, 0.028 (docs/quality.md). This is SWA's
+real masks with an intensity KL of 0.228 to the photographs (floor 0.0065), paler and browner
+than they are; with its statistics measured again, 0.041 (docs/quality.md#128x128). This is SWA's
 remedy (`torch.optim.swa_utils.update_bn`, which feeds a model one tensor; a stage II takes a
 mask and a latent): run the averaged model once in training mode over the training data,
 with cumulative statistics.

@@ -445,7 +445,7 @@ for _kind in _DUAL_GAN_HELP:
     default=DEMO_DATA["size"],
     show_default=True,
     help="Phantom and model size: the demo's recipe at another resolution (at 128, with "
-    "stage I's settings measured there).",
+    "both stages' settings measured there).",
 )
 def train_demo_cmd(out: Path, steps_scale: float, roles: tuple[str, ...], size: int) -> None:
     """Rebuild the bundled demo models: retina phantoms, then stage I, then stage II."""

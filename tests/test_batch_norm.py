@@ -9,9 +9,14 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from synthmed.training.batch_norm import batch_norms, measured_generator, recalibrated
+from synthmed.training.batch_norm import (
+    batch_norms,
+    measured_generator,
+    recalibrated,
+    training_inputs,
+)
 from synthmed.training.checkpoint import STATE_FILE, load_generator, read_generator_info
-from synthmed.training.config import TrainConfig
+from synthmed.training.config import AugmentConfig, TrainConfig
 from synthmed.training.data.dataset import load_paired_data
 from synthmed.training.tasks import make_task
 from tests.conftest import TINY_TRAIN, run_cli
@@ -38,6 +43,26 @@ def test_statistics_are_the_mean_of_the_batches_statistics() -> None:
 def test_a_model_without_batch_norm_is_returned_as_it_is() -> None:
     model = nn.Conv2d(1, 1, 3)
     assert recalibrated(model, [(torch.zeros(1, 1, 4, 4),)]) is model
+
+
+def test_a_large_training_set_is_measured_on_a_seeded_sample(retina64: Path) -> None:
+    """Twelve images in batches of 4: all three batches, in order; capped at two batches,
+    eight different training images, the same ones again for the same seed."""
+    data = load_paired_data(retina64, 64, progress=False)
+    plain = AugmentConfig(flips=False, colour_jitter=0.0)  # masks as stored
+    cfg = TrainConfig(kind="stage2", data=str(retina64), batch_size=4, seed=3, augment=plain)
+    task, cpu = make_task(cfg), torch.device("cpu")
+    stored = data.masks.float() * 2 - 1
+
+    def shown(max_batches: int) -> list[int]:
+        """Which training images the batches hold, in order."""
+        masks = torch.cat([m for m, _ in training_inputs(task, data, cpu, max_batches)])
+        return [next(i for i, s in enumerate(stored) if torch.equal(s, m)) for m in masks]
+
+    assert shown(64) == list(range(12))
+    capped = shown(2)
+    assert len(capped) == len(set(capped)) == 8
+    assert shown(2) == capped
 
 
 def test_saved_stage2_carries_statistics_of_its_own_weights(retina64: Path, tmp_path: Path) -> None:

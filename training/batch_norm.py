@@ -62,16 +62,25 @@ def with_statistics_of(model: nn.Module, source: nn.Module) -> nn.Module:
     return copied.eval()
 
 
+# Batches measured at most: a mean over a thousand images is as good as one over all of them,
+# and a run on 50,000 images should not spend an epoch of forward passes on every checkpoint.
+MAX_BATCHES = 64
+
+
 def training_inputs(
-    task: GanTask, data: PairedData, device: torch.device
+    task: GanTask, data: PairedData, device: torch.device, max_batches: int = MAX_BATCHES
 ) -> Iterator[tuple[torch.Tensor | None, ...]]:
-    """The generator's inputs for the training set once over, in order, in batches of the
-    run's size, augmented as in training, with latents from the global RNG. A last, smaller
-    batch is left out: its statistics would count as much as a full one's."""
+    """The generator's inputs for the training set once over, in batches of the run's size,
+    augmented as in training, with latents from the global RNG: in order, or, past
+    `max_batches` batches, that many of a permutation drawn from the run's seed. A last,
+    smaller batch is left out: its statistics would count as much as a full one's."""
     size = min(task.cfg.batch_size, len(data))
     augment_rng = torch.Generator().manual_seed(task.cfg.seed)
-    for start in range(0, len(data) - size + 1, size):
-        index = torch.arange(start, start + size)
+    order = torch.arange(len(data))
+    if len(data) // size > max_batches:
+        order = torch.randperm(len(data), generator=augment_rng)[: max_batches * size]
+    for start in range(0, len(order) - size + 1, size):
+        index = order[start : start + size]
         yield task.generator_inputs(task.batch(data, index, augment_rng, device))
 
 

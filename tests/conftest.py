@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner, Result
+from safetensors.torch import load_file
 
 from synthmed.cli import cli
 from synthmed.training.data.phantom import write_phantom_dataset
@@ -69,6 +71,13 @@ def cstylegan2_onnx(cstylegan2_run: Path, tmp_path_factory: pytest.TempPathFacto
 def run_cli(*args: str) -> Result:
     """Run `synthmed ARGS` in-process."""
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_same_tensors(a: Path, b: Path) -> None:
+    """Two safetensors files hold the same names and bit-identical tensors."""
+    first, second = load_file(a), load_file(b)
+    assert first.keys() == second.keys(), (a, b)
+    assert all(torch.equal(first[k], second[k]) for k in first), (a, b)
 
 
 def assert_one_line_error(result: Result, *fragments: str) -> str:

@@ -19,7 +19,7 @@ from synthmed.training.checkpoint import STATE_FILE, load_generator, read_genera
 from synthmed.training.config import AugmentConfig, TrainConfig
 from synthmed.training.data.dataset import load_paired_data
 from synthmed.training.tasks import make_task
-from tests.conftest import TINY_TRAIN, run_cli
+from tests.conftest import TINY_TRAIN, assert_same_tensors, run_cli
 
 
 def test_statistics_are_the_mean_of_the_batches_statistics() -> None:
@@ -120,8 +120,7 @@ def test_fixed_statistics_resume_exactly_and_are_what_is_saved(
         assert resumed.exit_code == 0, resumed.output
         assert (run / "losses.csv").read_text() == (whole / "losses.csv").read_text()
         for name in ("model.safetensors", STATE_FILE):
-            first, second = load_file(run / name), load_file(whole / name)
-            assert all(torch.equal(first[k], second[k]) for k in first), (run, name)
+            assert_same_tensors(run / name, whole / name)
 
     assert read_generator_info(whole).metadata["batch_norm_statistics"] == "fixed in training"
     saved, state = load_file(whole / "model.safetensors"), load_file(whole / STATE_FILE)

@@ -28,7 +28,7 @@ from synthmed.training.tasks import (
     mode_seeking_ratio,
     straight_through_binary,
 )
-from tests.conftest import TINY_TRAIN, assert_one_line_error, run_cli
+from tests.conftest import TINY_TRAIN, assert_one_line_error, assert_same_tensors, run_cli
 
 TINY = [*TINY_TRAIN, "--log-every", "1"]
 
@@ -36,13 +36,6 @@ TINY = [*TINY_TRAIN, "--log-every", "1"]
 def _losses(run: Path) -> list[dict[str, str]]:
     with (run / "losses.csv").open() as f:
         return list(csv.DictReader(f))
-
-
-def _assert_same_tensors(a: Path, b: Path) -> None:
-    """Two safetensors files hold the same names and bit-identical tensors."""
-    first, second = load_file(a), load_file(b)
-    assert first.keys() == second.keys(), (a, b)
-    assert all(torch.equal(first[k], second[k]) for k in first), (a, b)
 
 
 # Stage II with the segmentation-consistency and segmenter-matching losses and the PatchGAN
@@ -112,7 +105,7 @@ def test_resume_continues_with_the_losses_of_an_uninterrupted_run(
     assert resumed.exit_code == 0, resumed.output
     assert _losses(split) == _losses(whole)
     assert [row["step"] for row in _losses(split)] == [str(i) for i in range(8)]
-    _assert_same_tensors(split / "model.safetensors", whole / "model.safetensors")
+    assert_same_tensors(split / "model.safetensors", whole / "model.safetensors")
     if extra == SEG:
         assert all(row["seg"] and float(row["seg_match"]) > 0 for row in _losses(split))
         segmenter_first_layer = load_file(split / CONSISTENCY_SEGMENTER)["encoders.0.0.weight"]
@@ -148,7 +141,7 @@ def test_sampling_and_checkpoints_do_not_move_the_run(
     assert run_cli(*args, *at_end, "--out", quiet).exit_code == 0
     assert _losses(busy) == _losses(quiet)
     for name in ("model.safetensors", STATE_FILE):
-        _assert_same_tensors(busy / name, quiet / name)
+        assert_same_tensors(busy / name, quiet / name)
 
 
 def test_consistency_loss_teaches_stage2_what_the_segmenter_finds(

@@ -1,15 +1,20 @@
-"""Seconds per training step of each GAN on this machine, at 64x64 and 256x256.
+"""Seconds per training step of each GAN on this machine, by memory layout and precision.
 
-    python benchmarks/train_step_seconds.py [--sizes 64 256] [--steps 5] [--batch-size 16]
+    python benchmarks/train_step_seconds.py [--recipe paper|demo] [--sizes 64 256] [--steps 5]
 
-Uses the default (paper-scale) widths, ngf = ndf = 64, on retina phantoms; prints a table and
-writes benchmarks/results/train_step_seconds.json; the table's header names the CPU and its
-vector extensions. One warm-up step is not timed.
+`--recipe paper` (the default) uses the default widths, ngf = ndf = 64; `--recipe demo` the
+settings `synthmed train-demo` trains with at each size (stage II with its frozen segmenter
+behind the discriminator). Every kind and size is timed side by side in four settings: the
+contiguous layout the models had before (NCHW) and the channels-last one the trainer now uses,
+each in fp32 and, where the CPU has bf16 arithmetic, with `--precision bf16`. Prints a table
+headed by the CPU and its vector extensions and writes
+benchmarks/results/train_step_seconds[_demo].json. One warm-up step is not timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -18,17 +23,36 @@ from pathlib import Path
 import torch
 from _machine import header, machine
 
+from synthmed.machine import cpu, has_bf16
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.phantom import write_phantom_dataset
+from synthmed.training.demo import ROLES, demo_configs
 from synthmed.training.train import Trainer
 
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
-def measure(kind: str, size: int, data: Path, steps: int, batch_size: int) -> float:
+
+def configs(recipe: str, data: Path, size: int, batch_size: int) -> list[TrainConfig]:
+    """One TrainConfig per GAN kind: the paper-scale defaults or train-demo's recipe."""
+    if recipe == "demo":
+        return list(demo_configs(data, ROLES, size, 1.0).values())
+    return [
+        TrainConfig(kind=kind, data=str(data), size=size, batch_size=batch_size)
+        for kind in ("stage1", "stage2", "single")
+    ]
+
+
+def measure(cfg: TrainConfig, layout: str, steps: int) -> float:
+    """Mean seconds of `steps` steps after one warm-up step, the models in `layout`."""
     with tempfile.TemporaryDirectory() as run:
-        cfg = TrainConfig(
-            kind=kind, data=str(data), size=size, steps=steps + 1, batch_size=batch_size
-        )
+        # train_step alone is timed: no window of fixed statistics, and the frozen segmenter
+        # (whose cost per step does not depend on how well it was trained) trained one step
+        cfg = dataclasses.replace(cfg, steps=steps + 1, fixed_bn_steps=0, seg_steps=1)
         trainer = Trainer(cfg, Path(run), resume=False, progress=False)
+        segmenter = getattr(trainer.task, "segmenter", None)
+        for module in (trainer.generator, trainer.discriminator, segmenter):
+            if module is not None:
+                module.to(memory_format=LAYOUTS[layout])
         trainer.train_step(0)  # warm-up: allocator and kernel selection
         start = time.perf_counter()
         for step in range(1, steps + 1):
@@ -38,46 +62,53 @@ def measure(kind: str, size: int, data: Path, steps: int, batch_size: int) -> fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", choices=("paper", "demo"), default="paper")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results" / "train_step_seconds.json"
-    )
+    parser.add_argument("--batch-size", type=int, default=16, help="paper recipe only")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    suffix = "" if args.recipe == "paper" else f"_{args.recipe}"
+    out = args.out or Path(__file__).parent / "results" / f"train_step_seconds{suffix}.json"
     recorded = machine(threads=torch.get_num_threads())
     print(header(recorded), flush=True)
+    precisions = ("fp32", "bf16") if has_bf16(cpu()) else ("fp32",)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             data = Path(tmp) / f"retina{size}"
             write_phantom_dataset("retina", data, 32, size, 0)
-            for kind in ("stage1", "stage2", "single"):
-                seconds = measure(kind, size, data, args.steps, args.batch_size)
-                rows.append(
-                    {
-                        "kind": kind,
-                        "size": size,
-                        "batch_size": args.batch_size,
-                        "seconds_per_step": seconds,
-                        "images_per_second": args.batch_size / seconds,
-                    }
-                )
-                print(
-                    f"{kind:7s} {size:4d}x{size:<4d} batch {args.batch_size:3d}: "
-                    f"{seconds:7.3f} s/step "
-                    f"({args.batch_size / seconds:6.1f} img/s)",
-                    flush=True,
-                )
-    result = {
-        "machine": recorded,
-        "config": {"ngf": 64, "ndf": 64, "nz": 100, "norm": "batch", "data": "retina phantoms"},
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+            for cfg in configs(args.recipe, data, size, args.batch_size):
+                baseline = None
+                for layout in LAYOUTS:
+                    for precision in precisions:
+                        run_cfg = dataclasses.replace(cfg, precision=precision, device="cpu")
+                        seconds = measure(run_cfg, layout, args.steps)
+                        baseline = baseline or seconds
+                        rows.append(
+                            {
+                                "kind": cfg.kind,
+                                "size": size,
+                                "batch_size": cfg.batch_size,
+                                "layout": layout,
+                                "precision": precision,
+                                "seconds_per_step": seconds,
+                                "images_per_second": cfg.batch_size / seconds,
+                                "speedup": baseline / seconds,
+                            }
+                        )
+                        print(
+                            f"{cfg.kind:7s} {size:4d}x{size:<4d} batch {cfg.batch_size:3d} "
+                            f"{layout:13s} {precision}: {seconds:7.3f} s/step "
+                            f"({cfg.batch_size / seconds:6.1f} img/s, "
+                            f"{baseline / seconds:4.2f}x contiguous fp32)",
+                            flush=True,
+                        )
+    result = {"machine": recorded, "recipe": args.recipe, "rows": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,12 @@ import platform
 from pathlib import Path
 
 # Flags as Linux's /proc/cpuinfo spells them, grouped by the extension they make up.
-EXTENSIONS = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "VNNI": ("avx512_vnni", "avx_vnni")}
+EXTENSIONS = {
+    "AVX2": ("avx2",),
+    "AVX-512": ("avx512f",),
+    "VNNI": ("avx512_vnni", "avx_vnni"),
+    "BF16": ("avx512_bf16", "amx_bf16"),  # bf16 arithmetic in hardware: --precision bf16
+}
 FLAGS = tuple(flag for flags in EXTENSIONS.values() for flag in flags)
 # numpy's names for the same flags (numpy's runtime CPU dispatch table).
 NUMPY_FLAGS = {"AVX2": "avx2", "AVX512F": "avx512f", "AVX512VNNI": "avx512_vnni",
@@ -69,6 +74,12 @@ def cpu() -> dict:
         "flags": {flag: None if flags is None else flag in flags for flag in FLAGS},
         "flags_from": source,
     }
+
+
+def has_bf16(info: dict) -> bool:
+    """Whether `cpu()`'s dict shows bf16 arithmetic in hardware (AVX-512 BF16 or AMX); without
+    it oneDNN emulates bf16 and autocast trains slower than fp32."""
+    return any(info["flags"][flag] for flag in EXTENSIONS["BF16"])
 
 
 def extensions(info: dict) -> str:

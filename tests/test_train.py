@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from synthmed.machine import cpu, has_bf16
 from synthmed.training.checkpoint import STATE_FILE, load_generator
 from synthmed.training.config import TrainConfig
 from synthmed.training.demo import ROLES, demo_configs
@@ -259,6 +260,26 @@ def test_divergence_stops_with_a_clear_error(retina64: Path, tmp_path: Path) -> 
     assert result.exit_code == 3, line
 
 
+def test_bf16_on_a_cpu_trains_where_the_hardware_has_it(
+    retina64: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--precision bf16 on a CPU: autocast with fp32 weights and checkpoints where the CPU has
+    bf16 arithmetic; refused in one line, before the run folder is made, where it has not."""
+    args = ["train", "stage2", "--data", retina64, *TINY_TRAIN, "--size", "32", "--steps", "3"]
+    args += ["--precision", "bf16", "--device", "cpu"]
+    if has_bf16(cpu()):
+        assert run_cli(*args, "--out", tmp_path / "bf16").exit_code == 0
+        assert json.loads((tmp_path / "bf16" / "config.json").read_text())["precision"] == "bf16"
+        saved = load_file(tmp_path / "bf16" / "model.safetensors").values()
+        floats = [t for t in saved if t.is_floating_point()]
+        assert floats and all(t.dtype == torch.float32 and t.isfinite().all() for t in floats)
+    without = {**cpu(), "flags": dict.fromkeys(cpu()["flags"], False)}
+    monkeypatch.setattr("synthmed.training.train.cpu", lambda: without)
+    result = run_cli(*args, "--out", tmp_path / "refused")
+    assert_one_line_error(result, "--precision bf16 on a CPU needs AVX-512 BF16 or AMX")
+    assert not (tmp_path / "refused").exists()
+
+
 def test_existing_run_needs_resume(retina64: Path, tmp_path: Path) -> None:
     assert (
         run_cli(
@@ -292,7 +313,7 @@ def test_resume_refuses_changed_data(retina64: Path, tmp_path: Path) -> None:
     [
         (["--steps", "0"], "--steps must be >= 1"),
         (["--size", "48"], "--size must be a power of two"),
-        (["--precision", "bf16", "--device", "cpu"], "--precision bf16 needs a CUDA device"),
+        (["--precision", "fp16", "--device", "cpu"], "--precision fp16 needs a CUDA device"),
         (["--seg-lambda", "-1"], "--seg-lambda must be >= 0, got -1.0"),
         (["--seg-match-lambda", "-1"], "--seg-match-lambda must be >= 0, got -1.0"),
         (["--seg-match-lambda", "5"], "--seg-match-lambda for stage1: only stage II learns from"),

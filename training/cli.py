@@ -311,7 +311,8 @@ _TRAIN_OPTIONS = [
     _option(
         "--precision",
         type=click.Choice(PRECISIONS),
-        help="auto: bf16 autocast on CUDA, fp32 on CPU.",
+        help="auto: bf16 autocast on CUDA, fp32 on CPU. bf16 on a CPU with AVX-512 BF16 or "
+        "AMX trains stage II about 1.4x faster.",
     ),
     _option("--device", help="auto, cpu, cuda or cuda:N."),
     click.option(

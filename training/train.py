@@ -16,6 +16,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from synthmed.errors import UserInputError
+from synthmed.machine import cpu, has_bf16
 from synthmed.training.adaptive_augment import augment
 from synthmed.training.batch_norm import batch_norms, measured_generator, with_statistics_of
 from synthmed.training.config import TrainConfig
@@ -31,15 +32,28 @@ from synthmed.training.loop import (
 from synthmed.training.tasks import GanTask, Pix2PixTask, d_loss, make_task
 
 
+def channels_last(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` with its 4-d weights stored channels-last, so that every convolution runs in
+    that layout (oneDNN's and cuDNN's faster one for these narrow convolutions): stage II at
+    128x128 trains in 1.36 s a step instead of 1.83 on two CPU threads, stage I in 0.35
+    instead of 0.47 (benchmarks/train_step_seconds.py). Checkpoints are written contiguous,
+    so nothing saved depends on it."""
+    return module.to(memory_format=torch.channels_last)
+
+
 def _precision(cfg: TrainConfig, device: torch.device) -> str:
-    """fp32 on CPU; bf16 autocast on CUDA when supported (no loss scaling needed)."""
+    """fp32 on CPU unless bf16 is asked for (it needs bf16 arithmetic in hardware); bf16
+    autocast on CUDA when supported (no loss scaling needed), else fp16."""
     if cfg.precision == "auto":
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return "bf16" if cuda_bf16 else ("fp16" if device.type == "cuda" else "fp32")
-    if cfg.precision != "fp32" and device.type != "cuda":
+    if cfg.precision == "bf16" and device.type == "cpu" and not has_bf16(cpu()):
         raise UserInputError(
-            f"--precision {cfg.precision} needs a CUDA device; use fp32 on {device.type}"
+            f"--precision bf16 on a CPU needs AVX-512 BF16 or AMX, which this one "
+            f"({cpu()['model']}) lacks; use fp32"
         )
+    if cfg.precision != "fp32" and not (device.type == "cuda" or cfg.precision == "bf16"):
+        raise UserInputError(f"--precision {cfg.precision} needs a CUDA device; use fp32")
     return cfg.precision
 
 
@@ -87,9 +101,9 @@ class Trainer(TrainingLoop):
     def __init__(self, cfg: TrainConfig, run_dir: Path, *, resume: bool, progress: bool) -> None:
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
         self.dist = setup(cfg.device)
+        self.precision = _precision(cfg, self.dist.device)
         if self.dist.is_main:
             prepare_run_dir(run_dir, resume)
-        self.precision = _precision(cfg, self.dist.device)
         self.data: PairedData = load_paired_data(
             cfg.data,
             cfg.size,
@@ -102,10 +116,13 @@ class Trainer(TrainingLoop):
             self.task.prepare(
                 self.data, run_dir, self.dist.device, save=main, progress=progress and main
             )
+            if self.task.segmenter is not None:
+                channels_last(self.task.segmenter)
         torch.manual_seed(cfg.seed)
         generator, discriminator = self.task.build()
         device = self.dist.device
-        self.generator, self.discriminator = generator.to(device), discriminator.to(device)
+        self.generator = channels_last(generator.to(device))
+        self.discriminator = channels_last(discriminator.to(device))
         self.ema = AveragedModel(
             self.generator, multi_avg_fn=ema_avg_fn(cfg.ema_decay), use_buffers=True
         )

@@ -530,6 +530,20 @@ def test_train_demo_rebuilds_one_stage_with_the_recorded_recipe(tmp_path: Path) 
     assert (tmp_path / "stage2" / "model.safetensors").is_file()
 
 
+def test_train_demo_passes_its_precision_to_every_run(tmp_path: Path) -> None:
+    """`train-demo --precision bf16` trains the recipe in bf16 where the CPU has it (and is
+    refused in one line, writing nothing, where it has not)."""
+    args = ["train-demo", "--out", tmp_path / "demo", "--role", "stage1", "--steps-scale"]
+    result = run_cli(*args, "0.001", "--precision", "bf16")
+    if not has_bf16(cpu()):
+        assert_one_line_error(result, "--precision bf16 on a CPU needs AVX-512 BF16 or AMX")
+        assert not (tmp_path / "demo").exists()
+        return
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "demo" / "stage1" / "config.json").read_text())
+    assert config["precision"] == config["train"]["precision"] == "bf16"
+
+
 def test_train_demo_at_128_trains_stage1_with_the_recipe_measured_there(tmp_path: Path) -> None:
     """At 128x128 the 64x64 settings give masks 1.64x as alike as real ones; the demo trains
     stage I with the heavier mode-seeking term, longer, and stage II's last tenth with fixed

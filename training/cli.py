@@ -312,7 +312,7 @@ _TRAIN_OPTIONS = [
         "--precision",
         type=click.Choice(PRECISIONS),
         help="auto: bf16 autocast on CUDA, fp32 on CPU. bf16 on a CPU with AVX-512 BF16 or "
-        "AMX trains stage II about 1.4x faster.",
+        "AMX trains about 1.5x faster than fp32.",
     ),
     _option("--device", help="auto, cpu, cuda or cuda:N."),
     click.option(
@@ -448,12 +448,28 @@ for _kind in _DUAL_GAN_HELP:
     help="Phantom and model size: the demo's recipe at another resolution (at 128, with "
     "both stages' settings measured there).",
 )
-def train_demo_cmd(out: Path, steps_scale: float, roles: tuple[str, ...], size: int) -> None:
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="As for `synthmed train`: bf16 on a CPU with AVX-512 BF16 or AMX trains faster, at "
+    "the fp32 recipe's quality at 64x64 (docs/quality.md row 102).",
+)
+def train_demo_cmd(
+    out: Path, steps_scale: float, roles: tuple[str, ...], size: int, precision: str
+) -> None:
     """Rebuild the bundled demo models: retina phantoms, then stage I, then stage II."""
     require_torch()
     from synthmed.training.demo import train_demo
 
-    runs = train_demo(out, roles=roles or DEMO_ROLES, size=size, steps_scale=steps_scale)
+    runs = train_demo(
+        out,
+        roles=roles or DEMO_ROLES,
+        size=size,
+        steps_scale=steps_scale,
+        precision=precision,
+    )
     click.echo("demo models: " + ", ".join(str(p) for p in runs.values()))
 
 

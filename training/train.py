@@ -47,14 +47,17 @@ def _precision(cfg: TrainConfig, device: torch.device) -> str:
     if cfg.precision == "auto":
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return "bf16" if cuda_bf16 else ("fp16" if device.type == "cuda" else "fp32")
-    if cfg.precision == "bf16" and device.type == "cpu" and not has_bf16(cpu()):
-        raise UserInputError(
-            f"--precision bf16 on a CPU needs AVX-512 BF16 or AMX, which this one "
-            f"({cpu()['model']}) lacks; use fp32"
-        )
-    if cfg.precision != "fp32" and not (device.type == "cuda" or cfg.precision == "bf16"):
-        raise UserInputError(f"--precision {cfg.precision} needs a CUDA device; use fp32")
-    return cfg.precision
+    if cfg.precision == "fp32" or device.type == "cuda":
+        return cfg.precision
+    if cfg.precision == "bf16" and device.type == "cpu":
+        info = cpu()
+        if not has_bf16(info):
+            raise UserInputError(
+                f"--precision bf16 on a CPU needs AVX-512 BF16 or AMX, which this one "
+                f"({info['model']}) lacks; use fp32"
+            )
+        return cfg.precision
+    raise UserInputError(f"--precision {cfg.precision} needs a CUDA device; use fp32")
 
 
 def _batch_index(cfg: TrainConfig, n: int, step: int, dist: Distributed) -> torch.Tensor:

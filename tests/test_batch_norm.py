@@ -18,8 +18,8 @@ from synthmed.training.batch_norm import (
 from synthmed.training.checkpoint import STATE_FILE, load_generator, read_generator_info
 from synthmed.training.config import AugmentConfig, TrainConfig
 from synthmed.training.data.dataset import load_paired_data
+from synthmed.training.loop import channels_last
 from synthmed.training.tasks import make_task
-from synthmed.training.train import channels_last
 from tests.conftest import TINY_TRAIN, assert_same_tensors, run_cli
 
 

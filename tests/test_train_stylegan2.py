@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from synthmed.export.graphs import ConditionalGraph
 from synthmed.latents import latents
 from synthmed.training.checkpoint import load_generator
+from synthmed.training.tasks import CONSISTENCY_SEGMENTER
 from tests.conftest import TINY_STYLEGAN2, assert_one_line_error, run_cli
 
 
@@ -98,23 +99,71 @@ def test_mode_seeking_pairs_classes_and_binary_fakes_reach_the_discriminator(
     assert raw.grad[0, -1, 0, 0] == 1 and raw.grad[0, -1, 0, 1:].abs().max() < 1e-4
 
 
+def test_seg_discriminator_judges_each_image_through_the_frozen_segmenter(
+    retina64: Path, gray_cells64: Path, tmp_path: Path
+) -> None:
+    """--seg-discriminator: one segmenter, trained on both classes' real pairs and kept in the
+    run, adds its view of each image as a last discriminator channel; the reals' view is the
+    segmenter's prediction, and the generator's view carries its gradient (so the generator
+    learns to draw vessels a segmenter finds), while the D step's fakes do not."""
+    from synthmed.training.segmenter import predict
+    from synthmed.training.stylegan2_config import StyleGAN2TrainConfig
+    from synthmed.training.train_stylegan2 import StyleGAN2Trainer
+
+    cfg = StyleGAN2TrainConfig(
+        data=(str(retina64), str(gray_cells64)),
+        **{"z_dim": 16, "w_dim": 16, "mapping_layers": 1, "channel_base": 512},
+        **{"max_channels": 32, "batch_size": 4, "ada_target": None, "pl_weight": 0},
+        seg_discriminator=True,
+        seg_steps=3,
+        seg_width=4,
+    )
+    run = tmp_path / "run"
+    trainer = StyleGAN2Trainer(cfg, run, resume=False, progress=False)
+    assert (run / CONSISTENCY_SEGMENTER).is_file()
+    assert trainer.D.from_image.weight.shape[1] == 5  # RGB, mask, the segmenter's view
+    assert trainer.model_config.view_channels == 0  # what the generator is saved with
+    judged = []
+    trainer.D.register_forward_pre_hook(lambda m, args: judged.append(args[0]))
+    reals, _ = trainer._reals(1)
+    assert reals.shape[1] == 5
+    uint8 = ((reals[:, :3] + 1) * 127.5).round().to(torch.uint8)
+    expected = torch.from_numpy(predict(trainer.segmenter, uint8)) * 2 - 1
+    torch.testing.assert_close(reals[:, 4], expected, atol=1e-5, rtol=0)
+    trainer.train_step(1)  # odd step: no R1; judged: the G step's fakes, D's fakes, reals
+    g_fakes, d_fakes, _ = judged
+    assert g_fakes[:, 4].requires_grad and not d_fakes[:, 4].requires_grad
+    fake, _, _ = trainer._fakes(torch.tensor([0, 1]))
+    (view_grad,) = torch.autograd.grad(trainer._judged(fake)[:, 4].sum(), fake)
+    assert view_grad[:, :3].abs().sum() > 0  # reaches the image through the segmenter
+
+
 def _same_weights(a: Path, b: Path) -> bool:
     x, y = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
+@pytest.mark.parametrize("extra", [[], ["--seg-discriminator", "--seg-steps", "2"]])
 def test_resume_continues_exactly_and_keeps_snapshots(
-    retina64: Path, gray_cells64: Path, tmp_path: Path
+    extra: list[str], retina64: Path, gray_cells64: Path, tmp_path: Path
 ) -> None:
-    # Lazy R1 and path length both fall after the interruption, and ADA's p moves.
+    """Lazy R1 and path length both fall after the interruption, and ADA's p moves; with
+    --seg-discriminator the resumed run reads the segmenter it trained instead of training
+    another."""
     args = ["--data", retina64, "--data", gray_cells64, *TINY_STYLEGAN2, "--log-every", "1"]
+    args += extra
     args += ["--r1-interval", "3", "--pl-interval", "2", "--ada-kimg", "0.01"]
     args += ["--snapshot-every", "2"]
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert run_cli("train", "stylegan2", *args, "--out", whole, "--steps", "5").exit_code == 0
     assert run_cli("train", "stylegan2", *args, "--out", split, "--steps", "2").exit_code == 0
+    segmenter = split / CONSISTENCY_SEGMENTER
+    written = segmenter.stat() if extra else None
     resumed = run_cli("train", "stylegan2", "--out", split, "--steps", "5", "--resume", "--quiet")
     assert resumed.exit_code == 0, resumed.output
+    if extra:  # read back, not trained and written again
+        now = segmenter.stat()
+        assert (now.st_ino, now.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
     assert _rows(split / "losses.csv") == _rows(whole / "losses.csv")
     assert len({row["ada_p"] for row in _rows(whole / "losses.csv")}) > 1
     assert _same_weights(split, whole)
@@ -142,6 +191,7 @@ def test_resume_continues_exactly_and_keeps_snapshots(
         (["--data", "{retina}", "--ada-target", "1.5"], ("--ada-target", "1.5")),
         (["--data", "{retina}", "--mode-seeking", "-1"], ("--mode-seeking", ">= 0", "-1")),
         (["--data", "{retina}", "--snapshot-every", "-5"], ("--snapshot-every", ">= 0", "-5")),
+        (["--data", "{retina}", "--seg-width", "0"], ("--seg-width", ">= 1", "0")),
         (["--data", "{missing}"], ("does not exist",)),
     ],
 )

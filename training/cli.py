@@ -124,6 +124,8 @@ _option = functools.partial(config_option, TrainConfig)
 _augment_option = functools.partial(config_option, AugmentConfig)
 _AUGMENT_FIELDS = tuple(f.name for f in dataclasses.fields(AugmentConfig))
 # Shared with `synthmed train stylegan2` (stylegan2_cli.py).
+SEG_STEPS_HELP = "Steps of the frozen segmenter's training on the real pairs."
+SEG_WIDTH_HELP = "Base channels of the frozen segmenter (doubled at each of its 3 levels)."
 SNAPSHOT_HELP = "Also keep the generator every this many steps in RUN/snapshots/ (0: off)."
 
 _TRAIN_OPTIONS = [
@@ -186,12 +188,8 @@ _TRAIN_OPTIONS = [
         "probabilities of each image it judges, so renders must look as ambiguous to a "
         "segmenter as photographs do.",
     ),
-    _option("--seg-steps", type=int, help="Steps of the frozen segmenter's training."),
-    _option(
-        "--seg-width",
-        type=int,
-        help="Base channels of the frozen segmenter (doubled at each of its 3 levels).",
-    ),
+    _option("--seg-steps", type=int, help=SEG_STEPS_HELP),
+    _option("--seg-width", type=int, help=SEG_WIDTH_HELP),
     _option(
         "--d-scales",
         type=int,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synthmed.errors import UserInputError
-from synthmed.training.stylegan2_config import AUGMENTS
+from synthmed.training.stylegan2_config import AUGMENTS, SEG_STEPS, SEG_WIDTH
 
 KINDS = ("stage1", "stage2", "single")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -117,10 +117,10 @@ class TrainConfig:
     # Stage II: weight of the segmentation-consistency term (0: off) and the steps of the
     # frozen segmenter it uses, trained on the real pairs before the GAN starts.
     seg_lambda: float = 0.0
-    seg_steps: int = 400
+    seg_steps: int = SEG_STEPS
     # Base channels of that segmenter (its U-Net doubles them at each of 3 levels). Its passes
     # over every batch are most of a --seg-discriminator step's arithmetic.
-    seg_width: int = 16
+    seg_width: int = SEG_WIDTH
     # Stage II: weight of the segmenter-matching term (0: off): the same frozen segmenter must
     # respond to a render as it does to the paired photograph (tasks.segmenter_match).
     seg_match_lambda: float = 0.0

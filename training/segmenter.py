@@ -13,12 +13,15 @@ images would be drowned by 500 synthetic ones and the arm would measure the synt
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from synthmed.atomic import atomic_path
 from synthmed.errors import UserInputError
 from synthmed.training.data.dataset import PairedData
 from synthmed.training.models import create_model
@@ -112,6 +115,30 @@ def train_segmenter(
         loss.backward()
         optimizer.step()
     return model.eval()
+
+
+def frozen_segmenter(
+    sources: list[PairedData],
+    budget: SegmenterBudget,
+    path: Path,
+    *,
+    seed: int,
+    save: bool,
+    progress: bool,
+) -> SegmentationUNet:
+    """The frozen segmenter a GAN's losses or discriminator look through: read from `path`
+    (a resumed run), or trained on the real pairs of `sources` and written there when `save`
+    (the main process). Training is seeded, so every process of a distributed run trains the
+    same one without waiting for the file."""
+    if path.is_file():
+        model = create_model("segmentation_unet", budget.model_config())
+        model.load_state_dict(load_file(str(path)))
+    else:
+        model = train_segmenter(sources, budget, seed=seed, desc="segmenter", progress=progress)
+        if save:
+            with atomic_path(path) as tmp:
+                save_file(model.state_dict(), str(tmp))
+    return model.eval().requires_grad_(False)
 
 
 @torch.no_grad()

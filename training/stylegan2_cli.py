@@ -10,6 +10,8 @@ import click
 
 from synthmed.errors import UserInputError
 from synthmed.training.cli import (
+    SEG_STEPS_HELP,
+    SEG_WIDTH_HELP,
     SNAPSHOT_HELP,
     config_option,
     given_options,
@@ -95,6 +97,13 @@ _option = functools.partial(config_option, StyleGAN2TrainConfig)
     "--binary-fakes/--no-binary-fakes",
     help="The discriminator sees the generated mask channel binarised (straight-through).",
 )
+@_option(
+    "--seg-discriminator/--no-seg-discriminator",
+    help="The discriminator also sees a frozen segmenter's vessel probabilities of each "
+    "image (one segmenter, trained on every class's real pairs first).",
+)
+@_option("--seg-steps", type=int, help=SEG_STEPS_HELP)
+@_option("--seg-width", type=int, help=SEG_WIDTH_HELP)
 @_option("--sample-every", type=int)
 @_option("--checkpoint-every", type=int)
 @_option("--snapshot-every", type=int, help=SNAPSHOT_HELP)

@@ -20,6 +20,11 @@ from synthmed.errors import UserInputError
 # (adaptive_augment.py).
 ARCHITECTURES = ("skip", "resnet")
 AUGMENTS = ("xflip", "rotate90", "translate", "colour", "cutout")
+# The frozen segmenter a discriminator may look through (--seg-discriminator, in both
+# trainers): its training steps on the real pairs and its base channels (doubled at each of
+# its 3 levels; 16 is the evaluation's own segmenter's).
+SEG_STEPS = 400
+SEG_WIDTH = 16
 
 _POSITIVE_INTS = (
     "steps",
@@ -31,6 +36,8 @@ _POSITIVE_INTS = (
     "max_channels",
     "r1_interval",
     "pl_interval",
+    "seg_steps",
+    "seg_width",
     "log_every",
     "sample_every",
     "checkpoint_every",
@@ -83,6 +90,11 @@ class StyleGAN2TrainConfig:
     # judging the mask channel binarised (straight-through), as the exported sampler emits it.
     mode_seeking: float = 0.0
     binary_fakes: bool = False
+    # What won for stage II (docs/quality.md, rows 75-77), here too: the discriminator also
+    # sees a frozen segmenter's vessel probabilities of each image, beside image and mask.
+    seg_discriminator: bool = False
+    seg_steps: int = SEG_STEPS
+    seg_width: int = SEG_WIDTH
     log_every: int = 10
     sample_every: int = 250
     checkpoint_every: int = 250

@@ -17,10 +17,8 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from synthmed.atomic import atomic_path
 from synthmed.evaluation.distribution import common_fov
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.augment import augment
@@ -34,7 +32,7 @@ from synthmed.training.models import (
 )
 from synthmed.training.models.segmentation import SegmentationUNet
 from synthmed.training.pixels import binary_mask
-from synthmed.training.segmenter import SegmenterBudget, segmentation_loss, train_segmenter
+from synthmed.training.segmenter import SegmenterBudget, frozen_segmenter, segmentation_loss
 
 # The frozen segmenter of the consistency loss, kept in the run so a resume does not retrain it.
 CONSISTENCY_SEGMENTER = "consistency_segmenter.safetensors"
@@ -329,18 +327,15 @@ class Pix2PixTask(GanTask):
         if not self.cfg.uses_segmenter:
             return
         budget = SegmenterBudget(steps=self.cfg.seg_steps, base_channels=self.cfg.seg_width)
-        path = run_dir / CONSISTENCY_SEGMENTER
-        if path.is_file():
-            model = create_model("segmentation_unet", budget.model_config())
-            model.load_state_dict(load_file(str(path)))
-        else:
-            model = train_segmenter(
-                [data], budget, seed=self.cfg.seed, desc="segmenter", progress=progress
-            )
-            if save:
-                with atomic_path(path) as tmp:
-                    save_file(model.state_dict(), str(tmp))
-        self.segmenter = model.eval().requires_grad_(False).to(device)
+        model = frozen_segmenter(
+            [data],
+            budget,
+            run_dir / CONSISTENCY_SEGMENTER,
+            seed=self.cfg.seed,
+            save=save,
+            progress=progress,
+        )
+        self.segmenter = model.to(device)
 
     def generator_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The batch's masks and one fresh latent each (none for a deterministic render, which

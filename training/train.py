@@ -25,20 +25,12 @@ from synthmed.training.distributed import Distributed, no_sync, setup
 from synthmed.training.loop import (
     TrainingLoop,
     TrainResult,
+    channels_last,
     ema_avg_fn,
     prepare_run_dir,
     step_seed,
 )
 from synthmed.training.tasks import GanTask, Pix2PixTask, d_loss, make_task
-
-
-def channels_last(module: torch.nn.Module) -> torch.nn.Module:
-    """`module` with its 4-d weights stored channels-last, so that every convolution runs in
-    that layout (oneDNN's and cuDNN's faster one for these narrow convolutions): on two CPU
-    threads the demo's stage II trains 1.39x (64x64) and 1.22x (128x128) as fast as in the
-    contiguous layout, stage I 1.16x (benchmarks/train_step_seconds.py --recipe demo).
-    Checkpoints are written contiguous, so nothing saved depends on it."""
-    return module.to(memory_format=torch.channels_last)
 
 
 def _precision(cfg: TrainConfig, device: torch.device) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,21 @@ from synthmed.training.distributed import setup
 from synthmed.training.loop import (
     TrainingLoop,
     TrainResult,
+    channels_last,
     ema_avg_fn,
     prepare_run_dir,
     step_seed,
 )
 from synthmed.training.models import CStyleGAN2Config, create_model
 from synthmed.training.models.stylegan2_layers import pair_halves
+from synthmed.training.segmenter import SegmenterBudget, frozen_segmenter
 from synthmed.training.stylegan2_config import StyleGAN2TrainConfig
-from synthmed.training.tasks import mode_seeking_term, straight_through_binary
+from synthmed.training.tasks import (
+    CONSISTENCY_SEGMENTER,
+    mode_seeking_term,
+    segmenter_view,
+    straight_through_binary,
+)
 
 ROLE = "cstylegan2"
 GENERATOR = "cstylegan2_generator"
@@ -93,8 +100,11 @@ class StyleGAN2Trainer(TrainingLoop):
         self.model_config = model_config(cfg, self.data)
         torch.manual_seed(cfg.seed)
         device = self.dist.device
-        self.G = create_model(GENERATOR, self.model_config).to(device)
-        self.D = create_model(DISCRIMINATOR, self.model_config).to(device)
+        self.G = channels_last(create_model(GENERATOR, self.model_config).to(device))
+        views = 1 if cfg.seg_discriminator else 0
+        self.D = create_model(DISCRIMINATOR, replace(self.model_config, view_channels=views))
+        self.D = channels_last(self.D.to(device))
+        self.segmenter = self._segmenter() if cfg.seg_discriminator else None
         self.ema = AveragedModel(self.G, multi_avg_fn=ema_avg_fn(cfg.ema_decay), use_buffers=True)
         pl_on = cfg.pl_weight > 0
         self.opt_g = _lazy_adam(self.G.parameters(), cfg, cfg.pl_interval if pl_on else 0)
@@ -109,6 +119,20 @@ class StyleGAN2Trainer(TrainingLoop):
             self._load_state()
         self.fixed = self._fixed_inputs()
         self.open_logs(resume)
+
+    def _segmenter(self) -> torch.nn.Module:
+        """--seg-discriminator's frozen segmenter: one U-Net trained on every class's real
+        pairs (batches split evenly between classes), kept in the run so a resume reads it."""
+        cfg = self.cfg
+        model = frozen_segmenter(
+            [self.data.pairs(k) for k in range(self.model_config.num_classes)],
+            SegmenterBudget(steps=cfg.seg_steps, base_channels=cfg.seg_width),
+            self.run_dir / CONSISTENCY_SEGMENTER,
+            seed=cfg.seed,
+            save=self.dist.is_main,
+            progress=self.progress and self.dist.is_main,
+        )
+        return channels_last(model.to(self.dist.device))
 
     # --- state -----------------------------------------------------------------------------
     def _modules(self) -> dict[str, torch.nn.Module]:
@@ -159,7 +183,8 @@ class StyleGAN2Trainer(TrainingLoop):
         images = self.data.images[index].float() / 127.5 - 1
         masks = self.data.masks[index].float() * 2 - 1
         reals = torch.cat([images, masks], dim=1).to(dist.device)
-        return reals, self.data.labels[index].to(dist.device)
+        with torch.no_grad():
+            return self._with_view(reals), self.data.labels[index].to(dist.device)
 
     def _fakes(
         self, labels: torch.Tensor, track: bool = False, noise_mode: str = "random"
@@ -178,16 +203,27 @@ class StyleGAN2Trainer(TrainingLoop):
             ws = torch.cat([ws[:, :cutoff], w2[:, None].expand(-1, num_ws - cutoff, -1)], dim=1)
         return self.G.synthesis(ws, labels, noise_mode), ws, z
 
+    def _with_view(self, sample: torch.Tensor) -> torch.Tensor:
+        """Image + mask, and with --seg-discriminator the frozen segmenter's view of the image
+        as a last channel: the discriminator then tells generated photographs from real ones
+        by how their vessels look to a segmenter beside the mask they come with (stage II's
+        winner, docs/quality.md rows 75-77). The generator's gradient flows through it."""
+        if self.segmenter is None:
+            return sample
+        image = sample[:, : self.model_config.image_channels]
+        return torch.cat([sample, segmenter_view(self.segmenter(image))], dim=1)
+
     def _judged(self, fake: torch.Tensor) -> torch.Tensor:
         """A generated sample as the discriminator judges it: with --binary-fakes, its mask
-        channel binarised as the exported sampler emits it."""
-        if not self.cfg.binary_fakes:
-            return fake
-        # Through a tanh, as stage I's DCGAN ends: the synthesis network's outputs are
-        # unbounded, and a straight-through gradient on the raw channel drives it without
-        # limit, since the binarised mask the discriminator judges never changes.
-        mask = straight_through_binary(torch.tanh(fake[:, -1:]))
-        return torch.cat([fake[:, :-1], mask], dim=1)
+        channel binarised as the exported sampler emits it; with --seg-discriminator, the
+        segmenter's view of its image beside it."""
+        if self.cfg.binary_fakes:
+            # Through a tanh, as stage I's DCGAN ends: the synthesis network's outputs are
+            # unbounded, and a straight-through gradient on the raw channel drives it without
+            # limit, since the binarised mask the discriminator judges never changes.
+            mask = straight_through_binary(torch.tanh(fake[:, -1:]))
+            fake = torch.cat([fake[:, :-1], mask], dim=1)
+        return self._with_view(fake)
 
     def _shown(self, x: torch.Tensor) -> torch.Tensor:
         """What the discriminator is shown of x: ADA's transforms at the current p."""

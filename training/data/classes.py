@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from synthmed.errors import UserInputError
-from synthmed.training.data.dataset import load_paired_data
+from synthmed.training.data.dataset import PairedData, load_paired_data
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -57,6 +57,15 @@ class ClassData:
     def indices(self, label: int) -> torch.Tensor:
         """Positions of the examples of class `label`."""
         return (self.labels == label).nonzero().flatten()
+
+    def pairs(self, label: int) -> PairedData:
+        """Class `label`'s (image, mask) pairs as a dataset of their own, e.g. to train a
+        segmenter on. The field of view is not kept here: it is the whole image."""
+        index = self.indices(label)
+        masks, info = self.masks[index], self.classes[label]
+        names = [f"{info.name}-{i}" for i in range(len(index))]
+        whole = torch.ones_like(masks)
+        return PairedData(names, self.images[index], masks, whole, info.fingerprint)
 
 
 def class_names(folders: list[str], names: list[str] | None) -> list[str]:

@@ -49,6 +49,9 @@ class CStyleGAN2Config:
     channel_base: int = 16384
     max_channels: int = 512
     architecture: str = "skip"  # generator: toRGB skips summed, or residual blocks
+    # Discriminator only: channels it judges beside image and mask (1: a frozen segmenter's
+    # view of the image, --seg-discriminator). The generator's saved config keeps 0.
+    view_channels: int = 0
 
     def __post_init__(self) -> None:
         # JSON gives lists back; keep the config hashable and comparable.
@@ -67,6 +70,8 @@ class CStyleGAN2Config:
             raise ValueError(f"image_channels must be 1 or 3, got {self.image_channels}")
         if min(self.z_dim, self.w_dim, self.mapping_layers, self.channel_base) < 1:
             raise ValueError("z_dim, w_dim, mapping_layers and channel_base must be positive")
+        if self.view_channels < 0:
+            raise ValueError(f"view_channels must be >= 0, got {self.view_channels}")
 
     @property
     def num_classes(self) -> int:
@@ -234,7 +239,7 @@ class DiscriminatorBlock(nn.Module):
 
 @register_model("cstylegan2_discriminator", CStyleGAN2Config)
 class CStyleGAN2Discriminator(nn.Module):
-    """(image + mask [N, C + 1, S, S], class [N]) -> one logit per sample [N].
+    """(image + mask [+ view] [N, C + 1 + V, S, S], class [N]) -> one logit per sample [N].
 
     Conditioned by projection (Miyato & Koyama, 2018): logit = psi(h) + <embed(class), h>,
     with h the image features, so the critic judges "a real sample *of this class*".
@@ -243,7 +248,8 @@ class CStyleGAN2Discriminator(nn.Module):
     def __init__(self, config: CStyleGAN2Config) -> None:
         super().__init__()
         resolutions = list(reversed(config.resolutions))  # size ... 4
-        self.from_image = EqualConv2d(config.image_channels + 1, config.channels(config.size), 1)
+        judged = config.image_channels + 1 + config.view_channels
+        self.from_image = EqualConv2d(judged, config.channels(config.size), 1)
         self.blocks = nn.Sequential(
             *(
                 DiscriminatorBlock(config.channels(r), config.channels(r // 2))

@@ -449,7 +449,7 @@ for _kind in _DUAL_GAN_HELP:
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
-    default="auto",
+    default=TrainConfig.precision,
     show_default=True,
     help="As for `synthmed train`: bf16 on a CPU with AVX-512 BF16 or AMX trains faster, at "
     "the fp32 recipe's quality at 64x64 (docs/quality.md row 102).",

@@ -72,7 +72,11 @@ ROLES = tuple(DEMO_RUNS)
 
 
 def demo_configs(
-    data: Path, roles: tuple[str, ...], size: int, steps_scale: float, precision: str = "auto"
+    data: Path,
+    roles: tuple[str, ...],
+    size: int,
+    steps_scale: float,
+    precision: str = TrainConfig.precision,
 ) -> dict[str, TrainConfig]:
     """Each role's training settings: the demo recipe, with SIZE_RECIPES' changes at `size`
     and every step count (the fixed batch-norm window's too) scaled by `steps_scale`, trained
@@ -113,7 +117,7 @@ def train_demo(
     roles: tuple[str, ...] = ROLES,
     size: int = DEMO_DATA["size"],
     steps_scale: float = 1.0,
-    precision: str = "auto",
+    precision: str = TrainConfig.precision,
     progress: bool = True,
 ) -> dict[str, Path]:
     """Train the demo's `roles` (stage I and stage II are independent: each learns from the

@@ -143,13 +143,15 @@ def _same_weights(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
-@pytest.mark.parametrize("extra", [[], ["--seg-discriminator", "--seg-steps", "2"]])
+@pytest.mark.parametrize(
+    "extra", [[], ["--seg-discriminator", "--seg-steps", "2"], ["--lecam", "0.5"]]
+)
 def test_resume_continues_exactly_and_keeps_snapshots(
     extra: list[str], retina64: Path, gray_cells64: Path, tmp_path: Path
 ) -> None:
     """Lazy R1 and path length both fall after the interruption, and ADA's p moves; with
     --seg-discriminator the resumed run reads the segmenter it trained instead of training
-    another."""
+    another; with --lecam the moving averages LeCam anchors to carry over."""
     args = ["--data", retina64, "--data", gray_cells64, *TINY_STYLEGAN2, "--log-every", "1"]
     args += extra
     args += ["--r1-interval", "3", "--pl-interval", "2", "--ada-kimg", "0.01"]
@@ -158,14 +160,16 @@ def test_resume_continues_exactly_and_keeps_snapshots(
     assert run_cli("train", "stylegan2", *args, "--out", whole, "--steps", "5").exit_code == 0
     assert run_cli("train", "stylegan2", *args, "--out", split, "--steps", "2").exit_code == 0
     segmenter = split / CONSISTENCY_SEGMENTER
-    written = segmenter.stat() if extra else None
+    written = segmenter.stat() if "--seg-discriminator" in extra else None
     resumed = run_cli("train", "stylegan2", "--out", split, "--steps", "5", "--resume", "--quiet")
     assert resumed.exit_code == 0, resumed.output
-    if extra:  # read back, not trained and written again
+    if "--seg-discriminator" in extra:  # read back, not trained and written again
         now = segmenter.stat()
         assert (now.st_ino, now.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
     assert _rows(split / "losses.csv") == _rows(whole / "losses.csv")
     assert len({row["ada_p"] for row in _rows(whole / "losses.csv")}) > 1
+    if "--lecam" in extra:  # logged, and moved by anchors that changed with each step
+        assert len({float(row["lecam"]) for row in _rows(whole / "losses.csv")}) > 2
     assert _same_weights(split, whole)
 
     # Snapshots at steps 2 and 4 (not at the last step, which the run folder holds), each a
@@ -192,6 +196,7 @@ def test_resume_continues_exactly_and_keeps_snapshots(
         (["--data", "{retina}", "--mode-seeking", "-1"], ("--mode-seeking", ">= 0", "-1")),
         (["--data", "{retina}", "--snapshot-every", "-5"], ("--snapshot-every", ">= 0", "-5")),
         (["--data", "{retina}", "--seg-width", "0"], ("--seg-width", ">= 1", "0")),
+        (["--data", "{retina}", "--lecam", "-0.1"], ("--lecam", ">= 0", "-0.1")),
         (["--data", "{missing}"], ("does not exist",)),
     ],
 )

@@ -10,6 +10,7 @@ import click
 
 from synthmed.errors import UserInputError
 from synthmed.training.cli import (
+    LECAM_HELP,
     SEG_STEPS_HELP,
     SEG_WIDTH_HELP,
     SNAPSHOT_HELP,
@@ -102,6 +103,7 @@ _option = functools.partial(config_option, StyleGAN2TrainConfig)
     help="The discriminator also sees a frozen segmenter's vessel probabilities of each "
     "image (one segmenter, trained on every class's real pairs first).",
 )
+@_option("--lecam", type=float, help=LECAM_HELP)
 @_option("--seg-steps", type=int, help=SEG_STEPS_HELP)
 @_option("--seg-width", type=int, help=SEG_WIDTH_HELP)
 @_option("--sample-every", type=int)

@@ -95,6 +95,9 @@ class StyleGAN2TrainConfig:
     seg_discriminator: bool = False
     seg_steps: int = SEG_STEPS
     seg_width: int = SEG_WIDTH
+    # A brake on a discriminator that memorises the reals (training/lecam.py): the weight of
+    # LeCam's penalty on logits beyond the other side's moving average (0: off).
+    lecam: float = 0.0
     log_every: int = 10
     sample_every: int = 250
     checkpoint_every: int = 250
@@ -132,6 +135,7 @@ class StyleGAN2TrainConfig:
             ("lr", lambda v: v > 0, "> 0"),
             ("pl_weight", lambda v: v >= 0, ">= 0"),
             ("mode_seeking", lambda v: v >= 0, ">= 0"),
+            ("lecam", lambda v: v >= 0, ">= 0"),
             ("snapshot_every", lambda v: v >= 0, ">= 0"),
             ("ada_kimg", lambda v: v > 0, "> 0"),
             ("r1_gamma", lambda v: v is None or v >= 0, ">= 0"),

@@ -29,6 +29,7 @@ from synthmed.training.adaptive_augment import AdaptiveProbability, augment
 from synthmed.training.class_statistics import class_separability
 from synthmed.training.data.classes import ClassData, load_class_data
 from synthmed.training.distributed import setup
+from synthmed.training.lecam import LeCamAnchors
 from synthmed.training.loop import (
     TrainingLoop,
     TrainResult,
@@ -112,6 +113,7 @@ class StyleGAN2Trainer(TrainingLoop):
         self.ada = AdaptiveProbability(
             p=cfg.ada_p, target=cfg.ada_target or 0.0, speed_kimg=cfg.ada_kimg
         )
+        self.lecam = LeCamAnchors()
         self.pl_mean = torch.zeros((), device=device)
         self.lazy: dict[str, float] = {}  # the last R1 and path-length values, carried forward
         self.start_step = 0
@@ -154,6 +156,8 @@ class StyleGAN2Trainer(TrainingLoop):
     def _load_state(self) -> None:
         extra = self.load_state(ROLE, self._fingerprint())
         self.ada.load(extra["ada"])
+        if "lecam" in extra:  # runs saved before --lecam existed had none (and no penalty)
+            self.lecam.load(extra["lecam"])
         self.pl_mean.fill_(extra["pl_mean"])
         self.lazy = dict(extra["lazy"])
 
@@ -277,6 +281,10 @@ class StyleGAN2Trainer(TrainingLoop):
         logits_real = self._critic(reals, labels)
         self.ada.observe(logits_real)
         loss_d = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
+        if cfg.lecam > 0:
+            lecam = self._lecam(logits_fake, real=False) + self._lecam(logits_real, real=True)
+            stats["lecam"] = lecam.item()
+            loss_d = loss_d + cfg.lecam * lecam
         self._apply(loss_d, self.D, self.opt_d)
         stats.update(
             loss_d=loss_d.item(),
@@ -294,6 +302,11 @@ class StyleGAN2Trainer(TrainingLoop):
         stats["ada_p"] = self.ada.p
         self.ema.update_parameters(self.G)
         return stats
+
+    def _lecam(self, logits: torch.Tensor, *, real: bool) -> torch.Tensor:
+        """LeCam's term for one side, its moving average fed the mean over every process."""
+        mean = float(self.dist.mean(logits.detach().float().mean()))
+        return self.lecam.term(logits, real, mean)
 
     def _path_length_step(self, labels: torch.Tensor) -> float:
         """Penalise changes in |J_w^T y| from its running mean (smooth W -> image map)."""
@@ -349,12 +362,18 @@ class StyleGAN2Trainer(TrainingLoop):
                 "classes": [asdict(c) for c in self.data.classes],
             },
             precision="fp32",
-            extra={"ada": self.ada.state(), "pl_mean": float(self.pl_mean), "lazy": self.lazy},
+            extra={
+                "ada": self.ada.state(),
+                "lecam": self.lecam.state(),
+                "pl_mean": float(self.pl_mean),
+                "lazy": self.lazy,
+            },
         )
 
     def log_row(self, losses: dict[str, float]) -> dict[str, float | str]:
         """Fixed CSV columns (R1 and path length hold their last value; blank before the first)."""
         columns = _COLUMNS + (("mode_seeking_ratio",) if self.cfg.mode_seeking > 0 else ())
+        columns += ("lecam",) if self.cfg.lecam > 0 else ()
         return {name: losses.get(name, "") for name in columns}
 
 

@@ -125,10 +125,6 @@ _augment_option = functools.partial(config_option, AugmentConfig)
 _AUGMENT_FIELDS = tuple(f.name for f in dataclasses.fields(AugmentConfig))
 # Shared with `synthmed train stylegan2` (stylegan2_cli.py).
 SEG_STEPS_HELP = "Steps of the frozen segmenter's training on the real pairs."
-LECAM_HELP = (
-    "Weight of LeCam's penalty on discriminator logits beyond the other side's moving "
-    "average, a brake on a discriminator that memorises few reals; 0: off."
-)
 SEG_WIDTH_HELP = "Base channels of the frozen segmenter (doubled at each of its 3 levels)."
 SNAPSHOT_HELP = "Also keep the generator every this many steps in RUN/snapshots/ (0: off)."
 

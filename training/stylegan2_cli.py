@@ -10,7 +10,6 @@ import click
 
 from synthmed.errors import UserInputError
 from synthmed.training.cli import (
-    LECAM_HELP,
     SEG_STEPS_HELP,
     SEG_WIDTH_HELP,
     SNAPSHOT_HELP,
@@ -103,7 +102,12 @@ _option = functools.partial(config_option, StyleGAN2TrainConfig)
     help="The discriminator also sees a frozen segmenter's vessel probabilities of each "
     "image (one segmenter, trained on every class's real pairs first).",
 )
-@_option("--lecam", type=float, help=LECAM_HELP)
+@_option(
+    "--lecam",
+    type=float,
+    help="Weight of LeCam's penalty on discriminator logits beyond the other side's moving "
+    "average, a brake on a discriminator that memorises few reals; 0: off.",
+)
 @_option("--seg-steps", type=int, help=SEG_STEPS_HELP)
 @_option("--seg-width", type=int, help=SEG_WIDTH_HELP)
 @_option("--sample-every", type=int)

@@ -28,13 +28,13 @@ class LeCamAnchors:
 
     def __init__(self, decay: float = DECAY) -> None:
         self.decay = decay
-        self.sums = {True: 0.0, False: 0.0}  # biased accumulators, by "is real"
-        self.counts = {True: 0, False: 0}
+        # Per side: the biased accumulator and how many batches it has seen.
+        self.sides = {"real": [0.0, 0], "fake": [0.0, 0]}
 
     def anchor(self, real: bool) -> float:
         """The debiased moving average of the mean logit on reals (or fakes); 0 before any."""
-        n = self.counts[real]
-        return self.sums[real] / (1 - self.decay**n) if n else 0.0
+        total, n = self.sides[_side(real)]
+        return total / (1 - self.decay**n) if n else 0.0
 
     def term(self, logits: torch.Tensor, real: bool, mean: float | None = None) -> torch.Tensor:
         """Record this batch's mean logit on its side, then penalise its logits beyond the
@@ -42,9 +42,9 @@ class LeCamAnchors:
         `mean` is the batch mean to record when it must be the same on every process (a
         distributed run passes the all-reduced one)."""
         value = float(logits.detach().float().mean()) if mean is None else mean
-        self.sums[real] = self.decay * self.sums[real] + (1 - self.decay) * value
-        self.counts[real] += 1
-        if not self.counts[not real]:  # nothing to anchor to yet
+        own = self.sides[_side(real)]
+        own[0], own[1] = self.decay * own[0] + (1 - self.decay) * value, own[1] + 1
+        if not self.sides[_side(not real)][1]:  # nothing to anchor to yet
             return logits.new_zeros(())
         other = self.anchor(not real)
         excess = logits.float() - other if real else other - logits.float()
@@ -52,12 +52,12 @@ class LeCamAnchors:
 
     def state(self) -> dict[str, list[float]]:
         """JSON-ready state for a checkpoint."""
-        return {side: [self.sums[real], self.counts[real]] for side, real in _SIDES.items()}
+        return {side: list(value) for side, value in self.sides.items()}
 
     def load(self, state: dict[str, list[float]]) -> None:
         """Restore what `state` returned."""
-        for side, real in _SIDES.items():
-            self.sums[real], self.counts[real] = float(state[side][0]), int(state[side][1])
+        self.sides = {side: [float(state[side][0]), int(state[side][1])] for side in self.sides}
 
 
-_SIDES = {"real": True, "fake": False}
+def _side(real: bool) -> str:
+    return "real" if real else "fake"

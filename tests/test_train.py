@@ -274,7 +274,7 @@ def test_bf16_on_a_cpu_trains_where_the_hardware_has_it(
         floats = [t for t in saved if t.is_floating_point()]
         assert floats and all(t.dtype == torch.float32 and t.isfinite().all() for t in floats)
     without = {**cpu(), "flags": dict.fromkeys(cpu()["flags"], False)}
-    monkeypatch.setattr("synthmed.training.train.cpu", lambda: without)
+    monkeypatch.setattr("synthmed.training.loop.cpu", lambda: without)
     result = run_cli(*args, "--out", tmp_path / "refused")
     assert_one_line_error(result, "--precision bf16 on a CPU needs AVX-512 BF16 or AMX")
     assert not (tmp_path / "refused").exists()

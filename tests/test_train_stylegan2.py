@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from synthmed.export.graphs import ConditionalGraph
 from synthmed.latents import latents
+from synthmed.machine import cpu, has_bf16
 from synthmed.training.checkpoint import load_generator
 from synthmed.training.tasks import CONSISTENCY_SEGMENTER
 from tests.conftest import TINY_STYLEGAN2, assert_one_line_error, run_cli
@@ -206,6 +207,34 @@ def test_bad_input_is_one_line(
     args = [a.format(retina=retina64, missing=tmp_path / "nowhere") for a in extra]
     result = run_cli("train", "stylegan2", *args, "--out", tmp_path / "run", *TINY_STYLEGAN2)
     assert_one_line_error(result, *fragments)
+
+
+def test_bf16_trains_every_phase_where_the_cpu_has_it(
+    retina64: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--precision bf16: every phase (generator with mode seeking, path length, discriminator,
+    R1) under autocast, losses finite and not the fp32 run's, weights saved fp32; refused in
+    one line, before the run folder is made, on a CPU without bf16 arithmetic."""
+    args = ["--data", retina64, *TINY_STYLEGAN2, "--log-every", "1", "--steps", "2"]
+    args += ["--r1-interval", "1", "--pl-interval", "1", "--mode-seeking", "1", "--binary-fakes"]
+    args += ["--device", "cpu"]
+    if has_bf16(cpu()):
+        runs = {p: tmp_path / p for p in ("fp32", "bf16")}
+        for precision, run in runs.items():
+            result = run_cli("train", "stylegan2", *args, "--precision", precision, "--out", run)
+            assert result.exit_code == 0, result.output
+        assert json.loads((runs["bf16"] / "config.json").read_text())["precision"] == "bf16"
+        rows = {p: _rows(run / "losses.csv") for p, run in runs.items()}
+        for row in rows["bf16"]:
+            assert all(math.isfinite(float(v)) for v in row.values() if v != "")
+        assert rows["bf16"][0]["loss_g"] != rows["fp32"][0]["loss_g"]  # autocast did run
+        saved = load_file(runs["bf16"] / "model.safetensors").values()
+        assert all(t.dtype == torch.float32 for t in saved if t.is_floating_point())
+    without = {**cpu(), "flags": dict.fromkeys(cpu()["flags"], False)}
+    monkeypatch.setattr("synthmed.training.loop.cpu", lambda: without)
+    refused = run_cli("train", "stylegan2", *args, "--precision", "bf16", "--out", tmp_path / "no")
+    assert_one_line_error(refused, "--precision bf16 on a CPU needs AVX-512 BF16 or AMX")
+    assert not (tmp_path / "no").exists()
 
 
 def test_resume_refuses_to_change_the_architecture(cstylegan2_run: Path) -> None:

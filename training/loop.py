@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 import synthmed
 from synthmed.errors import TrainingDivergedError, UserInputError
-from synthmed.machine import cpu, extensions
+from synthmed.machine import cpu, extensions, has_bf16
 from synthmed.training.checkpoint import (
     STATE_FILE,
     keep_snapshot,
@@ -51,6 +51,26 @@ def channels_last(module: torch.nn.Module) -> torch.nn.Module:
     conditional StyleGAN2 of docs/quality.md with its segmenter-seeing discriminator 1.18x.
     Checkpoints are written contiguous, so nothing saved depends on it."""
     return module.to(memory_format=torch.channels_last)
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """The precision a run trains in: fp32 on a CPU unless bf16 is asked for (it needs bf16
+    arithmetic in hardware, which oneDNN otherwise emulates, slower than fp32); with "auto",
+    bf16 autocast on CUDA where supported (no loss scaling needed), else fp16."""
+    if requested == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return "bf16" if cuda_bf16 else ("fp16" if device.type == "cuda" else "fp32")
+    if requested == "fp32" or device.type == "cuda":
+        return requested
+    if requested == "bf16" and device.type == "cpu":
+        info = cpu()
+        if not has_bf16(info):
+            raise UserInputError(
+                f"--precision bf16 on a CPU needs AVX-512 BF16 or AMX, which this one "
+                f"({info['model']}) lacks; use fp32"
+            )
+        return requested
+    raise UserInputError(f"--precision {requested} needs a CUDA device; use fp32")
 
 
 def trained_on(dist: Distributed) -> dict[str, Any]:
@@ -172,6 +192,15 @@ class TrainingLoop:
     start_step: int
     name: str  # shown on the progress bar: "train <name>"
     divergence_hint: str  # what to try after a NaN, e.g. "Lower --lr"
+    precision: str  # resolve_precision's answer: fp32, bf16 or fp16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The forward passes' mixed precision: none in fp32, else autocast to bf16 or fp16
+        (weights, optimizer state and the EMA stay fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.dist.device.type, dtype=dtype)
 
     def open_logs(self, resume: bool) -> None:
         """losses.csv (rows: 0-based step indices), eval.csv (rows: steps done), TensorBoard;

@@ -22,6 +22,7 @@ from synthmed.training.stylegan2_config import (
     ARCHITECTURES,
     AUGMENTS,
     RESUMABLE_OVERRIDES,
+    STYLEGAN2_PRECISIONS,
     StyleGAN2TrainConfig,
 )
 
@@ -115,6 +116,12 @@ _option = functools.partial(config_option, StyleGAN2TrainConfig)
 @_option("--snapshot-every", type=int, help=SNAPSHOT_HELP)
 @_option("--log-every", type=int)
 @_option("--device", help="auto, cpu, cuda or cuda:N.")
+@_option(
+    "--precision",
+    type=click.Choice(STYLEGAN2_PRECISIONS),
+    help="bf16: autocast to bfloat16 (CUDA, or a CPU with AVX-512 BF16 or AMX; fp32 weights); "
+    "its quality against fp32 is not yet measured.",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context

@@ -15,8 +15,6 @@ from pathlib import Path
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from synthmed.errors import UserInputError
-from synthmed.machine import cpu, has_bf16
 from synthmed.training.adaptive_augment import augment
 from synthmed.training.batch_norm import batch_norms, measured_generator, with_statistics_of
 from synthmed.training.config import TrainConfig
@@ -28,28 +26,10 @@ from synthmed.training.loop import (
     channels_last,
     ema_avg_fn,
     prepare_run_dir,
+    resolve_precision,
     step_seed,
 )
 from synthmed.training.tasks import GanTask, Pix2PixTask, d_loss, make_task
-
-
-def _precision(cfg: TrainConfig, device: torch.device) -> str:
-    """fp32 on CPU unless bf16 is asked for (it needs bf16 arithmetic in hardware); bf16
-    autocast on CUDA when supported (no loss scaling needed), else fp16."""
-    if cfg.precision == "auto":
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return "bf16" if cuda_bf16 else ("fp16" if device.type == "cuda" else "fp32")
-    if cfg.precision == "fp32" or device.type == "cuda":
-        return cfg.precision
-    if cfg.precision == "bf16" and device.type == "cpu":
-        info = cpu()
-        if not has_bf16(info):
-            raise UserInputError(
-                f"--precision bf16 on a CPU needs AVX-512 BF16 or AMX, which this one "
-                f"({info['model']}) lacks; use fp32"
-            )
-        return cfg.precision
-    raise UserInputError(f"--precision {cfg.precision} needs a CUDA device; use fp32")
 
 
 def _batch_index(cfg: TrainConfig, n: int, step: int, dist: Distributed) -> torch.Tensor:
@@ -96,7 +76,7 @@ class Trainer(TrainingLoop):
     def __init__(self, cfg: TrainConfig, run_dir: Path, *, resume: bool, progress: bool) -> None:
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
         self.dist = setup(cfg.device)
-        self.precision = _precision(cfg, self.dist.device)
+        self.precision = resolve_precision(cfg.precision, self.dist.device)
         if self.dist.is_main:
             prepare_run_dir(run_dir, resume)
         self.data: PairedData = load_paired_data(
@@ -168,12 +148,6 @@ class Trainer(TrainingLoop):
             self.scaler.load_state_dict(extra["scaler"])
         self.last_r1 = extra.get("last_r1", self.last_r1)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.dist.device.type, dtype=dtype)
-
     def train_step(self, step: int) -> dict[str, float]:
         """One discriminator update, then one generator update; returns the step's losses."""
         cfg, device = self.cfg, self.dist.device
@@ -185,7 +159,7 @@ class Trainer(TrainingLoop):
         batch = self.task.batch(
             self.data, _batch_index(cfg, len(self.data), step, self.dist), augment_rng, device
         )
-        with self._autocast():
+        with self.autocast():
             fake = self.task.generate(self.g_ddp, batch)
 
         # Instance noise on everything the discriminator sees, annealed to zero: without it a
@@ -212,7 +186,7 @@ class Trainer(TrainingLoop):
         loss_d = 0.0
         for i, (inputs, is_real) in enumerate(terms):
             sync = contextlib.nullcontext() if i == len(terms) - 1 else no_sync(self.d_ddp)
-            with sync, self._autocast():
+            with sync, self.autocast():
                 logits = self.d_ddp(seen(inputs))
                 term = d_loss(logits, is_real, cfg.gan_loss, cfg.label_smoothing)
                 term = term * self.task.d_loss_scale
@@ -223,7 +197,7 @@ class Trainer(TrainingLoop):
         # Generator: through the bare discriminator, which must not collect gradients here.
         self.discriminator.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
-        with self._autocast():
+        with self.autocast():
             judge = _Seen(self.discriminator, seen)
             loss_g, g_stats = self.task.g_loss(judge, batch, fake)
         self.scaler.scale(loss_g).backward()
@@ -242,7 +216,7 @@ class Trainer(TrainingLoop):
         taken at the augmented reals, not through DiffAugment: CUDA's grid_sample has no second
         derivative (the run stopped at its first R1 step on a GPU)."""
         shown = seen(reals).detach().requires_grad_(True)
-        with self._autocast():
+        with self.autocast():
             logits = self.discriminator(shown)
         (grads,) = torch.autograd.grad(logits.float().sum(), shown, create_graph=True)
         penalty = grads.float().square().sum(dim=(1, 2, 3)).mean()

@@ -5,7 +5,8 @@ Four phases per step, as in StyleGAN2-ADA: the generator's non-saturating loss; 
 `r1_interval` steps its R1 penalty on reals. Regularisers run lazily and their Adam
 hyper-parameters are adjusted for it (lr * k/(k+1), beta ** k/(k+1)). Everything the
 discriminator sees is augmented (adaptive_augment.py). Classes are sampled uniformly, so a
-small modality gets as many steps as a large one.
+small modality gets as many steps as a large one. With `--precision bf16` the forward passes
+run under bf16 autocast; losses, penalties, weights, optimizer state and the EMA stay fp32.
 
 Several processes (torchrun) average gradients themselves instead of wrapping the models in
 DistributedDataParallel, which does not support the double backward of R1 and path length.
@@ -36,6 +37,7 @@ from synthmed.training.loop import (
     channels_last,
     ema_avg_fn,
     prepare_run_dir,
+    resolve_precision,
     step_seed,
 )
 from synthmed.training.models import CStyleGAN2Config, create_model
@@ -89,6 +91,7 @@ class StyleGAN2Trainer(TrainingLoop):
     ) -> None:
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
         self.dist = setup(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.dist.device)
         if self.dist.is_main:
             prepare_run_dir(run_dir, resume)
         self.data = load_class_data(
@@ -259,15 +262,17 @@ class StyleGAN2Trainer(TrainingLoop):
             # that draws its layout from the noise draws one layout per class when served.
             n = labels.shape[0]
             g_labels, noise_mode = pair_halves(labels[: n - n // 2], n), "paired"
-        fake, _, z = self._fakes(g_labels, track=True, noise_mode=noise_mode)
-        loss_g = F.softplus(-self._critic(self._judged(fake), g_labels)).mean()
+        with self.autocast():
+            fake, _, z = self._fakes(g_labels, track=True, noise_mode=noise_mode)
+            logits = self._critic(self._judged(fake), g_labels)
+        loss_g = F.softplus(-logits.float()).mean()
         stats["loss_g"] = loss_g.item()
         if cfg.mode_seeking > 0:
             # On the mask channel, as stage I's term is: on the image channels it is cheapest
             # to satisfy with colours no photograph has. Through a tanh, since the synthesis
             # network's outputs are unbounded and could otherwise simply be inflated.
             term, stats["mode_seeking_ratio"] = mode_seeking_term(
-                cfg.mode_seeking, torch.tanh(fake[:, -1:]), z
+                cfg.mode_seeking, torch.tanh(fake[:, -1:].float()), z
             )
             loss_g = loss_g + term
         self._apply(loss_g, self.G, self.opt_g)
@@ -275,10 +280,11 @@ class StyleGAN2Trainer(TrainingLoop):
             self.lazy["path_length"] = self._path_length_step(labels)
         self.D.requires_grad_(True)
 
-        with torch.no_grad():
-            fake, _, _ = self._fakes(labels)
-        logits_fake = self._critic(self._judged(fake), labels)
-        logits_real = self._critic(reals, labels)
+        with self.autocast():
+            with torch.no_grad():
+                fake, _, _ = self._fakes(labels)
+            logits_fake = self._critic(self._judged(fake), labels).float()
+            logits_real = self._critic(reals, labels).float()
         self.ada.observe(logits_real)
         loss_d = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
         if cfg.lecam > 0:
@@ -311,10 +317,12 @@ class StyleGAN2Trainer(TrainingLoop):
     def _path_length_step(self, labels: torch.Tensor) -> float:
         """Penalise changes in |J_w^T y| from its running mean (smooth W -> image map)."""
         n = max(1, labels.shape[0] // 2)
-        fake, ws, _ = self._fakes(labels[:n])
+        with self.autocast():
+            fake, ws, _ = self._fakes(labels[:n])
+        fake = fake.float()
         noise = torch.randn_like(fake) / math.sqrt(fake.shape[2] * fake.shape[3])
         (grads,) = torch.autograd.grad((fake * noise).sum(), ws, create_graph=True)
-        lengths = grads.square().sum(dim=2).mean(dim=1).sqrt()
+        lengths = grads.float().square().sum(dim=2).mean(dim=1).sqrt()
         self.pl_mean.lerp_(self.dist.mean(lengths.mean().detach()), 0.01)
         penalty = (lengths - self.pl_mean).square().mean()
         self._apply(penalty * self.cfg.pl_weight * self.cfg.pl_interval, self.G, self.opt_g)
@@ -325,7 +333,8 @@ class StyleGAN2Trainer(TrainingLoop):
         # At the augmented images, not through ADA's transforms: CUDA has no second derivative
         # of grid_sample.
         shown = self._shown(reals).detach().requires_grad_(True)
-        logits = self.D(shown, labels)
+        with self.autocast():
+            logits = self.D(shown, labels).float()
         (grads,) = torch.autograd.grad(logits.sum(), shown, create_graph=True)
         penalty = grads.square().sum(dim=(1, 2, 3)).mean()
         loss = penalty * (self.cfg.gamma / 2) * self.cfg.r1_interval
@@ -361,7 +370,7 @@ class StyleGAN2Trainer(TrainingLoop):
                 "count": len(self.data),
                 "classes": [asdict(c) for c in self.data.classes],
             },
-            precision="fp32",
+            precision=self.precision,
             extra={
                 "ada": self.ada.state(),
                 "lecam": self.lecam.state(),

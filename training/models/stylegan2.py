@@ -124,9 +124,10 @@ class MappingNetwork(nn.Module):
 
     @torch.no_grad()
     def track_average(self, w: torch.Tensor, labels: torch.Tensor, beta: float = 0.995) -> None:
-        """Move each class's average w towards this batch's mean w of that class."""
+        """Move each class's average w towards this batch's mean w of that class (w may be
+        bf16 under autocast; the average stays fp32)."""
         for k in labels.unique().tolist():
-            self.w_avg[k].lerp_(w[labels == k].mean(dim=0), 1 - beta)
+            self.w_avg[k].lerp_(w[labels == k].float().mean(dim=0), 1 - beta)
 
 
 class SynthesisBlock(nn.Module):

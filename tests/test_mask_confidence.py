@@ -16,7 +16,7 @@ from synthmed.export import torch2onnx
 from synthmed.latents import latents
 from synthmed.training.mask_confidence import CANDIDATES, calibrate_mask_confidence
 from synthmed.training.models import DCGANConfig
-from synthmed.training.pixels import binary_mask, hysteresis_reach
+from synthmed.training.pixels import binary_mask, conditional_to_uint8, hysteresis_reach
 from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
 from tests.conftest import TINY_TRAIN, run_cli
 
@@ -43,6 +43,21 @@ def test_hysteresis_keeps_confident_pieces_whole_and_drops_hesitant_ones() -> No
     assert kept[0, 0, 4:6, 24:26].sum() == 0  # the speck
     assert kept.sum() == plain.sum() - 4
     assert binary_mask(x, 0.995).sum() == 0  # nothing is that confident
+
+
+def test_conditional_masks_take_the_same_hysteresis_on_their_tanh() -> None:
+    """A conditional StyleGAN2's unbounded mask channel: > 0 without a confidence (what its
+    graph exports), stage I's hysteresis on tanh of it with one; the image is untouched."""
+    mask_channel = torch.atanh(_output().clamp(-0.999, 0.999)) * 3  # unbounded, same signs
+    image = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
+    out = torch.cat([image, mask_channel], dim=1)
+    plain_image, plain = conditional_to_uint8(out)
+    assert torch.equal(plain, (mask_channel[:, 0] > 0).to(torch.uint8) * 255)
+    kept_image, kept = conditional_to_uint8(out, 0.9)
+    assert torch.equal(kept_image, plain_image)
+    assert torch.equal(kept[0, 16, 2:30], torch.full((28,), 255, dtype=torch.uint8))
+    assert kept[0, 4:6, 24:26].sum() == 0  # the speck: tanh(3 atanh(0.3)) = 0.73 < 0.9
+    assert int(kept.sum()) == int(plain.sum()) - 4 * 255
 
 
 def _unbounded(output: np.ndarray, confidence: float) -> np.ndarray:

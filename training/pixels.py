@@ -74,10 +74,15 @@ def uint8_mask_to_input(mask: torch.Tensor, dtype: torch.dtype = torch.float32) 
     return mask_to_input((mask.to(dtype) >= 127.5).to(dtype).unsqueeze(1))
 
 
-def conditional_to_uint8(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def conditional_to_uint8(
+    out: torch.Tensor, confidence: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Conditional StyleGAN2 output [N, C + 1, H, W] -> (image uint8 [N, H, W, 3], mask uint8
     [N, H, W]): the image channels as pixels (one channel is repeated to RGB), the last
-    channel as a mask (> 0 is foreground)."""
+    channel as a mask (> 0 is foreground; with `confidence` > 0, stage I's hysteresis on its
+    tanh, which the exported graphs do not apply yet: benchmarks/cstylegan2_mask_confidence.py)."""
     channels = out.shape[1] - 1
     image = out[:, :channels].expand(-1, 3, -1, -1) if channels == 1 else out[:, :channels]
-    return tanh_to_uint8(image), mask_to_uint8(binary_mask(out[:, channels:]))
+    mask = out[:, channels:]
+    mask = binary_mask(torch.tanh(mask) if confidence > 0 else mask, confidence)
+    return tanh_to_uint8(image), mask_to_uint8(mask)

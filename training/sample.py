@@ -107,16 +107,20 @@ class ConditionalSampler:
         raise UserInputError(f"label {label!r} is not a class of {self.run} (classes: {known})")
 
     @torch.no_grad()
+    def outputs(self, z: np.ndarray, label: int | str, truncation: float = 1.0) -> torch.Tensor:
+        """The generator's output [N, C + 1, H, W] for latents float32 [N, z_dim] of one class,
+        before the pixel conversion: image channels in [-1, 1], then the unbounded mask channel."""
+        n = len(z)
+        labels = torch.full((n,), self.label(label), dtype=torch.int64, device=self.device)
+        psi = torch.full((n,), float(truncation), dtype=torch.float32, device=self.device)
+        return self.generator(torch.from_numpy(z).to(self.device), labels, psi, noise_mode="const")
+
     def __call__(
         self, z: np.ndarray, label: int | str, truncation: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray]:
         """Latents float32 [N, z_dim] of one class -> (images uint8 [N,H,W,3], masks uint8
         [N,H,W] in {0, 255})."""
-        n = len(z)
-        labels = torch.full((n,), self.label(label), dtype=torch.int64, device=self.device)
-        psi = torch.full((n,), float(truncation), dtype=torch.float32, device=self.device)
-        out = self.generator(torch.from_numpy(z).to(self.device), labels, psi, noise_mode="const")
-        image, mask = conditional_to_uint8(out)
+        image, mask = conditional_to_uint8(self.outputs(z, label, truncation))
         return image.cpu().numpy(), mask.cpu().numpy()
 
     def sample(

@@ -27,6 +27,7 @@ from synthmed.evaluation.distribution import common_fov, intensity_histograms, i
 from synthmed.evaluation.downstream import DownstreamResult, check_repeats, run_downstream
 from synthmed.evaluation.inputs import (
     DUAL,
+    FOLDER,
     HELD_OUT,
     ORACLE,
     REAL_TRAIN,
@@ -47,6 +48,7 @@ from synthmed.training.segmenter import SegmenterBudget, embed
 # The set labels live beside the data (inputs.py) and are re-exported here with the rest.
 __all__ = [
     "DUAL",
+    "FOLDER",
     "HELD_OUT",
     "ORACLE",
     "REAL_TRAIN",

@@ -40,6 +40,7 @@ from synthmed.training.sample import (
 # Labels of the compared sets, as the report and metrics.json name them.
 REAL_TRAIN, HELD_OUT = "real (train)", "real (held-out)"
 DUAL, SINGLE, ORACLE = "dual GAN", "single GAN", "stage II on real masks"
+FOLDER = "synthetic folder"
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,13 @@ class EvaluationData:
     conditional: ConditionalClass | None = None
     oracle: PairedData | None = None
     oracle_note: str = ""  # what made the oracle set, or why there is none
+    from_folder: bool = False  # the synthetic set was read from --synthetic, not sampled
 
     @property
     def synthetic_label(self) -> str:
-        """The synthetic set's name: the dual GAN's, or the conditional model's class."""
+        """The synthetic set's name: a folder, the conditional model's class, or the dual GAN."""
+        if self.from_folder:
+            return FOLDER
         return self.conditional.set_label if self.conditional is not None else DUAL
 
 
@@ -356,6 +360,7 @@ def load_evaluation_data(
         conditional=chosen,
         oracle=oracle_data,
         oracle_note=oracle_note,
+        from_folder=synthetic is not None,
     )
     if single is not None:
         data.single = sample_single(single, len(synthetic_data), seed, size)

@@ -5,7 +5,7 @@
 The demo pair is small on purpose (64x64, narrow layers, about 8 MB of weights together) so it
 ships inside the package, serves on a CPU and samples in seconds. `--size 128` trains the
 recipe measured at 128x128 (SIZE_RECIPES): an hour on 2 CPU cores with AMX in bf16, about
-three in fp32.
+two to three in fp32 (docs/quality.md#128x128).
 Only config.json, model.safetensors and the last sample grid of each run are kept; the resume
 state is not.
 """

@@ -19,6 +19,7 @@ from synthmed.training.cli import (
     require_torch,
 )
 from synthmed.training.stylegan2_config import (
+    ARCHITECTURE_SETTINGS,
     ARCHITECTURES,
     AUGMENTS,
     RESUMABLE_OVERRIDES,
@@ -122,6 +123,13 @@ _option = functools.partial(config_option, StyleGAN2TrainConfig)
     help="bf16: autocast to bfloat16 (CUDA, or a CPU with AVX-512 BF16 or AMX; fp32 weights); "
     "its quality against fp32 is not yet measured.",
 )
+@click.option(
+    "--init-from",
+    type=click.Path(path_type=Path),
+    help="Start from the weights of another run folder (generator, discriminator, EMA) or "
+    "snapshot (generator only) instead of from noise: fine-tuning. Classes are matched by "
+    "name; the architecture options default to the source's.",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
@@ -132,6 +140,7 @@ def stylegan2_cmd(
     out: Path,
     no_ada: bool,
     augments: tuple[str, ...],
+    init_from: Path | None,
     resume: bool,
     quiet: bool,
     **options: Any,
@@ -142,11 +151,14 @@ def stylegan2_cmd(
     gray. Example: `synthmed train stylegan2 --data retina/ --data cells/ --out run/`.
     """
     require_torch()
+    from synthmed.training.checkpoint import read_generator_info
     from synthmed.training.loop import resume_config
     from synthmed.training.train_stylegan2 import ROLE, train_stylegan2
 
     if no_ada:
         options["ada_target"] = None
+    if resume and init_from is not None:
+        raise UserInputError("--init-from starts a run; --resume continues one: pass one")
     if resume:
         given = given_options(ctx, options)
         if data_dirs:
@@ -157,7 +169,15 @@ def stylegan2_cmd(
     else:
         if not data_dirs:
             raise UserInputError("--data is required: one paired dataset folder per class")
-        extra = {"augments": augments} if augments else {}
+        extra: dict[str, Any] = {"augments": augments} if augments else {}
+        if init_from is not None:
+            # The source's network shapes, unless typed: a fine-tune rarely wants others.
+            source = read_generator_info(init_from, role=ROLE).model_config
+            typed = given_options(ctx, options)
+            for name in ARCHITECTURE_SETTINGS:
+                if name not in typed:
+                    options[name] = getattr(source, name)
+            extra["init_from"] = str(init_from)
         cfg = StyleGAN2TrainConfig(
             data=tuple(str(d) for d in data_dirs), class_names=class_names, **extra, **options
         )

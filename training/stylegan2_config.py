@@ -47,6 +47,18 @@ _POSITIVE_INTS = (
     "checkpoint_every",
 )
 
+# The settings that make the networks' shapes: `--init-from` takes them from its source
+# unless they are given.
+ARCHITECTURE_SETTINGS = (
+    "size",
+    "z_dim",
+    "w_dim",
+    "mapping_layers",
+    "channel_base",
+    "max_channels",
+    "architecture",
+)
+
 # Settings that may change on resume without changing what is being trained.
 RESUMABLE_OVERRIDES = (
     "steps",
@@ -103,6 +115,9 @@ class StyleGAN2TrainConfig:
     # A brake on a discriminator that memorises the reals (training/lecam.py): the weight of
     # LeCam's penalty on logits beyond the other side's moving average (0: off).
     lecam: float = 0.0
+    # Start from another run's (or snapshot's) weights instead of from noise: transfer
+    # learning (training/transfer.py). None: from noise.
+    init_from: str | None = None
     log_every: int = 10
     sample_every: int = 250
     checkpoint_every: int = 250

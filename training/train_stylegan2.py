@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,14 @@ from synthmed.training.loop import (
 from synthmed.training.models import CStyleGAN2Config, create_model
 from synthmed.training.models.stylegan2_layers import pair_halves
 from synthmed.training.segmenter import SegmenterBudget, frozen_segmenter
-from synthmed.training.stylegan2_config import StyleGAN2TrainConfig
+from synthmed.training.stylegan2_config import ARCHITECTURE_SETTINGS, StyleGAN2TrainConfig
 from synthmed.training.tasks import (
     CONSISTENCY_SEGMENTER,
     mode_seeking_term,
     segmenter_view,
     straight_through_binary,
 )
+from synthmed.training.transfer import check_architecture, copy_into, read_source
 
 ROLE = "cstylegan2"
 GENERATOR = "cstylegan2_generator"
@@ -60,15 +62,9 @@ GRID_PER_CLASS = 8
 def model_config(cfg: StyleGAN2TrainConfig, data: ClassData) -> CStyleGAN2Config:
     """The architecture: the run's widths, and the classes (names, grayscale) of its data."""
     return CStyleGAN2Config(
-        size=cfg.size,
         classes=data.names,
         grayscale_classes=data.grayscale_classes,
-        z_dim=cfg.z_dim,
-        w_dim=cfg.w_dim,
-        mapping_layers=cfg.mapping_layers,
-        channel_base=cfg.channel_base,
-        max_channels=cfg.max_channels,
-        architecture=cfg.architecture,
+        **{name: getattr(cfg, name) for name in ARCHITECTURE_SETTINGS},
     )
 
 
@@ -120,8 +116,11 @@ class StyleGAN2Trainer(TrainingLoop):
         self.pl_mean = torch.zeros((), device=device)
         self.lazy: dict[str, float] = {}  # the last R1 and path-length values, carried forward
         self.start_step = 0
+        self.initialised_from: dict[str, Any] | None = None
         if resume:
             self._load_state()
+        elif cfg.init_from is not None:
+            self._init_from(Path(cfg.init_from))
         self.fixed = self._fixed_inputs()
         self.open_logs(resume)
 
@@ -163,6 +162,30 @@ class StyleGAN2Trainer(TrainingLoop):
             self.lecam.load(extra["lecam"])
         self.pl_mean.fill_(extra["pl_mean"])
         self.lazy = dict(extra["lazy"])
+        self.initialised_from = extra.get("initialised_from")
+
+    def _init_from(self, path: Path) -> None:
+        """Generator, EMA and (from a run folder) discriminator from another run's weights,
+        class rows matched by name (training/transfer.py). A resumed run keeps the record."""
+        source = read_source(path, ROLE)
+        check_architecture(source, self.model_config)
+        ours = self.model_config.classes
+        networks = {"generator": self.G, "ema": self.ema.module, "discriminator": self.D}
+        for name, module in networks.items():
+            if name in source.tensors:
+                kind = "discriminator" if name == "discriminator" else "generator"
+                copy_into(module, source.tensors[name], kind, source.classes, ours)
+        self.ema.n_averaged.fill_(1)  # the EMA continues from the source's, not a copy of G
+        if source.path_length_mean is not None:
+            self.pl_mean.fill_(source.path_length_mean)
+        self.initialised_from = source.provenance()
+        if self.dist.is_main and self.progress:
+            carried = [c for c in ours if c in source.classes] or ["none"]
+            print(
+                f"--init-from {path} (step {source.step}): {', '.join(source.tensors)}; "
+                f"classes carried over: {', '.join(carried)}",
+                file=sys.stderr,
+            )
 
     def _fixed_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The same latents for every sample grid: one row of GRID_PER_CLASS per class."""
@@ -376,7 +399,9 @@ class StyleGAN2Trainer(TrainingLoop):
                 "lecam": self.lecam.state(),
                 "pl_mean": float(self.pl_mean),
                 "lazy": self.lazy,
+                "initialised_from": self.initialised_from,
             },
+            notes={"initialised_from": self.initialised_from} if self.initialised_from else None,
         )
 
     def log_row(self, losses: dict[str, float]) -> dict[str, float | str]:

@@ -34,6 +34,19 @@ from synthmed.training.models.stylegan2_layers import (
 )
 from synthmed.training.stylegan2_config import ARCHITECTURES
 
+# The tensors indexed by class, per network, for moving weights between runs whose classes
+# differ (training/transfer.py): name -> (class axis, or None where the tensor follows from
+# the run's data rather than training; whether an equalised-lr gain of 1/sqrt(classes)
+# scales it).
+CLASS_INDEXED: dict[str, dict[str, tuple[int | None, bool]]] = {
+    "generator": {
+        "mapping.embed.weight": (1, True),
+        "mapping.w_avg": (0, False),
+        "grayscale": (None, False),
+    },
+    "discriminator": {"embed": (0, False)},
+}
+
 
 @dataclass(frozen=True)
 class CStyleGAN2Config:

@@ -1,0 +1,127 @@
+"""`synthmed train stylegan2 --init-from`: a run that starts from another run's weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from synthmed.training.checkpoint import load_generator
+from synthmed.training.stylegan2_config import StyleGAN2TrainConfig
+from synthmed.training.train_stylegan2 import StyleGAN2Trainer
+from tests.conftest import TINY_STYLEGAN2, assert_one_line_error, run_cli
+
+TINY_WIDTHS = {"z_dim": 16, "w_dim": 16, "mapping_layers": 1, "channel_base": 512}
+
+
+@pytest.fixture(scope="module")
+def retina_run(retina64: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-class run (retina), 3 steps, with a snapshot at step 2."""
+    out = tmp_path_factory.mktemp("retina_alone") / "run"
+    args = ["--data", retina64, "--class-name", "retina", *TINY_STYLEGAN2, "--steps", "3"]
+    result = run_cli("train", "stylegan2", *args, "--snapshot-every", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _trainer(source: Path, data: tuple[Path, ...], names: tuple[str, ...], out: Path):
+    cfg = StyleGAN2TrainConfig(
+        data=tuple(map(str, data)),
+        class_names=names,
+        **TINY_WIDTHS,
+        max_channels=32,
+        batch_size=4,
+        init_from=str(source),
+    )
+    return StyleGAN2Trainer(cfg, out, resume=False, progress=False)
+
+
+def test_a_carried_class_draws_exactly_as_in_the_source(
+    retina_run: Path, retina64: Path, gray_cells64: Path, tmp_path: Path
+) -> None:
+    """The retina class, now second of two, samples the same images (truncated too: its
+    average w came along), and the discriminator's projection row for it came along; the new
+    class starts from the new run's initialisation, not from the retina rows; the path-length
+    mean comes along with the generator."""
+    trainer = _trainer(retina_run, (gray_cells64, retina64), ("cells", "retina"), tmp_path / "r")
+    source, _ = load_generator(retina_run, role="cstylegan2")
+    state = load_file(retina_run / "training_state.safetensors")
+    z = torch.randn(5, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        for psi in (1.0, 0.7):
+            ours = trainer.ema.module.eval()(z, torch.ones(5, dtype=torch.long), psi)
+            theirs = source(z, torch.zeros(5, dtype=torch.long), psi)
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+        assert not torch.equal(trainer.D.embed[0], state["discriminator.embed"][0])
+        assert torch.equal(trainer.D.embed[1], state["discriminator.embed"][0])
+        w_avg = trainer.ema.module.mapping.w_avg
+        assert torch.equal(w_avg[1], state["ema.module.mapping.w_avg"][0])
+        assert not torch.equal(w_avg[0], w_avg[1])
+    assert trainer.ema.module.grayscale.tolist() == [1.0, 0.0]  # from this run's data
+    with safe_open(retina_run / "training_state.safetensors", framework="pt") as f:
+        pl_mean = json.loads(f.metadata()["extra"])["pl_mean"]
+    assert pl_mean > 0 and float(trainer.pl_mean) == pytest.approx(pl_mean)
+
+
+def test_from_a_snapshot_the_discriminator_starts_afresh(
+    retina_run: Path, retina64: Path, tmp_path: Path
+) -> None:
+    snapshot = retina_run / "snapshots" / "step_000002"
+    trainer = _trainer(snapshot, (retina64,), ("retina",), tmp_path / "run")
+    assert trainer.initialised_from["networks"] == ["ema", "generator"]
+    state = load_file(retina_run / "training_state.safetensors")
+    assert not torch.equal(trainer.D.embed, state["discriminator.embed"])
+    weights = load_file(snapshot / "model.safetensors")
+    assert all(torch.equal(v, trainer.G.state_dict()[k]) for k, v in weights.items())
+
+
+def test_cli_adopts_the_source_architecture_and_records_where_it_started(
+    retina_run: Path, retina64: Path, gray_cells64: Path, tmp_path: Path
+) -> None:
+    """No width typed: the source's are used. config.json names the source and its step and
+    weights, and keeps naming them after a resume."""
+    out = tmp_path / "run"
+    args = ["--data", retina64, "--data", gray_cells64, "--class-name", "retina"]
+    args += ["--class-name", "cells", "--steps", "2", "--batch-size", "4", "--quiet"]
+    result = run_cli("train", "stylegan2", *args, "--init-from", retina_run, "--out", out)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    source = json.loads((retina_run / "config.json").read_text())
+    for name in ("z_dim", "w_dim", "mapping_layers", "channel_base", "max_channels"):
+        assert config["model_config"][name] == source["model_config"][name]
+    record = config["initialised_from"]
+    assert record["step"] == 3 and record["weights_sha256"] == source["weights_sha256"]
+    assert record["networks"] == ["discriminator", "ema", "generator"]
+    resumed = run_cli("train", "stylegan2", "--out", out, "--resume", "--steps", "3", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "config.json").read_text())["initialised_from"] == record
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        (["--z-dim", "32"], ("architecture differs", "z_dim 16 there, 32 here")),
+        (["--seg-discriminator", "--seg-steps", "1"], ("discriminator tensor", "from_image")),
+        (["--resume"], ("--init-from starts a run", "--resume")),
+    ],
+)
+def test_a_source_that_does_not_fit_is_one_line(
+    extra: list[str], fragments: tuple[str, ...], retina_run: Path, retina64: Path, tmp_path: Path
+) -> None:
+    args = ["--data", retina64, "--init-from", retina_run, "--out", tmp_path / "run", *extra]
+    assert_one_line_error(run_cli("train", "stylegan2", *args, "--quiet"), *fragments)
+
+
+def test_a_dual_gan_run_is_not_a_source(tmp_path: Path, retina64: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "config.json").write_text(
+        json.dumps(
+            {"format": "synthmed-checkpoint/1", "role": "stage2", "model": "x", "model_config": {}}
+        )
+    )
+    args = ["--data", retina64, "--init-from", tmp_path / "src", "--out", tmp_path / "run"]
+    assert_one_line_error(run_cli("train", "stylegan2", *args), "expected cstylegan2")

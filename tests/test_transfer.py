@@ -116,7 +116,7 @@ def test_a_source_that_does_not_fit_is_one_line(
     assert_one_line_error(run_cli("train", "stylegan2", *args, "--quiet"), *fragments)
 
 
-def test_a_dual_gan_run_is_not_a_source(tmp_path: Path, retina64: Path) -> None:
+def test_a_dual_gan_run_or_a_missing_folder_is_not_a_source(tmp_path: Path, retina64: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "config.json").write_text(
         json.dumps(
@@ -124,4 +124,8 @@ def test_a_dual_gan_run_is_not_a_source(tmp_path: Path, retina64: Path) -> None:
         )
     )
     args = ["--data", retina64, "--init-from", tmp_path / "src", "--out", tmp_path / "run"]
-    assert_one_line_error(run_cli("train", "stylegan2", *args), "expected cstylegan2")
+    assert_one_line_error(
+        run_cli("train", "stylegan2", *args), "--init-from", "expected cstylegan2"
+    )
+    args[3] = tmp_path / "nowhere"
+    assert_one_line_error(run_cli("train", "stylegan2", *args), "--init-from", "does not exist")

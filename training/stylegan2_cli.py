@@ -151,9 +151,9 @@ def stylegan2_cmd(
     gray. Example: `synthmed train stylegan2 --data retina/ --data cells/ --out run/`.
     """
     require_torch()
-    from synthmed.training.checkpoint import read_generator_info
     from synthmed.training.loop import resume_config
     from synthmed.training.train_stylegan2 import ROLE, train_stylegan2
+    from synthmed.training.transfer import source_info
 
     if no_ada:
         options["ada_target"] = None
@@ -172,7 +172,7 @@ def stylegan2_cmd(
         extra: dict[str, Any] = {"augments": augments} if augments else {}
         if init_from is not None:
             # The source's network shapes, unless typed: a fine-tune rarely wants others.
-            source = read_generator_info(init_from, role=ROLE).model_config
+            source = source_info(init_from, ROLE).model_config
             typed = given_options(ctx, options)
             for name in ARCHITECTURE_SETTINGS:
                 if name not in typed:

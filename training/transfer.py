@@ -28,7 +28,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 from synthmed.errors import CheckpointError, UserInputError
-from synthmed.training.checkpoint import STATE_FILE, WEIGHTS_FILE, read_generator_info
+from synthmed.training.checkpoint import (
+    STATE_FILE,
+    WEIGHTS_FILE,
+    GeneratorInfo,
+    read_generator_info,
+)
 from synthmed.training.models.stylegan2 import CLASS_INDEXED
 
 
@@ -54,10 +59,19 @@ class Source:
         }
 
 
+def source_info(path: Path, role: str) -> GeneratorInfo:
+    """What the source's config.json says (its architecture, classes), errors naming the
+    option."""
+    try:
+        return read_generator_info(path, role=role)
+    except CheckpointError as e:
+        raise CheckpointError(f"--init-from {e}") from e
+
+
 def read_source(path: Path, role: str) -> Source:
     """A run folder (generator, discriminator and EMA from its resume state) or a generator
     folder such as a snapshot (generator only: the discriminator starts afresh)."""
-    info = read_generator_info(path, role=role)
+    info = source_info(path, role)
     state = path / STATE_FILE
     try:
         if state.is_file():

@@ -1,10 +1,9 @@
 """Start a conditional StyleGAN2 run from another run's weights (`--init-from`).
 
 Transfer learning, as StyleGAN2-ADA fine-tunes a network trained on more data: a new run
-starts from weights that already draw a class well instead of from noise. Two uses: a user
-fine-tunes a generator on their own small dataset, and a run adds a class to a model that
-already draws the others (docs/quality.md: the retina class learns faster alone than beside
-the cells).
+starts from weights that already draw a class well instead of from noise: a user fine-tunes
+a generator on their own small dataset. New classes may be added, but at the widths a CPU
+trains the new class overwrote the old one within 500 steps (docs/quality.md, row 109).
 
 Every tensor is copied but those indexed by class, whose rows are matched by class name: a
 class of the new run that the source also has starts where the source left it, a new one

@@ -10,7 +10,11 @@ import torch.nn.functional as F
 
 from synthmed.training.adaptive_augment import AdaptiveProbability, augment
 from synthmed.training.models import create_model
-from synthmed.training.models.stylegan2_layers import ModulatedConv2d, NoiseInjection
+from synthmed.training.models.stylegan2_layers import (
+    ModulatedConv2d,
+    NoiseInjection,
+    minibatch_stddev,
+)
 
 CONFIG = {
     "size": 64,
@@ -121,6 +125,25 @@ def test_w_average_tracks_each_class_separately() -> None:
     mapping.track_average(w, torch.tensor([2, 2, 2]))
     assert torch.equal(mapping.w_avg[:2], before[:2])
     assert torch.allclose(mapping.w_avg[2], before[2] + 0.005 * (1 - before[2]))
+
+
+def test_minibatch_spread_is_measured_within_each_class() -> None:
+    """A class whose samples are all alike shows no spread, even in a batch whose other class
+    varies; that class's own spread is its members' alone; gradients reach every sample."""
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 1] * 8)
+    x = torch.randn(16, 5, 4, 4)
+    x[labels == 0] = x[0].clone()  # class 0 collapsed onto one sample
+    x.requires_grad_(True)
+    spread = minibatch_stddev(x, labels)[:, -1]
+    assert spread.shape == (16, 4, 4)
+    assert spread[labels == 0].max() < 1e-3
+    assert spread[labels == 1].min() > 0.5
+    cells = x.detach()[labels == 1]
+    first_group = (cells[:4].var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+    assert torch.allclose(spread[1], first_group.expand(4, 4))
+    spread.sum().backward()
+    assert (x.grad[labels == 1].abs().sum(dim=(1, 2, 3)) > 0).all()
 
 
 def test_augment_moves_mask_with_image_and_lets_gradients_through() -> None:

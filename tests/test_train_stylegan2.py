@@ -39,6 +39,9 @@ def test_run_records_classes_grayscale_and_finite_losses(cstylegan2_run: Path) -
     assert [c["count"] for c in classes] == [12, 8]
     rows = _rows(cstylegan2_run / "losses.csv")
     assert rows and {"loss_g", "loss_d", "r1", "path_length", "ada_p"} <= set(rows[0])
+    # The discriminator's lead per class, beside the overall d_real and d_fake.
+    assert {"d_lead_retina", "d_lead_cells"} <= set(rows[0])
+    assert any(row["d_lead_retina"] != "" for row in rows)
     for row in rows:
         assert all(math.isfinite(float(v)) for v in row.values() if v != "")
     assert rows[-1]["r1"] != "" and rows[-1]["path_length"] != ""  # step 0 ran both

@@ -320,6 +320,7 @@ class StyleGAN2Trainer(TrainingLoop):
             d_real=logits_real.mean().item(),
             d_fake=logits_fake.mean().item(),
         )
+        stats.update(self._leads(logits_real.detach(), logits_fake.detach(), labels))
         if step % cfg.r1_interval == 0:
             self.lazy["r1"] = self._r1_step(reals, labels)
         stats.update(self.lazy)
@@ -331,6 +332,21 @@ class StyleGAN2Trainer(TrainingLoop):
         stats["ada_p"] = self.ada.p
         self.ema.update_parameters(self.G)
         return stats
+
+    def _leads(
+        self, logits_real: torch.Tensor, logits_fake: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, float]:
+        """With several classes, the discriminator's lead (mean D(real) - D(fake)) on each
+        class of this batch: the overall d_real and d_fake can look calm while it wins outright
+        on one class, which is how a class that the generator is losing shows first."""
+        if self.model_config.num_classes < 2:
+            return {}
+        return {
+            f"d_lead_{self.model_config.classes[k]}": (
+                logits_real[labels == k].mean() - logits_fake[labels == k].mean()
+            ).item()
+            for k in labels.unique().tolist()
+        }
 
     def _lecam(self, logits: torch.Tensor, *, real: bool) -> torch.Tensor:
         """LeCam's term for one side, its moving average fed the mean over every process."""
@@ -408,6 +424,8 @@ class StyleGAN2Trainer(TrainingLoop):
         """Fixed CSV columns (R1 and path length hold their last value; blank before the first)."""
         columns = _COLUMNS + (("mode_seeking_ratio",) if self.cfg.mode_seeking > 0 else ())
         columns += ("lecam",) if self.cfg.lecam > 0 else ()
+        if self.model_config.num_classes > 1:
+            columns += tuple(f"d_lead_{name}" for name in self.model_config.classes)
         return {name: losses.get(name, "") for name in columns}
 
 

@@ -280,7 +280,7 @@ class CStyleGAN2Discriminator(nn.Module):
     def forward(self, image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Logits, not probabilities: the losses apply softplus."""
         x = self.blocks(lrelu(self.from_image(image)))
-        x = lrelu(self.conv(minibatch_stddev(x)))
+        x = lrelu(self.conv(minibatch_stddev(x, labels)))
         h = self.fc(x.flatten(1))
         projection = (h * self.embed[labels.long()]).sum(dim=1) * self.embed_gain
         return self.out(h).squeeze(1) + projection

@@ -179,14 +179,23 @@ class ToImage(nn.Module):
         return self.conv(x, w) + self.bias[None, :, None, None]
 
 
-def minibatch_stddev(x: torch.Tensor, group: int = 4) -> torch.Tensor:
+def minibatch_stddev(
+    x: torch.Tensor, labels: torch.Tensor | None = None, group: int = 4
+) -> torch.Tensor:
     """Append the average standard deviation over groups of samples as one more channel
-    (ProGAN), so the discriminator can tell a collapsed batch from a varied one."""
+    (ProGAN), so the discriminator can tell a collapsed batch from a varied one.
+
+    With `labels`, a group holds samples of one class only (about `group` of them): in a
+    group that mixes a retina with a cell image the spread between the classes swamps the
+    spread within either, and the discriminator is blind to one class collapsing."""
     n, c, h, w = x.shape
-    g = math.gcd(n, group) if n > 1 else 1
-    if g < 2:
-        return torch.cat([x, torch.zeros(n, 1, h, w, dtype=x.dtype, device=x.device)], dim=1)
-    y = x.reshape(g, n // g, c, h, w)
-    y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # [n // g]
-    y = y.reshape(1, n // g, 1, 1, 1).expand(g, -1, 1, h, w).reshape(n, 1, h, w)
-    return torch.cat([x, y], dim=1)
+    if labels is None:
+        labels = torch.zeros(n, dtype=torch.int64, device=x.device)
+    spread = torch.zeros(n, dtype=x.dtype, device=x.device)
+    for k in labels.unique().tolist():
+        members = (labels == k).nonzero().flatten()
+        for chunk in torch.tensor_split(members, max(1, len(members) // group)):
+            if len(chunk) > 1:
+                var = x[chunk].var(dim=0, unbiased=False)
+                spread[chunk] = (var + 1e-8).sqrt().mean().to(x.dtype)
+    return torch.cat([x, spread.reshape(n, 1, 1, 1).expand(n, 1, h, w)], dim=1)

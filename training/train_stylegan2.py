@@ -342,7 +342,7 @@ class StyleGAN2Trainer(TrainingLoop):
         if self.model_config.num_classes < 2:
             return {}
         return {
-            f"d_lead_{self.model_config.classes[k]}": (
+            _lead_column(self.model_config.classes[k]): (
                 logits_real[labels == k].mean() - logits_fake[labels == k].mean()
             ).item()
             for k in labels.unique().tolist()
@@ -425,11 +425,16 @@ class StyleGAN2Trainer(TrainingLoop):
         columns = _COLUMNS + (("mode_seeking_ratio",) if self.cfg.mode_seeking > 0 else ())
         columns += ("lecam",) if self.cfg.lecam > 0 else ()
         if self.model_config.num_classes > 1:
-            columns += tuple(f"d_lead_{name}" for name in self.model_config.classes)
+            columns += tuple(_lead_column(name) for name in self.model_config.classes)
         return {name: losses.get(name, "") for name in columns}
 
 
 _COLUMNS = ("loss_g", "loss_d", "d_real", "d_fake", "r1", "path_length", "ada_p", "ada_rt")
+
+
+def _lead_column(class_name: str) -> str:
+    """The losses.csv column of the discriminator's lead on one class."""
+    return f"d_lead_{class_name}"
 
 
 def train_stylegan2(

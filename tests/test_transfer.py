@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -33,7 +35,9 @@ def _under(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _trainer(source: Path, data: tuple[Path, ...], names: tuple[str, ...], out: Path):
+def _trainer(
+    source: Path, data: tuple[Path, ...], names: tuple[str, ...], out: Path, **settings: Any
+) -> StyleGAN2Trainer:
     cfg = StyleGAN2TrainConfig(
         data=tuple(map(str, data)),
         class_names=names,
@@ -41,6 +45,7 @@ def _trainer(source: Path, data: tuple[Path, ...], names: tuple[str, ...], out: 
         max_channels=32,
         batch_size=4,
         init_from=str(source),
+        **settings,
     )
     return StyleGAN2Trainer(cfg, out, resume=False, progress=False)
 
@@ -110,12 +115,47 @@ def test_cli_adopts_the_source_architecture_and_records_where_it_started(
     assert json.loads((out / "config.json").read_text())["initialised_from"] == record
 
 
+def _drift(trainer: StyleGAN2Trainer, source: torch.nn.Module, label: int) -> float:
+    """How far the trained generator (not its slow EMA) has moved from the source's samples
+    of the source's class 0, now `label`."""
+    z = torch.randn(8, 16, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ours = trainer.G.eval()(z, torch.full((8,), label))
+        return float((ours - source(z, torch.zeros(8, dtype=torch.long))).abs().mean())
+
+
+def test_distill_holds_the_carried_class_while_the_new_one_trains(
+    retina_run: Path, retina64: Path, gray_cells64: Path, tmp_path: Path
+) -> None:
+    """With --distill the retina class (carried, now second) stays nearer the source's samples
+    than without, over the same steps and draws; the teacher and which classes it holds are in
+    the resume state, so a resumed run holds them to the same samples."""
+    source, _ = load_generator(retina_run, role="cstylegan2")
+    data, names = (gray_cells64, retina64), ("cells", "retina")
+    drift = {}
+    for weight in (0.0, 100.0):
+        out = tmp_path / f"distill{weight:g}"
+        trainer = _trainer(retina_run, data, names, out, distill=weight, steps=8)
+        trainer.run()
+        drift[weight] = _drift(trainer, source, label=1)
+    assert drift[100.0] < 0.5 * drift[0.0], drift
+    rows = (out / "losses.csv").read_text().splitlines()
+    assert "distill" in rows[0].split(",") and len(rows) > 1
+    config = StyleGAN2TrainConfig.from_dict(json.loads((out / "config.json").read_text())["train"])
+    resumed = StyleGAN2Trainer(replace(config, steps=9), out, resume=True, progress=False)
+    assert resumed.carried.tolist() == [1]
+    for name, tensor in source.state_dict().items():
+        if name not in ("mapping.embed.weight", "mapping.w_avg", "grayscale"):
+            assert torch.equal(resumed.teacher.state_dict()[name], tensor), name
+
+
 @pytest.mark.parametrize(
     ("extra", "fragments"),
     [
         (["--z-dim", "32"], ("architecture differs", "z_dim 16 there, 32 here")),
         (["--seg-discriminator", "--seg-steps", "1"], ("discriminator tensor", "from_image")),
         (["--resume"], ("--init-from starts a run", "--resume")),
+        (["--distill", "-1"], ("--distill must be >= 0", "got -1")),
     ],
 )
 def test_a_source_that_does_not_fit_is_one_line(
@@ -123,6 +163,17 @@ def test_a_source_that_does_not_fit_is_one_line(
 ) -> None:
     args = ["--data", retina64, "--init-from", retina_run, "--out", tmp_path / "run", *extra]
     assert_one_line_error(run_cli("train", "stylegan2", *args, "--quiet"), *fragments)
+
+
+def test_distill_without_a_class_to_hold_is_one_line(
+    retina_run: Path, gray_cells64: Path, tmp_path: Path
+) -> None:
+    args = ["--data", gray_cells64, "--distill", "10", "--out", tmp_path / "run", "--quiet"]
+    assert_one_line_error(run_cli("train", "stylegan2", *args), "--distill", "--init-from")
+    args += ["--class-name", "cells", "--init-from", retina_run]
+    assert_one_line_error(
+        run_cli("train", "stylegan2", *args), "--distill", "none of this run's classes", "cells"
+    )
 
 
 def test_a_dual_gan_run_or_a_missing_folder_is_not_a_source(tmp_path: Path, retina64: Path) -> None:

@@ -130,6 +130,12 @@ _option = functools.partial(config_option, StyleGAN2TrainConfig)
     "snapshot (generator only) instead of from noise: fine-tuning. Classes are matched by "
     "name; the architecture options default to the source's.",
 )
+@_option(
+    "--distill",
+    type=float,
+    help="With --init-from: weight of a term holding the classes carried over to the "
+    "source generator's samples, so that adding a class does not overwrite them; 0: off.",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context

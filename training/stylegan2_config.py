@@ -118,6 +118,10 @@ class StyleGAN2TrainConfig:
     # Start from another run's (or snapshot's) weights instead of from noise: transfer
     # learning (training/transfer.py). None: from noise.
     init_from: str | None = None
+    # With init_from: the weight of a distillation term that holds the classes carried over
+    # to the source generator's samples (0: they drift freely), so that a class added to a
+    # trained generator does not overwrite the ones it draws (training/train_stylegan2.py).
+    distill: float = 0.0
     log_every: int = 10
     sample_every: int = 250
     checkpoint_every: int = 250
@@ -149,6 +153,8 @@ class StyleGAN2TrainConfig:
                 f"--precision must be one of {', '.join(STYLEGAN2_PRECISIONS)}, "
                 f"got {self.precision!r}"
             )
+        if self.distill > 0 and self.init_from is None:
+            yield "--distill holds the classes of an --init-from source: pass --init-from"
         unknown = sorted(set(self.augments) - set(AUGMENTS))
         if unknown:
             yield f"--augment {unknown[0]!r} is not one of {', '.join(AUGMENTS)}"
@@ -162,6 +168,7 @@ class StyleGAN2TrainConfig:
             ("pl_weight", lambda v: v >= 0, ">= 0"),
             ("mode_seeking", lambda v: v >= 0, ">= 0"),
             ("lecam", lambda v: v >= 0, ">= 0"),
+            ("distill", lambda v: v >= 0, ">= 0"),
             ("snapshot_every", lambda v: v >= 0, ">= 0"),
             ("ada_kimg", lambda v: v > 0, "> 0"),
             ("r1_gamma", lambda v: v is None or v >= 0, ">= 0"),

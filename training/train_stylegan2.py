@@ -16,6 +16,7 @@ model, optimizer, ADA and path-length state, so a resumed run continues exactly.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import sys
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
+from synthmed.errors import UserInputError
 from synthmed.training.adaptive_augment import AdaptiveProbability, augment
 from synthmed.training.class_statistics import class_separability
 from synthmed.training.data.classes import ClassData, load_class_data
@@ -117,6 +119,13 @@ class StyleGAN2Trainer(TrainingLoop):
         self.lazy: dict[str, float] = {}  # the last R1 and path-length values, carried forward
         self.start_step = 0
         self.initialised_from: dict[str, Any] | None = None
+        # --distill's teacher: the source's generator, frozen, in the resume state so that a
+        # resumed run holds the carried classes to the same samples. Built before loading so
+        # that _modules() names it; --init-from fills it, --resume restores it.
+        self.teacher = (
+            copy.deepcopy(self.ema.module).requires_grad_(False) if cfg.distill > 0 else None
+        )
+        self.carried = torch.zeros(0, dtype=torch.int64)
         if resume:
             self._load_state()
         elif cfg.init_from is not None:
@@ -140,7 +149,8 @@ class StyleGAN2Trainer(TrainingLoop):
 
     # --- state -----------------------------------------------------------------------------
     def _modules(self) -> dict[str, torch.nn.Module]:
-        return {"generator": self.G, "discriminator": self.D, "ema": self.ema}
+        modules = {"generator": self.G, "discriminator": self.D, "ema": self.ema}
+        return modules | ({"teacher": self.teacher} if self.teacher is not None else {})
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
@@ -163,6 +173,7 @@ class StyleGAN2Trainer(TrainingLoop):
         self.pl_mean.fill_(extra["pl_mean"])
         self.lazy = dict(extra["lazy"])
         self.initialised_from = extra.get("initialised_from")
+        self.carried = torch.tensor(extra.get("carried", []), dtype=torch.int64)
 
     def _init_from(self, path: Path) -> None:
         """Generator, EMA and (from a run folder) discriminator from another run's weights,
@@ -176,6 +187,17 @@ class StyleGAN2Trainer(TrainingLoop):
                 kind = "discriminator" if name == "discriminator" else "generator"
                 copy_into(module, source.tensors[name], kind, source.classes, ours)
         self.ema.n_averaged.fill_(1)  # the EMA continues from the source's, not a copy of G
+        if self.teacher is not None:
+            self.teacher.load_state_dict(self.ema.module.state_dict())
+        self.carried = torch.tensor(
+            [k for k, c in enumerate(ours) if c in source.classes], dtype=torch.int64
+        )
+        if self.teacher is not None and not len(self.carried):
+            raise UserInputError(
+                f"--distill holds classes carried over from --init-from, but {path} has none "
+                f"of this run's classes (there: {', '.join(source.classes)}; here: "
+                f"{', '.join(ours)})"
+            )
         if source.path_length_mean is not None:
             self.pl_mean.fill_(source.path_length_mean)
         self.initialised_from = source.provenance()
@@ -298,6 +320,10 @@ class StyleGAN2Trainer(TrainingLoop):
                 cfg.mode_seeking, torch.tanh(fake[:, -1:].float()), z
             )
             loss_g = loss_g + term
+        if self.teacher is not None:
+            term = self._distillation(labels.shape[0])
+            stats["distill"] = term.item()
+            loss_g = loss_g + cfg.distill * term
         self._apply(loss_g, self.G, self.opt_g)
         if cfg.pl_weight > 0 and step % cfg.pl_interval == 0:
             self.lazy["path_length"] = self._path_length_step(labels)
@@ -332,6 +358,23 @@ class StyleGAN2Trainer(TrainingLoop):
         stats["ada_p"] = self.ada.p
         self.ema.update_parameters(self.G)
         return stats
+
+    def _distillation(self, n: int) -> torch.Tensor:
+        """Mean absolute difference between the generator's samples of carried classes and the
+        source's (the teacher's) for the same latents and fixed noise: knowledge distillation,
+        as Lifelong GAN (Zhai et al., 2019) keeps a conditional GAN's old tasks. Mask channels
+        through a tanh: their raw values are unbounded and only their sign is served."""
+        device = self.dist.device
+        labels = self.carried[torch.randint(len(self.carried), (n,))].to(device)
+        z = torch.randn(n, self.cfg.z_dim, device=device)
+        with self.autocast():
+            ours = self.G(z, labels).float()
+            with torch.no_grad():
+                theirs = self.teacher.eval()(z, labels).float()
+        c = self.model_config.image_channels
+        return (ours[:, :c] - theirs[:, :c]).abs().mean() + (
+            torch.tanh(ours[:, c:]) - torch.tanh(theirs[:, c:])
+        ).abs().mean()
 
     def _leads(
         self, logits_real: torch.Tensor, logits_fake: torch.Tensor, labels: torch.Tensor
@@ -416,6 +459,7 @@ class StyleGAN2Trainer(TrainingLoop):
                 "pl_mean": float(self.pl_mean),
                 "lazy": self.lazy,
                 "initialised_from": self.initialised_from,
+                "carried": self.carried.tolist(),
             },
             notes={"initialised_from": self.initialised_from} if self.initialised_from else None,
         )
@@ -424,6 +468,7 @@ class StyleGAN2Trainer(TrainingLoop):
         """Fixed CSV columns (R1 and path length hold their last value; blank before the first)."""
         columns = _COLUMNS + (("mode_seeking_ratio",) if self.cfg.mode_seeking > 0 else ())
         columns += ("lecam",) if self.cfg.lecam > 0 else ()
+        columns += ("distill",) if self.cfg.distill > 0 else ()
         if self.model_config.num_classes > 1:
             columns += tuple(_lead_column(name) for name in self.model_config.classes)
         return {name: losses.get(name, "") for name in columns}

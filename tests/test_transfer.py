@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from synthmed.training.checkpoint import load_generator
 from synthmed.training.models import create_model
@@ -115,38 +115,67 @@ def test_cli_adopts_the_source_architecture_and_records_where_it_started(
     assert json.loads((out / "config.json").read_text())["initialised_from"] == record
 
 
-def _drift(trainer: StyleGAN2Trainer, source: torch.nn.Module, label: int) -> float:
-    """How far the trained generator (not its slow EMA) has moved from the source's samples
-    of the source's class 0, now `label`."""
+def _drift(
+    trainer: StyleGAN2Trainer, source: torch.nn.Module, label: int, their_label: int
+) -> float:
+    """How far the trained generator's samples of class `label` (its own, not its slow
+    EMA's) are from another generator's of `their_label`, for the same latents."""
     z = torch.randn(8, 16, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         ours = trainer.G.eval()(z, torch.full((8,), label))
-        return float((ours - source(z, torch.zeros(8, dtype=torch.long))).abs().mean())
+        return float((ours - source(z, torch.full((8,), their_label))).abs().mean())
 
 
 def test_distill_holds_the_carried_class_while_the_new_one_trains(
     retina_run: Path, retina64: Path, gray_cells64: Path, tmp_path: Path
 ) -> None:
     """With --distill the retina class (carried, now second) stays nearer the source's samples
-    than without, over the same steps and draws; the teacher and which classes it holds are in
-    the resume state, so a resumed run holds them to the same samples."""
-    source, _ = load_generator(retina_run, role="cstylegan2")
+    than without, over the same steps and draws. The run records its teacher, and a resume
+    reads it again and holds the class to the same samples; a teacher changed in between is
+    refused in one line."""
+    teacher = shutil.copytree(retina_run, tmp_path / "source")
+    source, _ = load_generator(teacher, role="cstylegan2")
     data, names = (gray_cells64, retina64), ("cells", "retina")
     drift = {}
     for weight in (0.0, 100.0):
         out = tmp_path / f"distill{weight:g}"
-        trainer = _trainer(retina_run, data, names, out, distill=weight, steps=8)
+        trainer = _trainer(teacher, data, names, out, distill=weight, steps=8)
         trainer.run()
-        drift[weight] = _drift(trainer, source, label=1)
+        drift[weight] = _drift(trainer, source, label=1, their_label=0)
     assert drift[100.0] < 0.5 * drift[0.0], drift
     rows = (out / "losses.csv").read_text().splitlines()
     assert "distill" in rows[0].split(",") and len(rows) > 1
-    config = StyleGAN2TrainConfig.from_dict(json.loads((out / "config.json").read_text())["train"])
-    resumed = StyleGAN2Trainer(replace(config, steps=9), out, resume=True, progress=False)
-    assert resumed.carried.tolist() == [1]
-    for name, tensor in source.state_dict().items():
-        if name not in ("mapping.embed.weight", "mapping.w_avg", "grayscale"):
-            assert torch.equal(resumed.teacher.state_dict()[name], tensor), name
+    record = json.loads((out / "config.json").read_text())["distilled_from"]
+    assert [r["classes"] for r in record] == [["retina"]] and record[0]["step"] == 3
+    resumed = run_cli("train", "stylegan2", "--out", out, "--resume", "--steps", "9", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "config.json").read_text())["distilled_from"] == record
+    weights = teacher / "model.safetensors"
+    save_file({k: v + 1 for k, v in load_file(weights).items()}, weights)
+    again = run_cli("train", "stylegan2", "--out", out, "--resume", "--steps", "10")
+    assert_one_line_error(again, "--distill teacher", "sha256 does not match")
+
+
+def test_distill_from_merges_generators_trained_one_class_each(
+    retina_run: Path, retina64: Path, gray_cells64: Path, tmp_path: Path
+) -> None:
+    """Started from the retina run, the cells class is held to a cells-alone run's samples
+    (--distill-from): over the same steps and draws it comes nearer them than it does from
+    its data alone, and each class is recorded with the teacher that holds it."""
+    cells = tmp_path / "cells"
+    args = ["--data", gray_cells64, "--class-name", "cells", *TINY_STYLEGAN2, "--steps", "2"]
+    assert run_cli("train", "stylegan2", *args, "--out", cells).exit_code == 0
+    teacher, _ = load_generator(cells, role="cstylegan2")
+    data, names = (retina64, gray_cells64), ("retina", "cells")
+    drift = {}
+    for weight in (0.0, 100.0):
+        held = {"distill": weight, "distill_from": (str(cells),)} if weight else {}
+        trainer = _trainer(retina_run, data, names, tmp_path / f"m{weight:g}", steps=8, **held)
+        drift["start"] = _drift(trainer, teacher, label=1, their_label=0)
+        trainer.run()
+        drift[weight] = _drift(trainer, teacher, label=1, their_label=0)
+    assert [r["classes"] for r in trainer.teachers.records] == [["retina"], ["cells"]]
+    assert drift[100.0] < min(drift[0.0], drift["start"]), drift
 
 
 @pytest.mark.parametrize(
@@ -170,10 +199,16 @@ def test_distill_without_a_class_to_hold_is_one_line(
 ) -> None:
     args = ["--data", gray_cells64, "--distill", "10", "--out", tmp_path / "run", "--quiet"]
     assert_one_line_error(run_cli("train", "stylegan2", *args), "--distill", "--init-from")
-    args += ["--class-name", "cells", "--init-from", retina_run]
+    args += ["--class-name", "cells", "--distill-from", retina_run]
+    assert_one_line_error(run_cli("train", "stylegan2", *args), "z_dim 16 there, 128 here")
     assert_one_line_error(
-        run_cli("train", "stylegan2", *args), "--distill", "none of this run's classes", "cells"
+        run_cli("train", "stylegan2", *args, *TINY_STYLEGAN2),
+        "--distill teacher",
+        "none of this run's",
+        "cells",
     )
+    args = ["--data", gray_cells64, "--distill-from", retina_run, "--out", tmp_path / "r2"]
+    assert_one_line_error(run_cli("train", "stylegan2", *args), "--distill-from", "--distill")
 
 
 def test_a_dual_gan_run_or_a_missing_folder_is_not_a_source(tmp_path: Path, retina64: Path) -> None:

@@ -133,8 +133,17 @@ _option = functools.partial(config_option, StyleGAN2TrainConfig)
 @_option(
     "--distill",
     type=float,
-    help="With --init-from: weight of a term holding the classes carried over to the "
-    "source generator's samples, so that adding a class does not overwrite them; 0: off.",
+    help="Weight of a term holding classes to frozen generators' samples: --init-from's "
+    "classes to its source's (adding a class without overwriting them), others to "
+    "--distill-from's; 0: off.",
+)
+@click.option(
+    "--distill-from",
+    "distill_from",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A further generator (run folder or snapshot) whose classes --distill holds to its "
+    "samples, e.g. one trained on that class alone; repeatable.",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -147,6 +156,7 @@ def stylegan2_cmd(
     no_ada: bool,
     augments: tuple[str, ...],
     init_from: Path | None,
+    distill_from: tuple[Path, ...],
     resume: bool,
     quiet: bool,
     **options: Any,
@@ -169,6 +179,8 @@ def stylegan2_cmd(
         given = given_options(ctx, options)
         if data_dirs:
             given["data"] = tuple(str(d) for d in data_dirs)
+        if distill_from:
+            given["distill_from"] = tuple(str(d) for d in distill_from)
         cfg = resume_config(
             out, StyleGAN2TrainConfig, given, role=ROLE, resumable=RESUMABLE_OVERRIDES
         )
@@ -176,6 +188,7 @@ def stylegan2_cmd(
         if not data_dirs:
             raise UserInputError("--data is required: one paired dataset folder per class")
         extra: dict[str, Any] = {"augments": augments} if augments else {}
+        extra["distill_from"] = tuple(str(d) for d in distill_from)
         if init_from is not None:
             # The source's network shapes, unless typed: a fine-tune rarely wants others.
             source = source_info(init_from, ROLE).model_config

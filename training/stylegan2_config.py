@@ -118,10 +118,11 @@ class StyleGAN2TrainConfig:
     # Start from another run's (or snapshot's) weights instead of from noise: transfer
     # learning (training/transfer.py). None: from noise.
     init_from: str | None = None
-    # With init_from: the weight of a distillation term that holds the classes carried over
-    # to the source generator's samples (0: they drift freely), so that a class added to a
-    # trained generator does not overwrite the ones it draws (training/train_stylegan2.py).
+    # The weight of a distillation term that holds classes to frozen generators' samples
+    # (0: off): init_from's classes to its source's, and each further class to the first of
+    # distill_from that has it (training/distillation.py).
     distill: float = 0.0
+    distill_from: tuple[str, ...] = ()
     log_every: int = 10
     sample_every: int = 250
     checkpoint_every: int = 250
@@ -131,7 +132,7 @@ class StyleGAN2TrainConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        for name in ("data", "class_names", "augments"):
+        for name in ("data", "class_names", "augments", "distill_from"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         problem = next(self._problems(), None)
         if problem is not None:
@@ -153,8 +154,10 @@ class StyleGAN2TrainConfig:
                 f"--precision must be one of {', '.join(STYLEGAN2_PRECISIONS)}, "
                 f"got {self.precision!r}"
             )
-        if self.distill > 0 and self.init_from is None:
-            yield "--distill holds the classes of an --init-from source: pass --init-from"
+        if self.distill > 0 and self.init_from is None and not self.distill_from:
+            yield "--distill holds classes to other runs' samples: pass --init-from/--distill-from"
+        if self.distill_from and not self.distill > 0:
+            yield "--distill-from names teachers for --distill: pass --distill WEIGHT too"
         unknown = sorted(set(self.augments) - set(AUGMENTS))
         if unknown:
             yield f"--augment {unknown[0]!r} is not one of {', '.join(AUGMENTS)}"

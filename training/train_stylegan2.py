@@ -16,7 +16,6 @@ model, optimizer, ADA and path-length state, so a resumed run continues exactly.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import sys
@@ -28,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from synthmed.errors import UserInputError
 from synthmed.training.adaptive_augment import AdaptiveProbability, augment
 from synthmed.training.class_statistics import class_separability
 from synthmed.training.data.classes import ClassData, load_class_data
+from synthmed.training.distillation import Teachers
 from synthmed.training.distributed import setup
 from synthmed.training.lecam import LeCamAnchors
 from synthmed.training.loop import (
@@ -119,13 +118,7 @@ class StyleGAN2Trainer(TrainingLoop):
         self.lazy: dict[str, float] = {}  # the last R1 and path-length values, carried forward
         self.start_step = 0
         self.initialised_from: dict[str, Any] | None = None
-        # --distill's teacher: the source's generator, frozen, in the resume state so that a
-        # resumed run holds the carried classes to the same samples. Built before loading so
-        # that _modules() names it; --init-from fills it, --resume restores it.
-        self.teacher = (
-            copy.deepcopy(self.ema.module).requires_grad_(False) if cfg.distill > 0 else None
-        )
-        self.carried = torch.zeros(0, dtype=torch.int64)
+        self.teachers = self._teachers() if cfg.distill > 0 else None
         if resume:
             self._load_state()
         elif cfg.init_from is not None:
@@ -149,8 +142,7 @@ class StyleGAN2Trainer(TrainingLoop):
 
     # --- state -----------------------------------------------------------------------------
     def _modules(self) -> dict[str, torch.nn.Module]:
-        modules = {"generator": self.G, "discriminator": self.D, "ema": self.ema}
-        return modules | ({"teacher": self.teacher} if self.teacher is not None else {})
+        return {"generator": self.G, "discriminator": self.D, "ema": self.ema}
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
@@ -173,7 +165,8 @@ class StyleGAN2Trainer(TrainingLoop):
         self.pl_mean.fill_(extra["pl_mean"])
         self.lazy = dict(extra["lazy"])
         self.initialised_from = extra.get("initialised_from")
-        self.carried = torch.tensor(extra.get("carried", []), dtype=torch.int64)
+        if self.teachers is not None:
+            self.teachers.check_unchanged(extra["teachers"])
 
     def _init_from(self, path: Path) -> None:
         """Generator, EMA and (from a run folder) discriminator from another run's weights,
@@ -187,17 +180,6 @@ class StyleGAN2Trainer(TrainingLoop):
                 kind = "discriminator" if name == "discriminator" else "generator"
                 copy_into(module, source.tensors[name], kind, source.classes, ours)
         self.ema.n_averaged.fill_(1)  # the EMA continues from the source's, not a copy of G
-        if self.teacher is not None:
-            self.teacher.load_state_dict(self.ema.module.state_dict())
-        self.carried = torch.tensor(
-            [k for k, c in enumerate(ours) if c in source.classes], dtype=torch.int64
-        )
-        if self.teacher is not None and not len(self.carried):
-            raise UserInputError(
-                f"--distill holds classes carried over from --init-from, but {path} has none "
-                f"of this run's classes (there: {', '.join(source.classes)}; here: "
-                f"{', '.join(ours)})"
-            )
         if source.path_length_mean is not None:
             self.pl_mean.fill_(source.path_length_mean)
         self.initialised_from = source.provenance()
@@ -320,8 +302,8 @@ class StyleGAN2Trainer(TrainingLoop):
                 cfg.mode_seeking, torch.tanh(fake[:, -1:].float()), z
             )
             loss_g = loss_g + term
-        if self.teacher is not None:
-            term = self._distillation(labels.shape[0])
+        if self.teachers is not None:
+            term = self.teachers.term(self.G, labels.shape[0], self.autocast, self.dist.device)
             stats["distill"] = term.item()
             loss_g = loss_g + cfg.distill * term
         self._apply(loss_g, self.G, self.opt_g)
@@ -359,22 +341,19 @@ class StyleGAN2Trainer(TrainingLoop):
         self.ema.update_parameters(self.G)
         return stats
 
-    def _distillation(self, n: int) -> torch.Tensor:
-        """Mean absolute difference between the generator's samples of carried classes and the
-        source's (the teacher's) for the same latents and fixed noise: knowledge distillation,
-        as Lifelong GAN (Zhai et al., 2019) keeps a conditional GAN's old tasks. Mask channels
-        through a tanh: their raw values are unbounded and only their sign is served."""
-        device = self.dist.device
-        labels = self.carried[torch.randint(len(self.carried), (n,))].to(device)
-        z = torch.randn(n, self.cfg.z_dim, device=device)
-        with self.autocast():
-            ours = self.G(z, labels).float()
-            with torch.no_grad():
-                theirs = self.teacher.eval()(z, labels).float()
-        c = self.model_config.image_channels
-        return (ours[:, :c] - theirs[:, :c]).abs().mean() + (
-            torch.tanh(ours[:, c:]) - torch.tanh(theirs[:, c:])
-        ).abs().mean()
+    def _teachers(self) -> Teachers:
+        """--distill's frozen generators: --init-from's source first, then --distill-from's."""
+        cfg = self.cfg
+        paths = [Path(p) for p in (cfg.init_from, *cfg.distill_from) if p is not None]
+        teachers = Teachers(paths, self.model_config, ROLE, self.dist.device)
+        if self.dist.is_main and self.progress:
+            for record in teachers.records:
+                print(
+                    f"--distill: {', '.join(record['classes'])} held to {record['path']} "
+                    f"(step {record['step']})",
+                    file=sys.stderr,
+                )
+        return teachers
 
     def _leads(
         self, logits_real: torch.Tensor, logits_fake: torch.Tensor, labels: torch.Tensor
@@ -459,10 +438,16 @@ class StyleGAN2Trainer(TrainingLoop):
                 "pl_mean": float(self.pl_mean),
                 "lazy": self.lazy,
                 "initialised_from": self.initialised_from,
-                "carried": self.carried.tolist(),
+                "teachers": self.teachers.records if self.teachers is not None else None,
             },
-            notes={"initialised_from": self.initialised_from} if self.initialised_from else None,
+            notes=self._provenance() or None,
         )
+
+    def _provenance(self) -> dict[str, Any]:
+        """What config.json records of where the run's weights and distilled samples came from."""
+        teachers = self.teachers.records if self.teachers is not None else None
+        notes = {"initialised_from": self.initialised_from, "distilled_from": teachers}
+        return {name: value for name, value in notes.items() if value}
 
     def log_row(self, losses: dict[str, float]) -> dict[str, float | str]:
         """Fixed CSV columns (R1 and path length hold their last value; blank before the first)."""

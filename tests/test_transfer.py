@@ -178,6 +178,25 @@ def test_distill_from_merges_generators_trained_one_class_each(
     assert drift[100.0] < min(drift[0.0], drift["start"]), drift
 
 
+def test_resume_refuses_a_teacher_replaced_by_another_run(
+    retina_run: Path, retina64: Path, gray_cells64: Path, tmp_path: Path
+) -> None:
+    """A teacher folder that now holds another valid generator (here the source's own earlier
+    snapshot) is not the one the run was held to: a resume stops in one line."""
+    teacher = shutil.copytree(retina_run, tmp_path / "source")
+    args = ["--data", gray_cells64, "--data", retina64, "--class-name", "cells"]
+    args += ["--class-name", "retina", "--steps", "2", "--batch-size", "4", "--quiet"]
+    out = tmp_path / "run"
+    started = run_cli(
+        "train", "stylegan2", *args, "--init-from", teacher, "--distill", "10", "--out", out
+    )
+    assert started.exit_code == 0, started.output
+    shutil.rmtree(teacher)
+    shutil.copytree(retina_run / "snapshots" / "step_000002", teacher)
+    again = run_cli("train", "stylegan2", "--out", out, "--resume", "--steps", "3", "--quiet")
+    assert_one_line_error(again, "--resume", "not those this run started with")
+
+
 @pytest.mark.parametrize(
     ("extra", "fragments"),
     [

@@ -2,9 +2,8 @@
 
 Transfer learning, as StyleGAN2-ADA fine-tunes a network trained on more data: a new run
 starts from weights that already draw a class well instead of from noise: a user fine-tunes
-a generator on their own small dataset. New classes may be added: alone, at the widths a CPU
-trains, the new class overwrote the old one within 500 steps (docs/quality.md, row 109);
-with `--distill` the trainer holds the carried classes to the source's samples meanwhile.
+a generator on their own small dataset. New classes may be added; `--distill` keeps them
+from overwriting the carried ones (training/distillation.py).
 
 Every tensor is copied but those indexed by class, whose rows are matched by class name: a
 class of the new run that the source also has starts where the source left it, a new one

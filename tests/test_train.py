@@ -19,9 +19,10 @@ from safetensors.torch import load_file
 from synthmed.machine import cpu, has_bf16
 from synthmed.training.checkpoint import STATE_FILE, load_generator
 from synthmed.training.config import TrainConfig
+from synthmed.training.data.dataset import load_paired_data
 from synthmed.training.demo import ROLES, demo_configs
 from synthmed.training.models import create_model
-from synthmed.training.segmenter import SegmenterBudget
+from synthmed.training.segmenter import SegmenterBudget, fold_batch_norms, frozen_segmenter
 from synthmed.training.tasks import (
     CONSISTENCY_SEGMENTER,
     Batch,
@@ -206,6 +207,37 @@ def test_seg_discriminator_judges_the_segmenters_view_and_learns_through_it() ->
     loss, _ = task.g_loss(discriminator, batch, fake)
     loss.backward()
     assert fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+def test_frozen_segmenter_is_folded_and_its_file_is_the_plain_unet(
+    retina64: Path, tmp_path: Path
+) -> None:
+    """The frozen segmenter a GAN looks through has its batch norms folded into the
+    convolutions: the same logits and the same gradient to the image as the U-Net it was
+    trained as, whose weights are what the run keeps (so a resume reads a plain U-Net)."""
+    data = load_paired_data(str(retina64), 32, progress=False)
+    budget = SegmenterBudget(steps=5, base_channels=4, depth=2)
+    path = tmp_path / CONSISTENCY_SEGMENTER
+    folded = frozen_segmenter([data], budget, path, seed=0, save=True, progress=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    plain = create_model("segmentation_unet", budget.model_config())
+    plain.load_state_dict(load_file(str(path)))
+    plain.eval().requires_grad_(False)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    image = torch.rand(3, 3, 32, 32) * 2 - 1
+    grads = []
+    for model in (plain, folded):
+        x = image.clone().requires_grad_(True)
+        logits = model(x)
+        logits.square().sum().backward()
+        grads.append((logits.detach(), x.grad))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-4)
+    # read back from the run (a resume): folded the same way
+    again = frozen_segmenter([data], budget, path, seed=1, save=False, progress=False)
+    torch.testing.assert_close(again(image), folded(image))
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(plain.train())
 
 
 def test_stage2_learns_the_mapping(retina64: Path, tmp_path: Path) -> None:
@@ -553,7 +585,7 @@ def test_train_demo_at_128_trains_stage1_with_the_recipe_measured_there(tmp_path
     at_128 = demo_configs(tmp_path, ROLES, 128, 0.5)
     assert (at_64["stage1"].mode_seeking, at_64["stage1"].steps) == (1.0, 4000)
     assert at_64["stage2"].steps == 5000
-    assert (at_128["stage1"].mode_seeking, at_128["stage1"].steps) == (10.0, 3500)
+    assert (at_128["stage1"].mode_seeking, at_128["stage1"].steps) == (10.0, 2500)
     assert at_128["stage1"].size == at_128["stage2"].size == 128
     assert at_64["stage2"].fixed_bn_steps == 0
     assert at_128["stage2"].seg_discriminator

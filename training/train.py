@@ -176,7 +176,10 @@ class Trainer(TrainingLoop):
         # Discriminator: real and fake terms backpropagate separately (own batch statistics);
         # DDP all-reduces once, with the last term.
         self.opt_d.zero_grad(set_to_none=True)
-        terms = self.task.d_inputs(batch, fake.detach())
+        with self.autocast():
+            # under autocast for stage II's frozen segmenter: the photographs' view of it is
+            # computed at the renders' precision (half the time in bf16)
+            terms = self.task.d_inputs(batch, fake.detach())
         stats = {}
         if cfg.r1_gamma > 0:
             if step % cfg.r1_interval == 0:

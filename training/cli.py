@@ -453,7 +453,7 @@ for _kind in _DUAL_GAN_HELP:
     show_default=True,
     help="As for `synthmed train`: bf16 on a CPU with AVX-512 BF16 or AMX trains faster, at "
     "the fp32 recipe's quality at 64x64 and 128x128 (docs/quality.md row 102 and #128x128; "
-    "--size 128 in about 67 minutes on 2 AMX cores).",
+    "--size 128 in 83 minutes on 2 AVX-512 BF16 cores, about 54 with AMX).",
 )
 def train_demo_cmd(
     out: Path, steps_scale: float, roles: tuple[str, ...], size: int, precision: str

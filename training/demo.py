@@ -5,8 +5,8 @@
 The demo pair is small on purpose (64x64, narrow layers, about 8 MB of weights together) so it
 ships inside the package, serves on a CPU and samples in seconds. `--size 128` trains the
 recipe measured at 128x128 (SIZE_RECIPES), which meets every quality target there: on 2 CPU
-cores in bf16 about 67 minutes with AMX, 97 with AVX-512 BF16; two to three hours in fp32
-(docs/quality.md#128x128).
+cores in bf16 83 minutes with AVX-512 BF16 (timed), about 54 with AMX (from step times); two to
+three hours in fp32 (docs/quality.md#128x128).
 Only config.json, model.safetensors and the last sample grid of each run are kept; the resume
 state is not.
 """

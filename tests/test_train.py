@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from synthmed.machine import cpu, has_bf16
+from synthmed.training.batch_norm import batch_norms
 from synthmed.training.checkpoint import STATE_FILE, load_generator
 from synthmed.training.config import TrainConfig
 from synthmed.training.data.dataset import load_paired_data
@@ -219,20 +220,21 @@ def test_frozen_segmenter_is_folded_and_its_file_is_the_plain_unet(
     budget = SegmenterBudget(steps=5, base_channels=4, depth=2)
     path = tmp_path / CONSISTENCY_SEGMENTER
     folded = frozen_segmenter([data], budget, path, seed=0, save=True, progress=False)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert not batch_norms(folded)
     plain = create_model("segmentation_unet", budget.model_config())
     plain.load_state_dict(load_file(str(path)))
     plain.eval().requires_grad_(False)
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert batch_norms(plain)
     image = torch.rand(3, 3, 32, 32) * 2 - 1
-    grads = []
+    outputs = []  # (logits, gradient to the image) of each
     for model in (plain, folded):
         x = image.clone().requires_grad_(True)
         logits = model(x)
         logits.square().sum().backward()
-        grads.append((logits.detach(), x.grad))
-    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-4)
+        outputs.append((logits.detach(), x.grad))
+    (plain_logits, plain_grad), (folded_logits, folded_grad) = outputs
+    torch.testing.assert_close(folded_logits, plain_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(folded_grad, plain_grad, rtol=1e-4, atol=1e-4)
     # read back from the run (a resume): folded the same way
     again = frozen_segmenter([data], budget, path, seed=1, save=False, progress=False)
     torch.testing.assert_close(again(image), folded(image))

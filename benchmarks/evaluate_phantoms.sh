@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Reproduce the README's evaluation: dual GAN vs single-GAN baseline vs real retina phantoms.
 #
-#   benchmarks/evaluate_phantoms.sh [SIZE] [WORK]      (defaults: 64, runs/evaluate-SIZE)
+#   benchmarks/evaluate_phantoms.sh [SIZE] [WORK]      (defaults: 128, runs/evaluate-SIZE)
 #
 # Real training data are the demo models' own (500 phantoms, seed 2026); the held-out real set
-# is 100 phantoms of another seed. At 64x64 the bundled demo models are the dual GAN; at any
+# is 100 phantoms of another seed. At 128x128 the bundled demo models are the dual GAN; at any
 # other size `synthmed train-demo --size SIZE` trains both stages with the demo's recipe.
 # The single-GAN baseline always gets stage I's settings and budget. Finished steps are skipped on a rerun.
 # Every segmenter arm is trained REPEATS times (default 3) and reported as mean ± std, so a
@@ -13,7 +13,7 @@
 # Set SYNTHMED to the synthmed executable if it is not on PATH (e.g. .venv/bin/synthmed).
 set -euo pipefail
 
-size=${1:-64}
+size=${1:-128}
 work=${2:-runs/evaluate-$size}
 synthmed=${SYNTHMED:-synthmed}
 gan=(--size "$size" --ngf 32 --ndf 32 --batch-size 16 --seed 2026 --quiet)
@@ -30,7 +30,7 @@ step "$work/real-test" "$synthmed" data phantom --kind retina --count 100 --size
     --seed 7 --out "$work/real-test"
 
 dual=()
-if [[ $size != 64 ]]; then  # the demo's own recipe (training/demo.py), at this size
+if [[ $size != 128 ]]; then  # the demo's own recipe (training/demo.py), at this size
     step "$work/demo/stage2/model.safetensors" "$synthmed" train-demo --size "$size" \
         --out "$work/demo"
     dual=(--stage1 "$work/demo/stage1" --stage2 "$work/demo/stage2")

@@ -443,8 +443,8 @@ for _kind in _DUAL_GAN_HELP:
     type=int,
     default=DEMO_DATA["size"],
     show_default=True,
-    help="Phantom and model size: the demo's recipe at another resolution (at 128, with "
-    "both stages' settings measured there).",
+    help="Phantom and model size: 128 is the bundled models' recipe; other sizes train "
+    "the 64x64 recipe at that resolution.",
 )
 @click.option(
     "--precision",
@@ -453,7 +453,7 @@ for _kind in _DUAL_GAN_HELP:
     show_default=True,
     help="As for `synthmed train`: bf16 on a CPU with AVX-512 BF16 or AMX trains faster, at "
     "the fp32 recipe's quality at 64x64 and 128x128 (docs/quality.md row 102 and #128x128; "
-    "--size 128 in 83 minutes on 2 AVX-512 BF16 cores, about 54 with AMX).",
+    "the bundled models took 58 minutes in bf16 on 2 AVX-512 BF16 cores).",
 )
 def train_demo_cmd(
     out: Path, steps_scale: float, roles: tuple[str, ...], size: int, precision: str

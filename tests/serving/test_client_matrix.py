@@ -27,7 +27,7 @@ from synthmed.client import (
 )
 from synthmed.errors import UserInputError
 from synthmed.serving.server import TritonServer
-from tests.serving.conftest import REPO_ROOT, free_ports
+from tests.serving.conftest import DEMO_SIZE, REPO_ROOT, free_ports
 
 pytestmark = pytest.mark.server
 
@@ -114,14 +114,16 @@ def _server(repo: Path) -> TritonServer:
 @pytest.fixture(scope="module")
 def other_contract_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     """The demo models declared 32x32: a server whose `synthmed` has another contract. Its
-    configs drop their warm-up, which would feed the 64x64 models 32x32 masks and (rightly)
+    configs drop their warm-up, which would feed the demo models 32x32 masks and (rightly)
     fail the load: this server only has to declare the other contract."""
     repo = tmp_path_factory.mktemp("other") / "repo"
     shutil.copytree(REPO_ROOT / "model_repository", repo)
     for path in repo.glob("*/config.pbtxt"):
         config = text_format.Parse(path.read_text(), mc.ModelConfig())
         del config.model_warmup[:]
-        path.write_text(text_format.MessageToString(config).replace("dims: 64", "dims: 32"))
+        path.write_text(
+            text_format.MessageToString(config).replace(f"dims: {DEMO_SIZE}", "dims: 32")
+        )
     with _server(repo) as server:
         yield server
 
@@ -220,7 +222,7 @@ def test_explicit_indices_are_a_separate_call(flavour: Flavour, demo_server) -> 
 def test_a_refused_request_fails_at_once(flavour: Flavour, demo_server) -> None:
     waits: list[float] = []
     client = flavour.open(demo_server.url("grpc"), sleep=flavour.sleep_recorder(waits))
-    wrong_size = np.zeros((2, 32, 32), np.uint8)  # stage II takes 64x64 masks
+    wrong_size = np.zeros((2, 32, 32), np.uint8)  # stage II takes DEMO_SIZE-square masks
     with pytest.raises(InferenceError, match="synthmed_stage2 refused the request"):
         flavour.translate(client, wrong_size)
     assert waits == []  # not retried: the server would refuse it again

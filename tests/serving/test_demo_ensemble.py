@@ -14,7 +14,7 @@ from tritonclient.utils import InferenceServerException
 from synthmed.latents import latents
 from synthmed.serving.runtime import InProcessRuntime
 from tests.conftest import assert_one_line_error, run_cli
-from tests.serving.conftest import REPO_ROOT, free_ports
+from tests.serving.conftest import DEMO_SIZE, REPO_ROOT, free_ports
 
 pytestmark = pytest.mark.server
 
@@ -34,8 +34,8 @@ def _infer(client, z: np.ndarray, model: str = "synthmed", dtype: str = "FP32"):
 def test_ensemble_equals_the_in_process_runtime(demo_server) -> None:
     z = latents(11, range(6), 100)
     images, masks = _infer(_client(demo_server), z)
-    assert images.dtype == np.uint8 and images.shape == (6, 64, 64, 3)
-    assert masks.dtype == np.uint8 and masks.shape == (6, 64, 64)
+    assert images.dtype == np.uint8 and images.shape == (6, DEMO_SIZE, DEMO_SIZE, 3)
+    assert masks.dtype == np.uint8 and masks.shape == (6, DEMO_SIZE, DEMO_SIZE)
     ref_images, ref_masks = InProcessRuntime(REPO_ROOT / "model_repository").run(z)
     assert np.array_equal(masks, ref_masks)
     assert np.array_equal(images, ref_images)  # same graphs, same onnxruntime: bit for bit
@@ -58,7 +58,7 @@ def test_bad_requests_get_tritons_error_and_the_server_keeps_serving(
     with pytest.raises(InferenceServerException, match=message):
         _infer(client, z, model=model, dtype=dtype)
     images, _ = _infer(client, latents(0, range(1), 100))
-    assert images.shape == (1, 64, 64, 3)
+    assert images.shape == (1, DEMO_SIZE, DEMO_SIZE, 3)
 
 
 def _batched_executions(server) -> dict[int, int]:

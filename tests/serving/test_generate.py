@@ -16,7 +16,7 @@ from PIL import Image
 
 from synthmed.serving.server import TritonServer
 from tests.conftest import assert_one_line_error, run_cli
-from tests.serving.conftest import REPO_ROOT, free_ports
+from tests.serving.conftest import DEMO_SIZE, REPO_ROOT, free_ports
 
 pytestmark = pytest.mark.server
 
@@ -34,8 +34,8 @@ def _assert_complete(out: Path, count: int) -> None:
     entries = _manifest(out)
     assert sorted(e["index"] for e in entries) == list(range(count))  # no hole, no duplicate
     for e in entries:
-        assert Image.open(out / e["image"]).convert("RGB").size == (64, 64)
-        assert Image.open(out / e["mask"]).size == (64, 64)
+        assert Image.open(out / e["image"]).convert("RGB").size == (DEMO_SIZE, DEMO_SIZE)
+        assert Image.open(out / e["mask"]).size == (DEMO_SIZE, DEMO_SIZE)
 
 
 def _generate(out: Path, url: str, count: int, *extra: str) -> subprocess.Popen:

@@ -3,7 +3,7 @@
 Two configurations:
 - `default`: the paper-scale pair at 256x256 with random weights (stage I a DCGAN with 32 base
   filters, stage II a pix2pix U-Net with 64), what a user training at full size would serve;
-- `demo`: the bundled 64x64 demo pair, what the README's quick start serves.
+- `demo`: the bundled demo pair (128x128), what the README's quick start serves.
 Each is exported with the product's own `export_onnx` and, for the int8 variant, quantized with
 `synthmed export int8`'s `quantize_stage2`, so the benchmark measures the files users get.
 """
@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from synthmed.export.graphs import FusedGraph
 from synthmed.export.torch2onnx import export_onnx
 from synthmed.training.checkpoint import load_generator, save_generator
+from synthmed.training.demo import DEMO_DATA
 from synthmed.training.models import create_model
 from synthmed.training.models.dcgan import DCGANConfig
 from synthmed.training.models.pix2pix import UNetGeneratorConfig
@@ -70,7 +71,7 @@ def prepare(name: str, work: Path, *, int8: bool, calibration_count: int) -> Ben
         description = "DCGAN ngf 32 + pix2pix U-Net ngf 64, 256x256, random weights"
     else:
         stage1, stage2 = DEMO_STAGE1, DEMO_STAGE2
-        description = "bundled demo models, 64x64"
+        description = f"bundled demo models, {DEMO_DATA['size']}x{DEMO_DATA['size']}"
     onnx_dir = work / "onnx"
     # Parity at two batch sizes is enough here; the export tests cover more.
     export_onnx(onnx_dir, stage1=stage1, stage2=stage2, batch_sizes=(1, 2), force=True)

@@ -4,7 +4,7 @@
     python benchmarks/pipeline_throughput.py --configs default --seconds 2
 
 For each configuration (`default`: paper-scale 256x256, random weights; `demo`: the bundled
-64x64 pair) it measures, in this order and one at a time (two cores are shared by everything):
+128x128 pair) it measures, in this order and one at a time (two cores are shared by everything):
 PyTorch eager (NCHW and channels_last), onnxruntime in-process (stage I + II as two sessions,
 the fused graph, the fused graph with I/O binding, int8 stage II), then a local tritonserver
 through the product's gRPC client (the `synthmed` ensemble and `synthmed_fused`) at several

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from synthmed.cli import cli
 from synthmed.training.data.phantom import write_phantom_dataset
+from synthmed.training.demo import DEMO_DATA
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +39,8 @@ def gray_cells64(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # Options for a tiny, fast training run.
+# The side of the bundled demo models (training/demo_models, model_repository/).
+DEMO_SIZE = DEMO_DATA["size"]
 TINY_TRAIN = "--ngf 8 --ndf 8 --nz 16 --batch-size 4 --quiet".split()
 # The same for `synthmed train stylegan2`: widths of 32 at most, a 16-d latent and style.
 TINY_STYLEGAN2 = (

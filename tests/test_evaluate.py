@@ -30,7 +30,7 @@ from synthmed.training.data.phantom import write_phantom_dataset
 from synthmed.training.pixels import mask_to_input, tanh_to_uint8
 from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
 from synthmed.training.segmenter import SegmenterBudget
-from tests.conftest import TINY_TRAIN, assert_one_line_error, run_cli
+from tests.conftest import DEMO_SIZE, TINY_TRAIN, assert_one_line_error, run_cli
 from tests.test_fid import _export, _tiny_net
 
 FAST = ["--seg-steps", "30", "--seg-width", "8", "--quiet"]
@@ -38,10 +38,10 @@ FAST = ["--seg-steps", "30", "--seg-width", "8", "--quiet"]
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Real training pairs and held-out real pairs (other seeds), 64x64 like the demo models."""
+    """Real training pairs and held-out real pairs (other seeds), the demo models' size."""
     root = tmp_path_factory.mktemp("eval-real")
-    write_phantom_dataset("retina", root / "train", 24, 64, 5)
-    write_phantom_dataset("retina", root / "test", 12, 64, 6)
+    write_phantom_dataset("retina", root / "train", 24, DEMO_SIZE, 5)
+    write_phantom_dataset("retina", root / "test", 12, DEMO_SIZE, 6)
     return root / "train", root / "test"
 
 
@@ -64,11 +64,12 @@ def noise(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_evaluate_end_to_end_with_baseline_fid_and_small_data(
-    real: tuple[Path, Path], retina64: Path, tmp_path: Path
+    real: tuple[Path, Path], tmp_path: Path
 ) -> None:
     train, test = real
     single = tmp_path / "single"
-    run_cli("train", "single", "--data", retina64, "--out", single, "--steps", "2", *TINY_TRAIN)
+    size = ["--size", str(DEMO_SIZE)]  # the baseline's images are judged beside the demo's
+    run_cli("train", "single", "--data", train, "--out", single, "--steps", "2", *size, *TINY_TRAIN)
     torch.manual_seed(0)
     example = torch.rand(4, 3, 64, 64)
     inception = _export(_tiny_net(flatten=True), example, False, tmp_path / "f.onnx")
@@ -289,17 +290,18 @@ def test_bad_input_is_one_line(real: tuple[Path, Path], mixed_sizes: Path, tmp_p
     train, test = real
     base = ["evaluate", "--real", train, "--real-test", test, "--out", tmp_path / "r", *FAST]
     empty = tmp_path / "empty"
+    too_deep = DEMO_SIZE.bit_length()  # 2**depth poolings do not divide the size
     (empty / "images").mkdir(parents=True)
     (empty / "masks").mkdir()
     cases = [
         (["--synthetic", mixed_sizes], ["000002.png", "32x32", "64x64"]),
-        (["--size", "128"], ["--size 128", "64x64"]),
+        (["--size", str(DEMO_SIZE // 2)], [f"--size {DEMO_SIZE // 2}", f"{DEMO_SIZE}x{DEMO_SIZE}"]),
         (["--synthetic", empty], [str(empty), "empty synthetic folder"]),
         (["--fid"], ["--fid needs --inception"]),
         (["--inception", tmp_path / "missing.onnx"], ["missing.onnx", "does not exist"]),
         (["--small-data", "24"], ["--small-data 24", "24 real training images"]),
         (["--small-data", "five"], ["--small-data", "five"]),
-        (["--seg-depth", "7"], ["--seg-depth 7", "divisible"]),
+        (["--seg-depth", str(too_deep)], [f"--seg-depth {too_deep}", "divisible"]),
         (["--single", train], [str(train), "config.json"]),
         (["--count", "0"], ["--count must be >= 1"]),
         (["--repeats", "0"], ["--repeats must be >= 1, got 0"]),
@@ -318,5 +320,6 @@ def test_an_existing_report_is_kept_unless_forced_and_survives_a_failed_run(
     (out / "report.md").write_text("old report")
     args = ["evaluate", "--real", real[0], "--real-test", real[1], "--out", out, *FAST]
     assert_one_line_error(run_cli(*args), str(out), "--force")
-    assert_one_line_error(run_cli(*args, "--force", "--size", "128"), "--size 128")
+    other = str(DEMO_SIZE // 2)  # not the demo models' size
+    assert_one_line_error(run_cli(*args, "--force", "--size", other), f"--size {other}")
     assert (out / "report.md").read_text() == "old report"

@@ -13,7 +13,7 @@ import pytest
 
 from synthmed.export.calibration import CALIBRATION_SEED, calibration_batches
 from synthmed.latents import latents
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import DEMO_SIZE, assert_one_line_error, run_cli
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -33,7 +33,8 @@ def test_script_only_writes_a_valid_trtexec_script(demo_onnx: Path, tmp_path: Pa
     for name in ("synthmed_stage1", "synthmed_stage2", "synthmed_fused"):
         assert f"{name}.onnx" in text and f"{name}.plan" in text
     assert '--minShapes="z:1x100"' in text
-    assert '--maxShapes="mask:32x64x64,z:32x100"' in text  # stage II: the mask and its latent
+    # stage II: the mask and its latent
+    assert f'--maxShapes="mask:32x{DEMO_SIZE}x{DEMO_SIZE},z:32x100"' in text
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
 
 
@@ -54,7 +55,7 @@ def test_missing_onnx_folder(tmp_path: Path) -> None:
 
 def test_int8_calibration_feeds_stage2_real_stage1_masks(demo_onnx: Path, tmp_path: Path) -> None:
     batches = list(calibration_batches(demo_onnx / "synthmed_stage2.onnx", 2, 4))
-    assert len(batches) == 2 and batches[0]["mask"].shape == (4, 64, 64)
+    assert len(batches) == 2 and batches[0]["mask"].shape == (4, DEMO_SIZE, DEMO_SIZE)
     stage1 = ort.InferenceSession(str(demo_onnx / "synthmed_stage1.onnx"))
     (expected,) = stage1.run(["mask"], {"z": latents(CALIBRATION_SEED, range(4, 8), 100)})
     assert np.array_equal(batches[1]["mask"], expected)

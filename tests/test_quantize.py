@@ -22,7 +22,7 @@ from synthmed.serving.repository import (
 )
 from synthmed.serving.runtime import InProcessRuntime
 from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import DEMO_SIZE, assert_one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +81,11 @@ def test_io_contract_is_unchanged(demo_onnx: Path, int8: tuple[Path, str]) -> No
     fp32, q = _session(demo_onnx / "synthmed_stage2.onnx"), _session(out / "synthmed_stage2.onnx")
     for a, b in [(fp32.get_inputs(), q.get_inputs()), (fp32.get_outputs(), q.get_outputs())]:
         assert [(v.name, v.type, v.shape) for v in a] == [(v.name, v.type, v.shape) for v in b]
-    assert q.get_inputs()[0].shape == ["batch", 64, 64]
+    assert q.get_inputs()[0].shape == ["batch", DEMO_SIZE, DEMO_SIZE]
     for batch in (1, 3):
         feeds = {"mask": _masks(demo_onnx, 3, batch), "z": latents(3, range(batch), 100)}
         (image,) = q.run(["image"], feeds)
-        assert image.shape == (batch, 64, 64, 3) and image.dtype == np.uint8
+        assert image.shape == (batch, DEMO_SIZE, DEMO_SIZE, 3) and image.dtype == np.uint8
 
 
 def test_manifest_records_quality_and_stage1_is_copied(
@@ -113,7 +113,9 @@ def test_manifest_records_quality_and_stage1_is_copied(
     assert q["calibration"]["count"] == 16 and q["check"]["seed"] != q["calibration"]["seed"]
     assert q["per_channel"] and q["method"] == "minmax" and q["onnxruntime_version"]
     # Left in fp32: the output layer and the noise projection's MatMuls (z -> M, U M, U M V^T).
-    assert len(q["fp32_nodes"]) == 4 and len(q["rewritten_conv_transpose"]) == 5
+    # Every decoder level of the U-Net (log2(size) of them) but the output layer is rewritten.
+    levels = DEMO_SIZE.bit_length() - 1
+    assert len(q["fp32_nodes"]) == 4 and len(q["rewritten_conv_transpose"]) == levels - 1
     assert sum("matmul" in name.lower() for name in q["fp32_nodes"]) == 3
     props = {p.key: p.value for p in onnx.load(str(out / "synthmed_stage2.onnx")).metadata_props}
     assert props["synthmed.precision"] == "int8" and json.loads(props["synthmed.sources"])
@@ -212,7 +214,7 @@ def test_repository_and_in_process_runtime_use_it_unchanged(
     runtime = InProcessRuntime(tmp_path / "repo", threads=1)
     z = latents(11, range(4), runtime.nz)
     images, masks = runtime.run(z)
-    assert images.shape == (4, 64, 64, 3) and images.dtype == np.uint8
+    assert images.shape == (4, DEMO_SIZE, DEMO_SIZE, 3) and images.dtype == np.uint8
     expected_masks = _masks(demo_onnx, 11, 4)
     np.testing.assert_array_equal(masks, expected_masks)
     fp32 = _session(demo_onnx / "synthmed_stage2.onnx").run(["image"], {"mask": masks, "z": z})[0]

@@ -14,7 +14,7 @@ from synthmed.export import torch2onnx
 from synthmed.export.verify import ExportVerificationError
 from synthmed.latents import latents
 from synthmed.training.sample import DEMO_STAGE1, DEMO_STAGE2, TwoStagePipeline
-from tests.conftest import TINY_TRAIN, assert_one_line_error, run_cli
+from tests.conftest import DEMO_SIZE, TINY_TRAIN, assert_one_line_error, run_cli
 from tests.tolerance import assert_same_samples
 
 
@@ -73,9 +73,10 @@ def test_demo_export_files_contract_and_metadata(demo_onnx: Path) -> None:
     manifest = json.loads((demo_onnx / "export_manifest.json").read_text())
     stage1 = manifest["models"]["synthmed_stage1"]
     assert stage1["inputs"] == {"z": {"dtype": "float32", "shape": [-1, 100]}}
-    assert stage1["outputs"] == {"mask": {"dtype": "uint8", "shape": [-1, 64, 64]}}
+    assert stage1["outputs"] == {"mask": {"dtype": "uint8", "shape": [-1, DEMO_SIZE, DEMO_SIZE]}}
     assert manifest["models"]["synthmed_stage2"]["inputs"]["mask"]["dtype"] == "uint8"
-    assert manifest["models"]["synthmed_fused"]["outputs"]["image"]["shape"] == [-1, 64, 64, 3]
+    fused_image = manifest["models"]["synthmed_fused"]["outputs"]["image"]
+    assert fused_image["shape"] == [-1, DEMO_SIZE, DEMO_SIZE, 3]
     for name in ("synthmed_stage1", "synthmed_stage2", "synthmed_fused"):
         model = onnx.load(str(demo_onnx / f"{name}.onnx"))
         onnx.checker.check_model(model, full_check=True)
@@ -98,7 +99,8 @@ def test_one_file_serves_batch_sizes_1_3_16_and_matches_pytorch_sampling(demo_on
         z = latents(5, range(batch), 100)
         image, mask = fused.run(["image", "mask"], {"z": z})
         ref_image, ref_mask = pipeline(z)
-        assert image.shape == (batch, 64, 64, 3) and mask.shape == (batch, 64, 64)
+        assert image.shape == (batch, DEMO_SIZE, DEMO_SIZE, 3)
+        assert mask.shape == (batch, DEMO_SIZE, DEMO_SIZE)
         # Another runtime's kernels: equal up to rounding (see tests/tolerance.py).
         assert_same_samples((image, mask), (ref_image, ref_mask), image_follows_mask=True)
         # The two-model path (as the Triton ensemble runs it) gives the same result.

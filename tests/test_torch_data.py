@@ -19,7 +19,7 @@ from synthmed.client.dataset import FORMATS
 from synthmed.client.shards import SHARD_DIR, WEBDATASET
 from synthmed.client.torch_data import READERS, SampleIndexError, TritonStream, WrittenDataset
 from synthmed.errors import DataError, UserInputError
-from tests.conftest import run_cli
+from tests.conftest import DEMO_SIZE, run_cli
 
 COUNT, SEED = 6, 11
 ALL_FORMATS = (*FORMATS, WEBDATASET)
@@ -65,8 +65,9 @@ def test_item_i_is_sample_i(written: dict[str, Path], reference, fmt: str) -> No
     items = list(dataset)  # the sequence protocol: ends at the first SampleIndexError
     assert [item["index"] for item in items] == list(range(COUNT))
     for item, (index, image, mask) in zip(items, reference, strict=True):
-        assert item["image"].dtype == torch.uint8 and item["image"].shape == (64, 64, 3)
-        assert item["mask"].dtype == torch.uint8 and item["mask"].shape == (64, 64)
+        assert item["image"].dtype == item["mask"].dtype == torch.uint8
+        assert item["image"].shape == (DEMO_SIZE, DEMO_SIZE, 3)
+        assert item["mask"].shape == (DEMO_SIZE, DEMO_SIZE)
         np.testing.assert_array_equal(item["image"].numpy(), image, err_msg=str(index))
         np.testing.assert_array_equal(item["mask"].numpy(), mask, err_msg=str(index))
     assert dataset[np.int64(3)]["index"] == dataset[torch.tensor(3)]["index"] == 3

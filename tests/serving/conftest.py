@@ -8,11 +8,8 @@ from pathlib import Path
 import pytest
 
 from synthmed.serving.server import free_ports
-from synthmed.training.demo import DEMO_DATA
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The side of the bundled demo models, which model_repository/ serves.
-DEMO_SIZE = DEMO_DATA["size"]
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,8 @@ from synthmed.client import (
 )
 from synthmed.errors import UserInputError
 from synthmed.serving.server import TritonServer
-from tests.serving.conftest import DEMO_SIZE, REPO_ROOT, free_ports
+from tests.conftest import DEMO_SIZE
+from tests.serving.conftest import REPO_ROOT, free_ports
 
 pytestmark = pytest.mark.server
 

@@ -13,8 +13,8 @@ from tritonclient.utils import InferenceServerException
 
 from synthmed.latents import latents
 from synthmed.serving.runtime import InProcessRuntime
-from tests.conftest import assert_one_line_error, run_cli
-from tests.serving.conftest import DEMO_SIZE, REPO_ROOT, free_ports
+from tests.conftest import DEMO_SIZE, assert_one_line_error, run_cli
+from tests.serving.conftest import REPO_ROOT, free_ports
 
 pytestmark = pytest.mark.server
 

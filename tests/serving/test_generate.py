@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from synthmed.serving.server import TritonServer
-from tests.conftest import assert_one_line_error, run_cli
-from tests.serving.conftest import DEMO_SIZE, REPO_ROOT, free_ports
+from tests.conftest import DEMO_SIZE, assert_one_line_error, run_cli
+from tests.serving.conftest import REPO_ROOT, free_ports
 
 pytestmark = pytest.mark.server
 

@@ -13,7 +13,8 @@
 # Set SYNTHMED to the synthmed executable if it is not on PATH (e.g. .venv/bin/synthmed).
 set -euo pipefail
 
-size=${1:-128}
+demo_size=128  # the bundled demo models' side (training/demo.py DEMO_DATA)
+size=${1:-$demo_size}
 work=${2:-runs/evaluate-$size}
 synthmed=${SYNTHMED:-synthmed}
 gan=(--size "$size" --ngf 32 --ndf 32 --batch-size 16 --seed 2026 --quiet)
@@ -30,7 +31,7 @@ step "$work/real-test" "$synthmed" data phantom --kind retina --count 100 --size
     --seed 7 --out "$work/real-test"
 
 dual=()
-if [[ $size != 128 ]]; then  # the demo's own recipe (training/demo.py), at this size
+if [[ $size != "$demo_size" ]]; then  # the demo's own recipe (training/demo.py), at this size
     step "$work/demo/stage2/model.safetensors" "$synthmed" train-demo --size "$size" \
         --out "$work/demo"
     dual=(--stage1 "$work/demo/stage1" --stage2 "$work/demo/stage2")

@@ -38,9 +38,9 @@ def gray_cells64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-# Options for a tiny, fast training run.
 # The side of the bundled demo models (training/demo_models, model_repository/).
 DEMO_SIZE = DEMO_DATA["size"]
+# Options for a tiny, fast training run.
 TINY_TRAIN = "--ngf 8 --ndf 8 --nz 16 --batch-size 4 --quiet".split()
 # The same for `synthmed train stylegan2`: widths of 32 at most, a 16-d latent and style.
 TINY_STYLEGAN2 = (
